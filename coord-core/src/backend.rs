@@ -1,0 +1,165 @@
+//! The backend contract every store implements.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{
+    LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision, TxnRequest,
+    TxnResponse, WatchRequest, WatchStream,
+};
+
+/// What a backend is and what it can do, for diagnostics and for the conformance suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendInfo {
+    /// Short name: `"memory"`, `"etcd"`, `"redis"`.
+    pub name: &'static str,
+    /// Lease TTLs are rounded up to a multiple of this.
+    pub lease_granularity: Duration,
+    /// The shortest TTL the backend grants; shorter requests are raised to it.
+    pub min_lease_ttl: Duration,
+}
+
+impl BackendInfo {
+    /// Describes a backend.
+    pub fn new(name: &'static str, lease_granularity: Duration, min_lease_ttl: Duration) -> Self {
+        BackendInfo {
+            name,
+            lease_granularity,
+            min_lease_ttl,
+        }
+    }
+}
+
+/// A linearizable, revisioned key-value store with leases and watches: etcd's data model,
+/// reduced to what coordination recipes need.
+///
+/// The recipes in this crate ([`crate::Session`], [`crate::Mutex`], [`crate::Election`], ...)
+/// are written once against this trait. It is object safe: recipes hold an
+/// `Arc<dyn CoordinationBackend>`.
+///
+/// # Contract
+///
+/// - **Revisions.** The store has one revision counter. Every [`txn`](Self::txn) that
+///   changes anything, and every lease expiry or revoke that deletes keys, raises it by
+///   exactly one, and all of its changes carry the new revision. A txn that changes nothing
+///   (only reads, or a failed compare with a read-only branch) leaves it alone.
+/// - **Keys** carry `create_revision` (the revision that created them since they were last
+///   absent), `mod_revision`, `version` (1 after creation, +1 per write) and `lease`.
+/// - **Txn** is atomic and linearizable. Compares are evaluated on the state before the txn;
+///   the operations of the chosen branch run in order, each seeing the writes of the earlier
+///   ones. A compare on an absent key sees 0 for every numeric field and is false for a value
+///   compare.
+/// - **Range** applies key range, then revision filters, then sort, then limit; `more` tells
+///   whether the limit cut keys off; `count` is taken before the filters and the limit.
+/// - **Leases.** A key put with a lease is deleted when the lease expires or is revoked. All
+///   of a lease's keys are deleted in one new revision, and watchers see one DELETE event for
+///   each. A lease expires when `ttl` has passed since it was granted or last kept alive.
+/// - **Watch** returns once the watch is established. From then on it delivers every change
+///   to the watched keys at or after its start revision, in revision order, grouped by
+///   revision, with nothing skipped. A start revision older than the oldest kept revision
+///   ends the stream with [`Error::Compacted`](crate::Error::Compacted). A backend that loses
+///   its connection resumes the watch from the next revision by itself or ends the stream
+///   with an error.
+///
+/// # Errors
+///
+/// Every method may fail with [`Error::Unavailable`](crate::Error::Unavailable) (retryable;
+/// a write may or may not have been applied), [`Error::Timeout`](crate::Error::Timeout),
+/// [`Error::Unauthenticated`](crate::Error::Unauthenticated),
+/// [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
+/// [`Error::Backend`](crate::Error::Backend). Bad input gives
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument). Method docs list the rest.
+///
+/// # Cancel safety
+///
+/// Dropping a call's future before it completes leaves the store as if the call either
+/// happened entirely or not at all (a txn is never half-applied), but the caller cannot tell
+/// which. Recipes therefore guard every write with a compare so that a retry is harmless.
+#[async_trait]
+pub trait CoordinationBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// Name and capabilities.
+    fn info(&self) -> BackendInfo;
+
+    /// Grants a lease of at least `ttl`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a zero TTL or one above
+    /// the backend's maximum.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a lease granted by a dropped call is never reported and expires
+    /// after its TTL.
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant>;
+
+    /// Refreshes a lease, returning its TTL (time left after the refresh).
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) once the lease has expired or
+    /// been revoked.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a refresh is idempotent.
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration>;
+
+    /// Revokes a lease, deleting its keys in one revision.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) when it does not exist.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: revoking is idempotent (a repeat gives `LeaseNotFound`).
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+
+    /// The lease's granted and remaining TTL.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) when it does not exist.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus>;
+
+    /// Reads keys.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse>;
+
+    /// Runs a transaction.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) when a put names a lease that does
+    /// not exist (the whole txn is rejected).
+    ///
+    /// # Cancel safety
+    /// See the trait docs: atomic, but a dropped call may or may not have been applied.
+    async fn txn(&self, request: TxnRequest) -> Result<TxnResponse>;
+
+    /// Establishes a watch; see [`WatchStream`].
+    ///
+    /// # Errors
+    /// A start revision that is already compacted is reported on the stream, not here.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a watch dropped while being established is cancelled.
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream>;
+
+    /// The store's current revision.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    async fn current_revision(&self) -> Result<Revision>;
+
+    /// Discards history before `revision`: watches can no longer start below it.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`](crate::Error::Compacted) when already compacted past `revision`;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `revision` is in the
+    /// future.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: compaction is idempotent.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+}

@@ -1,0 +1,1 @@
+//! The coordination recipes, written once against [`crate::CoordinationBackend`].

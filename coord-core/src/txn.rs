@@ -1,0 +1,318 @@
+//! Transactions: compares, then one of two lists of operations.
+
+use crate::{KeyRange, KeyValue, LeaseId, NO_LEASE, RangeRequest, RangeResponse, Revision};
+
+/// How a compare relates the key's current field to the given operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    /// `field == operand`
+    Equal,
+    /// `field != operand`
+    NotEqual,
+    /// `field < operand`
+    Less,
+    /// `field > operand`
+    Greater,
+}
+
+impl CompareOp {
+    /// Applies the comparison to two ordered values.
+    pub fn holds<T: Ord + ?Sized>(self, field: &T, operand: &T) -> bool {
+        match self {
+            CompareOp::Equal => field == operand,
+            CompareOp::NotEqual => field != operand,
+            CompareOp::Less => field < operand,
+            CompareOp::Greater => field > operand,
+        }
+    }
+}
+
+/// Which field of a key a compare looks at, with the operand.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CompareTarget {
+    /// [`KeyValue::create_revision`]; 0 when the key is absent.
+    CreateRevision(Revision),
+    /// [`KeyValue::mod_revision`]; 0 when the key is absent.
+    ModRevision(Revision),
+    /// [`KeyValue::version`]; 0 when the key is absent.
+    Version(i64),
+    /// [`KeyValue::value`], compared bytewise. A compare on the value of an absent key is
+    /// always false, whatever the operator (as in etcd).
+    Value(Vec<u8>),
+    /// [`KeyValue::lease`]; 0 when the key is absent or has no lease.
+    Lease(LeaseId),
+}
+
+/// One condition of a transaction, on one key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Compare {
+    /// The key compared.
+    pub key: Vec<u8>,
+    /// The field and operand.
+    pub target: CompareTarget,
+    /// The relation that must hold.
+    pub op: CompareOp,
+}
+
+impl Compare {
+    /// Compares the key's create revision (0 = absent).
+    pub fn create_revision(key: impl Into<Vec<u8>>, op: CompareOp, revision: Revision) -> Self {
+        Compare {
+            key: key.into(),
+            target: CompareTarget::CreateRevision(revision),
+            op,
+        }
+    }
+
+    /// Compares the key's mod revision.
+    pub fn mod_revision(key: impl Into<Vec<u8>>, op: CompareOp, revision: Revision) -> Self {
+        Compare {
+            key: key.into(),
+            target: CompareTarget::ModRevision(revision),
+            op,
+        }
+    }
+
+    /// Compares the key's version.
+    pub fn version(key: impl Into<Vec<u8>>, op: CompareOp, version: i64) -> Self {
+        Compare {
+            key: key.into(),
+            target: CompareTarget::Version(version),
+            op,
+        }
+    }
+
+    /// Compares the key's value.
+    pub fn value(key: impl Into<Vec<u8>>, op: CompareOp, value: impl Into<Vec<u8>>) -> Self {
+        Compare {
+            key: key.into(),
+            target: CompareTarget::Value(value.into()),
+            op,
+        }
+    }
+
+    /// Compares the key's lease.
+    pub fn lease(key: impl Into<Vec<u8>>, op: CompareOp, lease: LeaseId) -> Self {
+        Compare {
+            key: key.into(),
+            target: CompareTarget::Lease(lease),
+            op,
+        }
+    }
+
+    /// Evaluates the compare against the key's current state (`None` = absent), with etcd's
+    /// rules for absent keys. Backends that evaluate compares themselves use this.
+    pub fn evaluate(&self, current: Option<&KeyValue>) -> bool {
+        let absent = KeyValue::default();
+        let kv = current.unwrap_or(&absent);
+        match &self.target {
+            CompareTarget::CreateRevision(rev) => self.op.holds(&kv.create_revision, rev),
+            CompareTarget::ModRevision(rev) => self.op.holds(&kv.mod_revision, rev),
+            CompareTarget::Version(v) => self.op.holds(&kv.version, v),
+            CompareTarget::Value(v) => {
+                current.is_some() && self.op.holds(kv.value.as_slice(), v.as_slice())
+            }
+            CompareTarget::Lease(l) => self.op.holds(&kv.lease, l),
+        }
+    }
+}
+
+/// A put inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put {
+    /// The key written.
+    pub key: Vec<u8>,
+    /// The new value.
+    pub value: Vec<u8>,
+    /// Attach the key to this lease ([`NO_LEASE`] for none). The lease must exist.
+    pub lease: LeaseId,
+    /// Return the key's previous state.
+    pub prev_kv: bool,
+}
+
+/// A delete inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// The keys deleted.
+    pub range: KeyRange,
+    /// Return the deleted keys.
+    pub prev_kv: bool,
+}
+
+/// One operation of a transaction branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Write a key.
+    Put(Put),
+    /// Delete keys.
+    Delete(Delete),
+    /// Read keys, seeing the writes of earlier operations in the same branch.
+    Range(RangeRequest),
+}
+
+impl TxnOp {
+    /// A put without lease.
+    pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Self {
+        TxnOp::Put(Put {
+            key: key.into(),
+            value: value.into(),
+            lease: NO_LEASE,
+            prev_kv: false,
+        })
+    }
+
+    /// A put attached to `lease`.
+    pub fn put_with_lease(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
+        TxnOp::Put(Put {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            prev_kv: false,
+        })
+    }
+
+    /// Deletes one key.
+    pub fn delete(key: impl Into<Vec<u8>>) -> Self {
+        TxnOp::Delete(Delete {
+            range: KeyRange::key(key),
+            prev_kv: false,
+        })
+    }
+
+    /// Deletes every key in `range`.
+    pub fn delete_range(range: KeyRange) -> Self {
+        TxnOp::Delete(Delete {
+            range,
+            prev_kv: false,
+        })
+    }
+
+    /// A read.
+    pub fn range(request: RangeRequest) -> Self {
+        TxnOp::Range(request)
+    }
+}
+
+/// A transaction: if every compare holds, run `success`, else run `failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnRequest {
+    /// Conditions, all of which must hold for `success` to run.
+    pub compares: Vec<Compare>,
+    /// Operations run when every compare holds.
+    pub success: Vec<TxnOp>,
+    /// Operations run otherwise.
+    pub failure: Vec<TxnOp>,
+}
+
+impl TxnRequest {
+    /// An empty transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds conditions.
+    pub fn when(mut self, compares: impl IntoIterator<Item = Compare>) -> Self {
+        self.compares.extend(compares);
+        self
+    }
+
+    /// Adds operations to the success branch.
+    pub fn and_then(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.success.extend(ops);
+        self
+    }
+
+    /// Adds operations to the failure branch.
+    pub fn or_else(mut self, ops: impl IntoIterator<Item = TxnOp>) -> Self {
+        self.failure.extend(ops);
+        self
+    }
+
+    /// Checks every compare and operation.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] naming the first bad part: an empty key, an inverted
+    /// range, a negative lease or limit.
+    pub fn validate(&self) -> crate::Result<()> {
+        for c in &self.compares {
+            if c.key.is_empty() {
+                return Err(crate::Error::invalid_argument("compare key must not be empty"));
+            }
+        }
+        for op in self.success.iter().chain(&self.failure) {
+            match op {
+                TxnOp::Put(p) => {
+                    if p.key.is_empty() {
+                        return Err(crate::Error::invalid_argument("put key must not be empty"));
+                    }
+                    if p.lease < 0 {
+                        return Err(crate::Error::invalid_argument(format!(
+                            "lease id must not be negative, got {}",
+                            p.lease
+                        )));
+                    }
+                }
+                TxnOp::Delete(d) => d.range.validate()?,
+                TxnOp::Range(r) => r.validate()?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one operation of the branch that ran returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOpResponse {
+    /// For [`TxnOp::Put`].
+    Put {
+        /// The key before the put, if asked for and the key existed.
+        prev_kv: Option<KeyValue>,
+    },
+    /// For [`TxnOp::Delete`].
+    Delete {
+        /// How many keys were deleted.
+        deleted: i64,
+        /// The deleted keys, if asked for.
+        prev_kvs: Vec<KeyValue>,
+    },
+    /// For [`TxnOp::Range`].
+    Range(RangeResponse),
+}
+
+impl TxnOpResponse {
+    /// The range response, if this was a range.
+    pub fn into_range(self) -> Option<RangeResponse> {
+        match self {
+            TxnOpResponse::Range(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// The result of a [`TxnRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnResponse {
+    /// Whether every compare held (so `success` ran).
+    pub succeeded: bool,
+    /// The store revision after the transaction: the new revision if it wrote anything.
+    pub revision: Revision,
+    /// One response per operation of the branch that ran, in order.
+    pub responses: Vec<TxnOpResponse>,
+}
+
+impl TxnResponse {
+    /// The range response at `index`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Backend`] if the backend returned a different shape than was asked for,
+    /// which is a backend bug.
+    pub fn range(&self, index: usize) -> crate::Result<&RangeResponse> {
+        match self.responses.get(index) {
+            Some(TxnOpResponse::Range(r)) => Ok(r),
+            other => Err(crate::Error::backend(
+                "contract",
+                format!("txn response {index} is not a range: {other:?}"),
+            )),
+        }
+    }
+}
