@@ -1,0 +1,375 @@
+//! `Election`: leader election with proclamations and an observer stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+
+use super::own_key::{OwnedKey, claim};
+use super::wait::wait_for_predecessors;
+use super::{Session, lock_key};
+use crate::{
+    BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, KeyValue,
+    RangeRequest, Result, Revision, TxnOp, TxnRequest, WatchRequest,
+};
+
+/// Leader election on a name, etcd's `concurrency.Election`.
+///
+/// Candidates put `<name>/<lease hex>` with their proposal as the value, attached to the
+/// session lease; the leader is the candidate with the lowest create revision. So a coord
+/// candidate and `etcdctl elect`, etcd's server-side election API or Go's
+/// `concurrency.Election` on the same name see the same leader. A session is one candidate:
+/// campaigning again on the same session and name adopts the existing candidacy (and
+/// proclaims the new value), which is how leadership is resumed after a restart with
+/// [`crate::SessionBuilder::lease`].
+#[derive(Debug, Clone)]
+pub struct Election {
+    session: Session,
+    name: String,
+}
+
+/// A leader as seen by [`Election::leader`] and [`observe`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderUpdate {
+    /// The store revision this view is from; never goes back in an observe stream.
+    pub revision: Revision,
+    /// The leader's key and proposal, or `None` when nobody is campaigning.
+    pub leader: Option<KeyValue>,
+}
+
+impl Election {
+    /// An election named `name`, campaigning with `session`. No I/O.
+    pub fn new(session: &Session, name: impl Into<String>) -> Self {
+        Election {
+            session: session.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Becomes a candidate with `proposal` and waits until elected.
+    ///
+    /// If this session already campaigns on this name, the existing candidacy is adopted and
+    /// its value replaced by `proposal`.
+    ///
+    /// # Errors
+    /// [`Error::SessionExpired`] if the session is or becomes lost; [`Error::LockLost`] if
+    /// the candidacy key is deleted while waiting; any backend error. On every error the
+    /// candidacy is withdrawn (etcd leaves it behind, #21128).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future withdraws the candidacy in the background.
+    pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
+        let proposal = proposal.into();
+        let key = lock_key(&self.name, self.session.lease());
+        let claim = claim(&self.session, key, &proposal, Vec::new()).await?;
+        let own = claim.key;
+        if claim.existing_value.is_some_and(|v| v != proposal) {
+            put_if_owner(&own, &proposal).await?;
+        }
+        let prefix = format!("{}/", self.name);
+        wait_for_predecessors(&own, |max| {
+            RangeRequest::last_created_before(prefix.as_str(), max)
+        })
+        .await?;
+        Ok(Leadership {
+            name: self.name.clone(),
+            own,
+        })
+    }
+
+    /// [`Election::campaign`] with a time limit.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when `limit` passes first (the candidacy is withdrawn); as
+    /// [`Election::campaign`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn campaign_timeout(
+        &self,
+        proposal: impl Into<Vec<u8>>,
+        limit: Duration,
+    ) -> Result<Leadership> {
+        tokio::time::timeout(limit, self.campaign(proposal))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("campaign in election {:?} within {limit:?}", self.name),
+            })?
+    }
+
+    /// The current leader.
+    ///
+    /// # Errors
+    /// [`Error::NoLeader`] when nobody campaigns; any backend error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn leader(&self) -> Result<KeyValue> {
+        leader(self.session.backend().as_ref(), &self.name).await
+    }
+
+    /// The stream of leader changes; see [`observe`].
+    pub fn observe(&self) -> BoxStream<'static, Result<LeaderUpdate>> {
+        observe(self.session.backend().clone(), self.name.clone())
+    }
+}
+
+/// The current leader of election `name`, without a session.
+///
+/// # Errors
+/// [`Error::NoLeader`] when nobody campaigns; any backend error.
+///
+/// # Cancel safety
+/// Cancel safe: read only.
+pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
+    let resp = backend
+        .range(RangeRequest::first_created(format!("{name}/")))
+        .await?;
+    resp.kvs.into_iter().next().ok_or_else(|| Error::NoLeader {
+        election: name.to_owned(),
+    })
+}
+
+/// Observes election `name`: first the current state, then every change of leader or of
+/// the leader's proposal, including `leader: None` when the last candidate is gone (etcd's
+/// `Observe` never reports that). Revisions only rise. Intermediate proposals may be
+/// skipped when they follow each other faster than the stream is read; the latest state
+/// is always delivered.
+///
+/// Retryable backend errors (and a compacted watch) are retried inside the stream with a
+/// fresh read, so the stream only ends with an error that retrying cannot fix.
+pub fn observe(
+    backend: Arc<dyn CoordinationBackend>,
+    name: String,
+) -> BoxStream<'static, Result<LeaderUpdate>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut observer = Observer {
+            backend,
+            prefix: format!("{name}/"),
+            last: None,
+            tx,
+        };
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let err = match observer.run().await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if !(err.is_retryable() || matches!(err, Error::Compacted { .. })) {
+                let _ = observer.tx.send(Err(err)).await;
+                return;
+            }
+            tracing::debug!(election = %name, error = %err, "observe: resyncing");
+            tokio::select! {
+                _ = observer.tx.closed() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) }).boxed()
+}
+
+struct Observer {
+    backend: Arc<dyn CoordinationBackend>,
+    prefix: String,
+    last: Option<LeaderUpdate>,
+    tx: tokio::sync::mpsc::Sender<Result<LeaderUpdate>>,
+}
+
+impl Observer {
+    /// Runs until the receiver is gone (`Ok`) or an error needs a resync (`Err`).
+    async fn run(&mut self) -> Result<()> {
+        let mut watch = self
+            .backend
+            .watch(WatchRequest::prefix(self.prefix.as_str()))
+            .await?;
+        let mut seen = self.reread().await?;
+        if !self.emit(seen.clone()).await {
+            return Ok(());
+        }
+        loop {
+            let resp = tokio::select! {
+                _ = self.tx.closed() => return Ok(()),
+                next = watch.next() => next.ok_or_else(|| Error::unavailable("observe watch ended"))??,
+            };
+            if resp.revision <= seen.revision {
+                continue;
+            }
+            let mut next = seen.clone();
+            let mut reread = false;
+            for event in &resp.events {
+                match (&next.leader, event.kind) {
+                    (Some(l), EventKind::Delete) if l.key == event.kv.key => reread = true,
+                    (Some(l), EventKind::Put)
+                        if l.key == event.kv.key && l.create_revision == event.kv.create_revision =>
+                    {
+                        next.leader = Some(event.kv.clone());
+                    }
+                    (None, EventKind::Put) => next.leader = Some(event.kv.clone()),
+                    _ => {}
+                }
+            }
+            next.revision = resp.revision;
+            if reread {
+                next = self.reread().await?;
+            }
+            if next.leader != seen.leader && !self.emit(next.clone()).await {
+                return Ok(());
+            }
+            seen = next;
+        }
+    }
+
+    async fn reread(&self) -> Result<LeaderUpdate> {
+        let resp = self
+            .backend
+            .range(RangeRequest::first_created(self.prefix.as_str()))
+            .await?;
+        Ok(LeaderUpdate {
+            revision: resp.revision,
+            leader: resp.kvs.into_iter().next(),
+        })
+    }
+
+    /// Sends `update` unless it repeats the last one sent; false when nobody listens.
+    async fn emit(&mut self, update: LeaderUpdate) -> bool {
+        if let Some(last) = &self.last {
+            if last.leader == update.leader || update.revision < last.revision {
+                return true;
+            }
+        }
+        self.last = Some(update.clone());
+        self.tx.send(Ok(update)).await.is_ok()
+    }
+}
+
+/// Leadership of an [`Election`], held until resigned, dropped or lost.
+///
+/// Dropping it resigns in the background.
+#[must_use = "if unused, leadership is resigned at once"]
+#[clippy::has_significant_drop]
+pub struct Leadership {
+    name: String,
+    own: OwnedKey,
+}
+
+impl Leadership {
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The leader key, `<name>/<lease hex>`.
+    pub fn key(&self) -> &str {
+        self.own.key()
+    }
+
+    /// The leader key's create revision (etcd's `Election.Rev()`); a fencing token that
+    /// strictly rises across successive leaders.
+    pub fn rev(&self) -> Revision {
+        self.own.create_revision()
+    }
+
+    /// A compare that holds while this leadership lasts.
+    pub fn is_leader(&self) -> Compare {
+        self.own.is_owner()
+    }
+
+    /// Replaces the proposal observers see, if still leader.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when the leader key is gone or is a newer incarnation; any
+    /// backend error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped proclamation may or may not have been applied.
+    pub async fn proclaim(&self, proposal: impl Into<Vec<u8>>) -> Result<()> {
+        match put_if_owner(&self.own, &proposal.into()).await {
+            Err(Error::LockLost { .. }) => Err(Error::NotLeader {
+                election: self.name.clone(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Resolves when leadership is lost (session lost or key deleted).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.own.lost()
+    }
+
+    /// Gives up leadership: deletes the key if it is still this incarnation, letting the
+    /// next candidate in.
+    ///
+    /// # Errors
+    /// Any backend error; the resignation is then retried in the background.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call resigns in the background.
+    pub async fn resign(self) -> Result<()> {
+        self.own.release().await
+    }
+
+    /// Reads the current value of the leader key and checks it is still ours.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] when it is not.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn current(&self) -> Result<KeyValue> {
+        match self.own.session().backend().get(self.own.key().as_bytes()).await? {
+            Some(kv) if kv.create_revision == self.own.create_revision() => Ok(kv),
+            _ => Err(Error::NotLeader {
+                election: self.name.clone(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Leadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leadership")
+            .field("key", &self.own.key())
+            .field("rev", &self.own.create_revision())
+            .finish()
+    }
+}
+
+async fn put_if_owner(own: &OwnedKey, value: &[u8]) -> Result<()> {
+    let session = own.session();
+    let resp = session
+        .backend()
+        .txn(
+            TxnRequest::new()
+                .when([Compare::create_revision(
+                    own.key(),
+                    CompareOp::Equal,
+                    own.create_revision(),
+                )])
+                .and_then([TxnOp::put_with_lease(own.key(), value, session.lease())]),
+        )
+        .await?;
+    if resp.succeeded {
+        Ok(())
+    } else {
+        Err(Error::LockLost {
+            key: own.key().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! `Mutex`: a distributed lock, etcd's `concurrency.Mutex` with a guard API.
+
+use std::time::Duration;
+
+use super::own_key::{OwnedKey, claim};
+use super::wait::wait_for_predecessors;
+use super::{Session, lock_key};
+use crate::{Compare, Error, RangeRequest, Result, Revision};
+
+/// A distributed mutual-exclusion lock on a name.
+///
+/// The holder is the session whose key under `<name>/` has the lowest create revision; a
+/// waiter waits for the key just older than its own (no thundering herd). Keys are
+/// `<name>/<lease id in lowercase hex>`, empty, attached to the session lease, so this lock
+/// excludes and is excluded by `etcdctl lock <name>`, etcd's server-side lock API and Go's
+/// `concurrency.Mutex` on the same name. The name is used verbatim: `"a"` and `"a/"` are
+/// different locks, as in etcd.
+///
+/// The lock is reentrant per session: two `Mutex` values (or two `lock()` calls) on one
+/// session and name share one key and both succeed; the key is deleted when the last guard
+/// is released.
+///
+/// # From etcd's Go API
+///
+/// | Go (`concurrency.Mutex` / `NewLocker`) | here |
+/// |---|---|
+/// | `m.Lock(ctx)` | `let guard = m.lock().await?` (cancel by dropping the future or with [`Mutex::lock_timeout`]) |
+/// | `m.TryLock(ctx)`, `ErrLocked` | [`Mutex::try_lock`], [`Error::Locked`] |
+/// | `m.Unlock(ctx)` | [`MutexGuard::unlock`], or drop the guard (released in the background) |
+/// | `m.Key()`, `m.IsOwner()` | [`MutexGuard::key`], [`MutexGuard::is_owner`] |
+/// | `m.Header().Revision` | [`MutexGuard::fencing_token`] (the key's create revision) |
+/// | `NewLocker(s, name)`: `Lock()` / `Unlock()` without a context | `lock()` returns the guard; unlocking is dropping it (or `unlock()`), so it cannot be unlocked twice or by a non-holder, and no `ErrLockReleased` exists |
+/// | `Session.Done()` while holding | [`MutexGuard::lost`], which fires *before* the server can expire the lease |
+#[derive(Debug, Clone)]
+pub struct Mutex {
+    session: Session,
+    name: String,
+}
+
+impl Mutex {
+    /// A lock named `name` on `session`. No I/O.
+    pub fn new(session: &Session, name: impl Into<String>) -> Self {
+        Mutex {
+            session: session.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Acquires the lock, waiting as long as it takes. One round trip when uncontended.
+    ///
+    /// # Errors
+    /// [`Error::SessionExpired`] if the session is or becomes lost while waiting;
+    /// [`Error::LockLost`] if the waiting key is deleted by someone else; any backend error.
+    /// On every error the waiting key is withdrawn.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future withdraws the waiting key in the background, and
+    /// the place in the queue is lost. A lock acquired by a dropped future is released.
+    pub async fn lock(&self) -> Result<MutexGuard> {
+        let prefix = format!("{}/", self.name);
+        let claim = claim(
+            &self.session,
+            lock_key(&self.name, self.session.lease()),
+            b"",
+            vec![crate::TxnOp::range(RangeRequest::first_created(prefix.as_str()))],
+        )
+        .await?;
+        let own = claim.key;
+        let first = claim.responses[0].clone().into_range();
+        let holder = first.and_then(|r| r.kvs.into_iter().next());
+        if holder.is_none_or(|h| h.create_revision == own.create_revision()) {
+            return Ok(self.guard(own));
+        }
+        wait_for_predecessors(&own, |max| {
+            RangeRequest::last_created_before(prefix.as_str(), max)
+        })
+        .await?;
+        Ok(self.guard(own))
+    }
+
+    /// Acquires the lock if nobody else holds it, in one round trip (plus a background
+    /// withdrawal when it is held).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] naming the holder's key when another session holds the lock; the
+    /// errors of [`Mutex::lock`] otherwise. No key is left behind.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a key created by a dropped call is withdrawn in the background.
+    pub async fn try_lock(&self) -> Result<MutexGuard> {
+        let prefix = format!("{}/", self.name);
+        let claim = claim(
+            &self.session,
+            lock_key(&self.name, self.session.lease()),
+            b"",
+            vec![crate::TxnOp::range(RangeRequest::first_created(prefix.as_str()))],
+        )
+        .await?;
+        let own = claim.key;
+        let holder = claim.responses[0]
+            .clone()
+            .into_range()
+            .and_then(|r| r.kvs.into_iter().next());
+        match holder {
+            Some(h) if h.create_revision != own.create_revision() => {
+                let holder = h.key_str().into_owned();
+                if let Err(e) = own.release().await {
+                    tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
+                }
+                Err(Error::Locked {
+                    name: self.name.clone(),
+                    holder: Some(holder),
+                })
+            }
+            _ => Ok(self.guard(own)),
+        }
+    }
+
+    /// [`Mutex::lock`] with a time limit.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when `limit` passes first (the waiting key is withdrawn); the
+    /// errors of [`Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe, as [`Mutex::lock`].
+    pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
+        tokio::time::timeout(limit, self.lock())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("lock {:?} within {limit:?}", self.name),
+            })?
+    }
+
+    fn guard(&self, own: OwnedKey) -> MutexGuard {
+        MutexGuard {
+            name: self.name.clone(),
+            own,
+        }
+    }
+}
+
+/// Proof of holding a [`Mutex`]. Dropping it releases the lock in the background; prefer
+/// [`MutexGuard::unlock`] to learn whether the release reached the backend.
+#[must_use = "if unused the lock is released at once"]
+#[clippy::has_significant_drop]
+pub struct MutexGuard {
+    name: String,
+    own: OwnedKey,
+}
+
+impl MutexGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The lock key, `<name>/<lease hex>` (what `etcdctl lock` prints).
+    pub fn key(&self) -> &str {
+        self.own.key()
+    }
+
+    /// The fencing token: the lock key's create revision. Strictly greater for every later
+    /// holder of this name, so a resource that remembers the highest token it has seen can
+    /// refuse writes from a holder that lost the lock without knowing it.
+    pub fn fencing_token(&self) -> Revision {
+        self.own.create_revision()
+    }
+
+    /// A compare that holds only while this guard's acquisition still holds the lock. Put
+    /// it in your own txn so that a write happens only while you still hold the lock.
+    pub fn is_owner(&self) -> Compare {
+        self.own.is_owner()
+    }
+
+    /// Resolves when the lock is lost: the session is lost (which fires before the server
+    /// can expire the lease) or the key was deleted. The future owns what it needs.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.own.lost()
+    }
+
+    /// The session holding the lock.
+    pub fn session(&self) -> &Session {
+        self.own.session()
+    }
+
+    /// Releases the lock now. The key is deleted only if it is still this acquisition
+    /// (create revision unchanged) and no other guard of the session shares it.
+    ///
+    /// # Errors
+    /// Any backend error. The release is then retried in the background until it succeeds
+    /// or the session ends, so the lock is never left behind.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call releases in the background.
+    pub async fn unlock(self) -> Result<()> {
+        self.own.release().await
+    }
+}
+
+impl std::fmt::Debug for MutexGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutexGuard")
+            .field("key", &self.own.key())
+            .field("fencing_token", &self.own.create_revision())
+            .finish()
+    }
+}

@@ -1,0 +1,226 @@
+//! `RwMutex`: readers share, a writer is exclusive, FIFO by revision.
+
+use std::time::Duration;
+
+use super::own_key::{OwnedKey, claim};
+use super::wait::wait_for_predecessors;
+use super::Session;
+use crate::{Compare, Error, RangeRequest, Result, Revision, TxnOp};
+
+/// Whether a guard reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RwMode {
+    /// Shared with other readers.
+    Read,
+    /// Exclusive.
+    Write,
+}
+
+/// A distributed read/write lock on a name.
+///
+/// Keys are `<name>/read/<lease hex>` and `<name>/write/<lease hex>`, attached to the
+/// session lease, as in etcd's recipe `RWMutex` (which uses the same prefixes and the same
+/// order), so a coord reader or writer and a Go one on the same name exclude each other.
+/// Order is FIFO by create revision: a reader waits only for older writers, a writer waits
+/// for every older key, so a steady stream of readers cannot starve a writer.
+///
+/// Reentrant per session and mode, like [`crate::Mutex`]. A session holding a read lock
+/// that asks for the write lock on the same name waits for itself: don't.
+#[derive(Debug, Clone)]
+pub struct RwMutex {
+    session: Session,
+    name: String,
+}
+
+impl RwMutex {
+    /// A read/write lock named `name` on `session`. No I/O.
+    pub fn new(session: &Session, name: impl Into<String>) -> Self {
+        RwMutex {
+            session: session.clone(),
+            name: name.into(),
+        }
+    }
+
+    /// The lock name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes a shared read lock, waiting for older writers.
+    ///
+    /// # Errors
+    /// As [`crate::Mutex::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the waiting key is withdrawn in the background.
+    pub async fn read(&self) -> Result<RwMutexGuard> {
+        self.acquire(RwMode::Read, true).await
+    }
+
+    /// Takes the exclusive write lock, waiting for every older reader and writer.
+    ///
+    /// # Errors
+    /// As [`crate::Mutex::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the waiting key is withdrawn in the background.
+    pub async fn write(&self) -> Result<RwMutexGuard> {
+        self.acquire(RwMode::Write, true).await
+    }
+
+    /// Takes a read lock if no older writer exists.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when it would have to wait; as [`crate::Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn try_read(&self) -> Result<RwMutexGuard> {
+        self.acquire(RwMode::Read, false).await
+    }
+
+    /// Takes the write lock if no other key exists.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when it would have to wait; as [`crate::Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn try_write(&self) -> Result<RwMutexGuard> {
+        self.acquire(RwMode::Write, false).await
+    }
+
+    /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lock_timeout(&self, mode: RwMode, limit: Duration) -> Result<RwMutexGuard> {
+        tokio::time::timeout(limit, self.acquire(mode, true))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("{mode:?} lock {:?} within {limit:?}", self.name),
+            })?
+    }
+
+    /// The prefix whose older keys block `mode`.
+    fn blockers(&self, mode: RwMode) -> String {
+        match mode {
+            RwMode::Read => format!("{}/write/", self.name),
+            RwMode::Write => format!("{}/", self.name),
+        }
+    }
+
+    async fn acquire(&self, mode: RwMode, wait: bool) -> Result<RwMutexGuard> {
+        let dir = match mode {
+            RwMode::Read => "read",
+            RwMode::Write => "write",
+        };
+        let key = format!("{}/{dir}/{:x}", self.name, self.session.lease());
+        let blockers = self.blockers(mode);
+        // The oldest blocker; if it is absent or is our own key, nothing older blocks us.
+        let claim = claim(
+            &self.session,
+            key,
+            b"",
+            vec![TxnOp::range(RangeRequest::first_created(blockers.as_str()))],
+        )
+        .await?;
+        let own = claim.key;
+        let oldest = claim.responses[0]
+            .clone()
+            .into_range()
+            .and_then(|r| r.kvs.into_iter().next());
+        match oldest {
+            Some(o) if o.create_revision < own.create_revision() => {
+                if !wait {
+                    let holder = o.key_str().into_owned();
+                    let _ = own.release().await;
+                    return Err(Error::Locked {
+                        name: self.name.clone(),
+                        holder: Some(holder),
+                    });
+                }
+                wait_for_predecessors(&own, |max| {
+                    RangeRequest::last_created_before(blockers.as_str(), max)
+                })
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(RwMutexGuard {
+            name: self.name.clone(),
+            mode,
+            own,
+        })
+    }
+}
+
+/// Proof of holding an [`RwMutex`] in some [`RwMode`]. Dropping it releases in the
+/// background.
+#[must_use = "if unused the lock is released at once"]
+#[clippy::has_significant_drop]
+pub struct RwMutexGuard {
+    name: String,
+    mode: RwMode,
+    own: OwnedKey,
+}
+
+impl RwMutexGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Read or write.
+    pub fn mode(&self) -> RwMode {
+        self.mode
+    }
+
+    /// The key, `<name>/read/<lease hex>` or `<name>/write/<lease hex>`.
+    pub fn key(&self) -> &str {
+        self.own.key()
+    }
+
+    /// The key's create revision. Write tokens strictly rise across writers; a reader's
+    /// token is above every writer before it and below every writer after it.
+    pub fn fencing_token(&self) -> Revision {
+        self.own.create_revision()
+    }
+
+    /// A compare that holds while this acquisition still holds the lock.
+    pub fn is_owner(&self) -> Compare {
+        self.own.is_owner()
+    }
+
+    /// Resolves when the lock is lost (session lost or key deleted).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.own.lost()
+    }
+
+    /// Releases now.
+    ///
+    /// # Errors
+    /// Any backend error; the release is then retried in the background.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call releases in the background.
+    pub async fn unlock(self) -> Result<()> {
+        self.own.release().await
+    }
+}
+
+impl std::fmt::Debug for RwMutexGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RwMutexGuard")
+            .field("key", &self.own.key())
+            .field("mode", &self.mode)
+            .field("fencing_token", &self.own.create_revision())
+            .finish()
+    }
+}

@@ -1,0 +1,211 @@
+//! `Semaphore`: at most N sessions hold a permit at once.
+
+use std::time::Duration;
+
+use super::own_key::{OwnedKey, claim};
+use super::wait::{check_own, wait_for_deletes};
+use super::{Session, lock_key};
+use crate::{
+    Compare, Error, RangeRequest, Result, Revision, SortOrder, SortTarget, TxnOp, TxnRequest,
+};
+
+/// A distributed counting semaphore: at most `permits` sessions hold it at once.
+///
+/// Keys are `<name>/<lease hex>` as for [`crate::Mutex`] (a semaphore of one permit is a
+/// mutex), and a session holds a permit when fewer than `permits` keys are older than its
+/// own. etcd has no semaphore recipe; this one follows the mutex's pattern. Every
+/// participant must use the same `permits` for one name.
+///
+/// One session holds at most one permit of a name (a second `acquire` on the same session
+/// shares it, as a mutex is reentrant); use one session per permit you need.
+#[derive(Debug, Clone)]
+pub struct Semaphore {
+    session: Session,
+    name: String,
+    permits: usize,
+}
+
+impl Semaphore {
+    /// A semaphore of `permits` permits named `name` on `session`. No I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `permits` is zero.
+    pub fn new(session: &Session, name: impl Into<String>, permits: usize) -> Result<Self> {
+        let name = name.into();
+        if permits == 0 {
+            return Err(Error::invalid_argument(format!(
+                "semaphore {name:?} needs at least one permit"
+            )));
+        }
+        Ok(Semaphore {
+            session: session.clone(),
+            name,
+            permits,
+        })
+    }
+
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many sessions may hold a permit at once.
+    pub fn permits(&self) -> usize {
+        self.permits
+    }
+
+    /// Takes a permit, waiting until fewer than `permits` older holders or waiters remain.
+    ///
+    /// # Errors
+    /// As [`crate::Mutex::lock`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the waiting key is withdrawn in the background.
+    pub async fn acquire(&self) -> Result<SemaphorePermit> {
+        self.acquire_inner(true).await
+    }
+
+    /// Takes a permit if one is free now.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when all permits are taken; as [`crate::Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn try_acquire(&self) -> Result<SemaphorePermit> {
+        self.acquire_inner(false).await
+    }
+
+    /// [`Semaphore::acquire`] with a time limit.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn acquire_timeout(&self, limit: Duration) -> Result<SemaphorePermit> {
+        tokio::time::timeout(limit, self.acquire())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("acquire semaphore {:?} within {limit:?}", self.name),
+            })?
+    }
+
+    /// The oldest `permits` keys: the holders, if we are among them.
+    fn holders(&self, prefix: &str) -> RangeRequest {
+        RangeRequest::prefix(prefix)
+            .sort(SortTarget::CreateRevision, SortOrder::Ascend)
+            .limit(self.permits as i64)
+            .keys_only()
+    }
+
+    async fn acquire_inner(&self, wait: bool) -> Result<SemaphorePermit> {
+        let prefix = format!("{}/", self.name);
+        let claim = claim(
+            &self.session,
+            lock_key(&self.name, self.session.lease()),
+            b"",
+            vec![TxnOp::range(self.holders(&prefix))],
+        )
+        .await?;
+        let own = claim.key;
+        let holders = claim.responses[0].clone().into_range().unwrap_or_default();
+        let mine = own.create_revision();
+        if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
+            return Ok(self.permit(own));
+        }
+        if !wait {
+            let _ = own.release().await;
+            return Err(Error::Locked {
+                name: self.name.clone(),
+                holder: None,
+            });
+        }
+        let backend = self.session.backend().clone();
+        let older = self.holders(&prefix).max_create_revision(mine - 1);
+        let permits = self.permits;
+        wait_for_deletes(&own, &prefix, || {
+            let backend = backend.clone();
+            let older = older.clone();
+            let own = &own;
+            async move {
+                let resp = backend
+                    .txn(TxnRequest::new().and_then([
+                        TxnOp::range(RangeRequest::key(own.key())),
+                        TxnOp::range(older),
+                    ]))
+                    .await?;
+                check_own(own, resp.range(0)?.kvs.first())?;
+                Ok((resp.range(1)?.kvs.len() < permits).then_some(resp.revision))
+            }
+        })
+        .await?;
+        Ok(self.permit(own))
+    }
+
+    fn permit(&self, own: OwnedKey) -> SemaphorePermit {
+        SemaphorePermit {
+            name: self.name.clone(),
+            own,
+        }
+    }
+}
+
+/// A held permit of a [`Semaphore`]. Dropping it releases in the background.
+#[must_use = "if unused the permit is released at once"]
+#[clippy::has_significant_drop]
+pub struct SemaphorePermit {
+    name: String,
+    own: OwnedKey,
+}
+
+impl SemaphorePermit {
+    /// The semaphore's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The permit's key, `<name>/<lease hex>`.
+    pub fn key(&self) -> &str {
+        self.own.key()
+    }
+
+    /// The permit key's create revision: unique per acquisition and greater than the token
+    /// of every permit released before this one was requested.
+    pub fn fencing_token(&self) -> Revision {
+        self.own.create_revision()
+    }
+
+    /// A compare that holds while this permit is still held.
+    pub fn is_owner(&self) -> Compare {
+        self.own.is_owner()
+    }
+
+    /// Resolves when the permit is lost (session lost or key deleted).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.own.lost()
+    }
+
+    /// Releases now.
+    ///
+    /// # Errors
+    /// Any backend error; the release is then retried in the background.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call releases in the background.
+    pub async fn release(self) -> Result<()> {
+        self.own.release().await
+    }
+}
+
+impl std::fmt::Debug for SemaphorePermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemaphorePermit")
+            .field("key", &self.own.key())
+            .field("fencing_token", &self.own.create_revision())
+            .finish()
+    }
+}

@@ -1,0 +1,309 @@
+//! `Session`: one lease, kept alive in the background, shared by every primitive made from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::own_key::OwnKeys;
+use crate::{CoordinationBackend, Error, LeaseId, Result};
+
+/// The TTL a session asks for when none is given (etcd's `defaultSessionTTL`).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60);
+
+/// A lease kept alive in the background, and the liveness signal of everything attached
+/// to it.
+///
+/// Locks, permits and election candidacies made from a session are keys attached to its
+/// lease: when the lease goes, they go. A background task refreshes the lease every third
+/// of its TTL. [`Session::lost`] resolves when the lease can no longer be trusted: at the
+/// *client-side* deadline, measured from the moment the last successful refresh was
+/// **sent**, minus a drift margin. The server cannot have expired the lease before that
+/// instant unless its clock runs faster than ours by more than the margin, so a holder is
+/// told before anybody else can take its lock. (etcd's Go `Session.Done()` fires after the
+/// server has already expired the lease.)
+///
+/// A lost session is never renewed: create a new one. Cloning a `Session` gives another
+/// handle to the same lease. When the last handle (and every guard made from it) is
+/// dropped, the keep-alive stops and the lease is revoked in the background, unless the
+/// session was [orphaned](Session::orphan).
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
+}
+
+pub(crate) struct SessionInner {
+    pub(crate) backend: Arc<dyn CoordinationBackend>,
+    lease: LeaseId,
+    ttl: Duration,
+    /// Fires when the lease can no longer be trusted (or the session was closed/orphaned).
+    lost: CancellationToken,
+    /// Stops the keep-alive task.
+    stop: CancellationToken,
+    /// Set by `orphan()`: dropping the last handle must not revoke the lease.
+    orphaned: std::sync::atomic::AtomicBool,
+    pub(crate) keys: OwnKeys,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("lease", &format_args!("{:x}", self.inner.lease))
+            .field("ttl", &self.inner.ttl)
+            .field("lost", &self.inner.lost.is_cancelled())
+            .finish()
+    }
+}
+
+/// Builds a [`Session`]: TTL, resuming an existing lease, drift margin.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct SessionBuilder {
+    backend: Arc<dyn CoordinationBackend>,
+    ttl: Duration,
+    lease: Option<LeaseId>,
+    drift_margin: Option<Duration>,
+}
+
+impl SessionBuilder {
+    /// The lease TTL to ask for (default 60 s). The backend may grant more.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Resumes an existing lease instead of granting a new one, e.g. to reclaim locks or
+    /// leadership after a process restart (etcd's `WithLease`). Keys this lease still has
+    /// are adopted by the primitives that ask for them.
+    pub fn lease(mut self, lease: LeaseId) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// How much earlier than the lease's nominal end [`Session::lost`] fires, to absorb
+    /// clock drift between client and server. Default: a tenth of the TTL. Must be below
+    /// two thirds of the TTL, so that refreshes (every third) land before it.
+    pub fn drift_margin(mut self, margin: Duration) -> Self {
+        self.drift_margin = Some(margin);
+        self
+    }
+
+    /// Grants (or checks, when resuming) the lease and starts the keep-alive.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero TTL or a margin of two thirds of the TTL or
+    /// more; [`Error::LeaseNotFound`] when the lease to resume does not exist; any backend
+    /// error from the grant.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a lease granted by a dropped call is left to expire.
+    pub async fn start(self) -> Result<Session> {
+        if self.ttl.is_zero() {
+            return Err(Error::invalid_argument("session ttl must be positive"));
+        }
+        let sent = Instant::now();
+        let (lease, ttl) = match self.lease {
+            None => {
+                let grant = self.backend.lease_grant(self.ttl).await?;
+                (grant.id, grant.ttl)
+            }
+            Some(id) => {
+                let status = self.backend.lease_time_to_live(id).await?;
+                let remaining = self.backend.lease_keep_alive(id).await?;
+                (id, status.granted_ttl.max(remaining))
+            }
+        };
+        let margin = self.drift_margin.unwrap_or(ttl / 10);
+        if margin * 3 >= ttl * 2 {
+            return Err(Error::invalid_argument(format!(
+                "session drift margin {margin:?} must be below two thirds of the ttl {ttl:?}"
+            )));
+        }
+        let inner = Arc::new(SessionInner {
+            backend: self.backend,
+            lease,
+            ttl,
+            lost: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            orphaned: std::sync::atomic::AtomicBool::new(false),
+            keys: OwnKeys::default(),
+        });
+        tokio::spawn(keep_alive(
+            inner.backend.clone(),
+            lease,
+            ttl,
+            margin,
+            sent + ttl.saturating_sub(margin),
+            inner.lost.clone(),
+            inner.stop.clone(),
+        ));
+        tracing::debug!(lease = format_args!("{lease:x}"), ?ttl, "session started");
+        Ok(Session { inner })
+    }
+}
+
+impl Session {
+    /// A session with the default TTL of 60 s.
+    ///
+    /// # Errors
+    /// As [`SessionBuilder::start`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a lease granted by a dropped call is left to expire.
+    pub async fn new(backend: Arc<dyn CoordinationBackend>) -> Result<Session> {
+        Self::builder(backend).start().await
+    }
+
+    /// A builder, for a TTL, a lease to resume or a drift margin.
+    pub fn builder(backend: Arc<dyn CoordinationBackend>) -> SessionBuilder {
+        SessionBuilder {
+            backend,
+            ttl: DEFAULT_SESSION_TTL,
+            lease: None,
+            drift_margin: None,
+        }
+    }
+
+    /// The session's lease.
+    pub fn lease(&self) -> LeaseId {
+        self.inner.lease
+    }
+
+    /// The TTL the backend granted.
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// The backend the session lives on.
+    pub fn backend(&self) -> &Arc<dyn CoordinationBackend> {
+        &self.inner.backend
+    }
+
+    /// Resolves when the lease can no longer be trusted (see the type docs), or the
+    /// session was closed or orphaned. The future owns what it needs, so it can be spawned
+    /// or kept after the session handle is dropped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.lost.clone().cancelled_owned()
+    }
+
+    /// Whether [`Session::lost`] has fired.
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.is_cancelled()
+    }
+
+    /// Stops the keep-alive without revoking the lease, which then expires after its TTL.
+    /// Use it to hand the lease to another process (which resumes it with
+    /// [`SessionBuilder::lease`]) or when the connection state is unknown. [`Session::lost`]
+    /// fires.
+    pub fn orphan(&self) {
+        self.inner
+            .orphaned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.stop.cancel();
+        self.inner.lost.cancel();
+    }
+
+    /// Stops the keep-alive and revokes the lease, deleting every key attached to it (all
+    /// locks, permits and candidacies of this session are released at once).
+    ///
+    /// # Errors
+    /// Any backend error from the revoke, except `LeaseNotFound` (already gone is fine).
+    /// The lease then expires after its TTL.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the keep-alive is stopped before the revoke is sent; a dropped call
+    /// leaves the lease to expire.
+    pub async fn close(&self) -> Result<()> {
+        self.orphan();
+        match self.inner.backend.lease_revoke(self.inner.lease).await {
+            Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The error to report when a wait ends because this session is gone.
+    pub(crate) fn expired_error(&self) -> Error {
+        Error::SessionExpired {
+            lease: self.inner.lease,
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &SessionInner {
+        &self.inner
+    }
+}
+
+impl Drop for SessionInner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.lost.cancel();
+        if self.orphaned.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // Nobody can use the lease any more: revoke it so its keys go now, not after a TTL.
+        let backend = self.backend.clone();
+        let lease = self.lease;
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = backend.lease_revoke(lease).await {
+                    tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoke on drop failed; the lease will expire");
+                }
+            });
+        }
+    }
+}
+
+/// Refreshes the lease every `ttl / 3` until stopped; fires `lost` at the client-side
+/// deadline if refreshes stop succeeding, or at once when the backend says the lease is gone.
+async fn keep_alive(
+    backend: Arc<dyn CoordinationBackend>,
+    lease: LeaseId,
+    ttl: Duration,
+    margin: Duration,
+    mut deadline: Instant,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let period = ttl / 3;
+    let retry = (ttl / 20).clamp(Duration::from_millis(1), Duration::from_millis(500));
+    let mut next = Instant::now() + period;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let sent = Instant::now();
+        let result = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(deadline) => break,
+            r = backend.lease_keep_alive(lease) => r,
+        };
+        match result {
+            Ok(remaining) => {
+                deadline = sent + remaining.saturating_sub(margin);
+                next = sent + period;
+            }
+            Err(Error::LeaseNotFound { .. }) => {
+                tracing::warn!(lease = format_args!("{lease:x}"), "session lease expired on the server");
+                lost.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(lease = format_args!("{lease:x}"), error = %e, "session keep-alive failed; retrying");
+                next = Instant::now() + retry;
+            }
+        }
+    }
+    tracing::warn!(lease = format_args!("{lease:x}"), "session lost: no successful keep-alive before the deadline");
+    lost.cancel();
+    // The lease may still live on the server for up to the margin; revoking releases the
+    // keys for the next holder sooner, and is harmless if the lease is already gone.
+    let _ = backend.lease_revoke(lease).await;
+}

@@ -1,0 +1,131 @@
+//! Per-client fault state: injected failures, latency and partitions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use coord_core::{Error, Result};
+use tokio::sync::watch;
+
+/// How a partitioned client is cut off from the store; see
+/// [`MemoryBackend::partition`](crate::MemoryBackend::partition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PartitionMode {
+    /// Calls fail at once with [`Error::Unavailable`], and the client's open watch streams
+    /// end with [`Error::Unavailable`] (like a connection that is refused or reset).
+    Fail,
+    /// Calls hang until [`MemoryBackend::heal`](crate::MemoryBackend::heal), and the client's
+    /// watch streams deliver nothing until then; after the heal they deliver everything they
+    /// missed, in order (like a network that drops packets, then recovers).
+    Hang,
+}
+
+/// The fault state of one client: shared by all clones of one
+/// [`MemoryBackend`](crate::MemoryBackend) handle.
+#[derive(Debug)]
+pub(crate) struct ClientFaults {
+    /// A number identifying the client, for `Debug` and logs.
+    pub(crate) id: u64,
+    /// Calls left to fail with `Unavailable`.
+    fail_next: AtomicU64,
+    /// Round-trip latency in nanoseconds.
+    latency_nanos: AtomicU64,
+    /// The current partition, if any.
+    partition: watch::Sender<Option<PartitionMode>>,
+}
+
+impl ClientFaults {
+    pub(crate) fn new(id: u64) -> Self {
+        ClientFaults {
+            id,
+            fail_next: AtomicU64::new(0),
+            latency_nanos: AtomicU64::new(0),
+            partition: watch::Sender::new(None),
+        }
+    }
+
+    pub(crate) fn set_fail_next(&self, n: u64) {
+        self.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn set_latency(&self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    pub(crate) fn latency(&self) -> Duration {
+        Duration::from_nanos(self.latency_nanos.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn set_partition(&self, mode: Option<PartitionMode>) {
+        self.partition.send_replace(mode);
+    }
+
+    pub(crate) fn partition_mode(&self) -> Option<PartitionMode> {
+        *self.partition.borrow()
+    }
+
+    /// A receiver that sees partition changes (for watch streams).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<PartitionMode>> {
+        self.partition.subscribe()
+    }
+
+    /// Consumes one injected failure, if any is left.
+    fn take_failure(&self) -> bool {
+        self.fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Waits out a `Hang` partition; fails for a `Fail` partition.
+    async fn pass_partition(&self) -> Result<()> {
+        if self.partition_mode().is_none() {
+            return Ok(());
+        }
+        let mut rx = self.subscribe();
+        loop {
+            let mode = *rx.borrow_and_update();
+            match mode {
+                None => return Ok(()),
+                Some(PartitionMode::Fail) => return Err(partitioned(self.id)),
+                Some(PartitionMode::Hang) => {
+                    // The sender lives in `self`, so `changed` cannot fail while we wait.
+                    if rx.changed().await.is_err() {
+                        return Err(partitioned(self.id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The request half of a call: half the latency, the partition, then `fail_next`.
+    pub(crate) async fn request(&self) -> Result<()> {
+        let latency = self.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency / 2).await;
+        }
+        self.pass_partition().await?;
+        if self.take_failure() {
+            tracing::debug!(client = self.id, "memory backend: injected failure");
+            return Err(Error::unavailable(format!(
+                "injected failure on memory client {} (fail_next)",
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The response half of a call: the other half of the latency, then the partition.
+    pub(crate) async fn response(&self) -> Result<()> {
+        let latency = self.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency - latency / 2).await;
+        }
+        self.pass_partition().await
+    }
+}
+
+pub(crate) fn partitioned(client: u64) -> Error {
+    Error::unavailable(format!(
+        "memory client {client} is partitioned from the store"
+    ))
+}
