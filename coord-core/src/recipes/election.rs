@@ -246,10 +246,10 @@ impl Observer {
 
     /// Sends `update` unless it repeats the last one sent; false when nobody listens.
     async fn emit(&mut self, update: LeaderUpdate) -> bool {
-        if let Some(last) = &self.last {
-            if last.leader == update.leader || update.revision < last.revision {
-                return true;
-            }
+        if let Some(last) = &self.last
+            && (last.leader == update.leader || update.revision < last.revision)
+        {
+            return true;
         }
         self.last = Some(update.clone());
         self.tx.send(Ok(update)).await.is_ok()
