@@ -155,9 +155,9 @@ pub trait CoordinationBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Discards history before `revision`: watches can no longer start below it.
     ///
     /// # Errors
-    /// [`Error::Compacted`](crate::Error::Compacted) when already compacted past `revision`;
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `revision` is in the
-    /// future.
+    /// [`Error::Compacted`](crate::Error::Compacted) when already compacted at or past
+    /// `revision`; [`Error::InvalidArgument`](crate::Error::InvalidArgument) when `revision`
+    /// is not positive or is in the future.
     ///
     /// # Cancel safety
     /// Cancel safe: compaction is idempotent.

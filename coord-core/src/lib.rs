@@ -28,6 +28,7 @@ pub use lease::{LeaseGrant, LeaseStatus};
 pub use range::{RangeRequest, RangeResponse, SortOrder, SortTarget};
 pub use recipes::*;
 pub use txn::{
-    Compare, CompareOp, CompareTarget, Delete, Put, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+    Compare, CompareOp, CompareTarget, Delete, MAX_TXN_OPS, Put, TxnOp, TxnOpResponse, TxnRequest,
+    TxnResponse,
 };
 pub use watch::{Event, EventKind, WatchRequest, WatchResponse, WatchStart, WatchStream};

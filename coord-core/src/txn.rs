@@ -162,7 +162,11 @@ impl TxnOp {
     }
 
     /// A put attached to `lease`.
-    pub fn put_with_lease(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
+    pub fn put_with_lease(
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        lease: LeaseId,
+    ) -> Self {
         TxnOp::Put(Put {
             key: key.into(),
             value: value.into(),
@@ -236,8 +240,19 @@ impl TxnRequest {
     pub fn validate(&self) -> crate::Result<()> {
         for c in &self.compares {
             if c.key.is_empty() {
-                return Err(crate::Error::invalid_argument("compare key must not be empty"));
+                return Err(crate::Error::invalid_argument(
+                    "compare key must not be empty",
+                ));
             }
+        }
+        for (branch, ops) in [("success", &self.success), ("failure", &self.failure)] {
+            if ops.len() > MAX_TXN_OPS {
+                return Err(crate::Error::invalid_argument(format!(
+                    "txn {branch} branch has {} operations; at most {MAX_TXN_OPS} are allowed",
+                    ops.len()
+                )));
+            }
+            check_duplicate_writes(branch, ops)?;
         }
         for op in self.success.iter().chain(&self.failure) {
             match op {
@@ -258,6 +273,36 @@ impl TxnRequest {
         }
         Ok(())
     }
+}
+
+/// The most operations one branch of a txn may hold (etcd's default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// etcd rejects a branch that puts one key twice, or puts a key that the same branch
+/// deletes; every backend rejects the same requests.
+fn check_duplicate_writes(branch: &str, ops: &[TxnOp]) -> crate::Result<()> {
+    let mut puts = std::collections::HashSet::new();
+    for op in ops {
+        if let TxnOp::Put(p) = op
+            && !puts.insert(p.key.as_slice())
+        {
+            return Err(crate::Error::invalid_argument(format!(
+                "txn {branch} branch puts key {:?} more than once",
+                String::from_utf8_lossy(&p.key)
+            )));
+        }
+    }
+    for op in ops {
+        if let TxnOp::Delete(d) = op
+            && let Some(key) = puts.iter().find(|k| d.range.contains(k))
+        {
+            return Err(crate::Error::invalid_argument(format!(
+                "txn {branch} branch both puts and deletes key {:?}",
+                String::from_utf8_lossy(key)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What one operation of the branch that ran returned.

@@ -13,7 +13,8 @@ use crate::{KeyRange, KeyValue, Result, Revision};
 pub enum WatchStart {
     /// From the first revision after the one current when the watch is established.
     Now,
-    /// From this revision, inclusive; it may be in the past or the future.
+    /// From this revision, inclusive; it may be in the past or the future. `Revision(0)`
+    /// means [`WatchStart::Now`] (etcd's rule); a negative revision is invalid.
     Revision(Revision),
 }
 

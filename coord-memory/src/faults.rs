@@ -19,6 +19,15 @@ pub enum PartitionMode {
     Hang,
 }
 
+/// What a client's watch channel carries: the partition, and how many `Fail` partitions
+/// have started so far (so that a call or stream that lived through a `Fail` partition
+/// fails even if the partition was healed before it looked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct PartitionState {
+    pub(crate) mode: Option<PartitionMode>,
+    pub(crate) fail_epoch: u64,
+}
+
 /// The fault state of one client: shared by all clones of one
 /// [`MemoryBackend`](crate::MemoryBackend) handle.
 #[derive(Debug)]
@@ -29,8 +38,8 @@ pub(crate) struct ClientFaults {
     fail_next: AtomicU64,
     /// Round-trip latency in nanoseconds.
     latency_nanos: AtomicU64,
-    /// The current partition, if any.
-    partition: watch::Sender<Option<PartitionMode>>,
+    /// The current partition.
+    partition: watch::Sender<PartitionState>,
 }
 
 impl ClientFaults {
@@ -39,7 +48,7 @@ impl ClientFaults {
             id,
             fail_next: AtomicU64::new(0),
             latency_nanos: AtomicU64::new(0),
-            partition: watch::Sender::new(None),
+            partition: watch::Sender::new(PartitionState::default()),
         }
     }
 
@@ -57,15 +66,20 @@ impl ClientFaults {
     }
 
     pub(crate) fn set_partition(&self, mode: Option<PartitionMode>) {
-        self.partition.send_replace(mode);
+        self.partition.send_modify(|state| {
+            if mode == Some(PartitionMode::Fail) {
+                state.fail_epoch += 1;
+            }
+            state.mode = mode;
+        });
     }
 
-    pub(crate) fn partition_mode(&self) -> Option<PartitionMode> {
+    pub(crate) fn partition(&self) -> PartitionState {
         *self.partition.borrow()
     }
 
     /// A receiver that sees partition changes (for watch streams).
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<PartitionMode>> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<PartitionState> {
         self.partition.subscribe()
     }
 
@@ -76,15 +90,24 @@ impl ClientFaults {
             .is_ok()
     }
 
-    /// Waits out a `Hang` partition; fails for a `Fail` partition.
-    async fn pass_partition(&self) -> Result<()> {
-        if self.partition_mode().is_none() {
+    /// Waits out a `Hang` partition; fails for a `Fail` partition, or if one started since
+    /// `epoch`.
+    async fn pass_partition(&self, epoch: u64) -> Result<()> {
+        if self.partition()
+            == (PartitionState {
+                mode: None,
+                fail_epoch: epoch,
+            })
+        {
             return Ok(());
         }
         let mut rx = self.subscribe();
         loop {
-            let mode = *rx.borrow_and_update();
-            match mode {
+            let state = *rx.borrow_and_update();
+            if state.fail_epoch != epoch {
+                return Err(partitioned(self.id));
+            }
+            match state.mode {
                 None => return Ok(()),
                 Some(PartitionMode::Fail) => return Err(partitioned(self.id)),
                 Some(PartitionMode::Hang) => {
@@ -98,12 +121,14 @@ impl ClientFaults {
     }
 
     /// The request half of a call: half the latency, the partition, then `fail_next`.
-    pub(crate) async fn request(&self) -> Result<()> {
+    /// Returns the token to pass to [`response`](Self::response).
+    pub(crate) async fn request(&self) -> Result<u64> {
+        let epoch = self.partition().fail_epoch;
         let latency = self.latency();
         if !latency.is_zero() {
             tokio::time::sleep(latency / 2).await;
         }
-        self.pass_partition().await?;
+        self.pass_partition(epoch).await?;
         if self.take_failure() {
             tracing::debug!(client = self.id, "memory backend: injected failure");
             return Err(Error::unavailable(format!(
@@ -111,16 +136,16 @@ impl ClientFaults {
                 self.id
             )));
         }
-        Ok(())
+        Ok(epoch)
     }
 
     /// The response half of a call: the other half of the latency, then the partition.
-    pub(crate) async fn response(&self) -> Result<()> {
+    pub(crate) async fn response(&self, epoch: u64) -> Result<()> {
         let latency = self.latency();
         if !latency.is_zero() {
             tokio::time::sleep(latency - latency / 2).await;
         }
-        self.pass_partition().await
+        self.pass_partition(epoch).await
     }
 }
 

@@ -9,8 +9,8 @@ use super::own_key::{OwnedKey, claim};
 use super::wait::wait_for_predecessors;
 use super::{Session, lock_key};
 use crate::{
-    BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, KeyValue,
-    RangeRequest, Result, Revision, TxnOp, TxnRequest, WatchRequest,
+    BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest,
+    Result, Revision, TxnOp, TxnRequest, WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -214,7 +214,8 @@ impl Observer {
                 match (&next.leader, event.kind) {
                     (Some(l), EventKind::Delete) if l.key == event.kv.key => reread = true,
                     (Some(l), EventKind::Put)
-                        if l.key == event.kv.key && l.create_revision == event.kv.create_revision =>
+                        if l.key == event.kv.key
+                            && l.create_revision == event.kv.create_revision =>
                     {
                         next.leader = Some(event.kv.clone());
                     }
@@ -333,7 +334,13 @@ impl Leadership {
     /// # Cancel safety
     /// Cancel safe: read only.
     pub async fn current(&self) -> Result<KeyValue> {
-        match self.own.session().backend().get(self.own.key().as_bytes()).await? {
+        match self
+            .own
+            .session()
+            .backend()
+            .get(self.own.key().as_bytes())
+            .await?
+        {
             Some(kv) if kv.create_revision == self.own.create_revision() => Ok(kv),
             _ => Err(Error::NotLeader {
                 election: self.name.clone(),

@@ -67,7 +67,9 @@ impl Mutex {
             &self.session,
             lock_key(&self.name, self.session.lease()),
             b"",
-            vec![crate::TxnOp::range(RangeRequest::first_created(prefix.as_str()))],
+            vec![crate::TxnOp::range(RangeRequest::first_created(
+                prefix.as_str(),
+            ))],
         )
         .await?;
         let own = claim.key;
@@ -98,7 +100,9 @@ impl Mutex {
             &self.session,
             lock_key(&self.name, self.session.lease()),
             b"",
-            vec![crate::TxnOp::range(RangeRequest::first_created(prefix.as_str()))],
+            vec![crate::TxnOp::range(RangeRequest::first_created(
+                prefix.as_str(),
+            ))],
         )
         .await?;
         let own = claim.key;

@@ -62,11 +62,7 @@ pub(crate) async fn claim(
     let backend = &session.inner().backend;
     let mut txn = TxnRequest::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put_with_lease(
-            key.as_str(),
-            value,
-            session.lease(),
-        )])
+        .and_then([TxnOp::put_with_lease(key.as_str(), value, session.lease())])
         .or_else([TxnOp::range(crate::RangeRequest::key(key.as_str()))]);
     txn.success.extend(extra.iter().cloned());
     txn.failure.extend(extra);
@@ -82,7 +78,10 @@ pub(crate) async fn claim(
             .into_range()
             .and_then(|mut r| r.kvs.pop())
             .ok_or_else(|| {
-                Error::backend("contract", "txn else-branch read of an existing key is empty")
+                Error::backend(
+                    "contract",
+                    "txn else-branch read of an existing key is empty",
+                )
             })?;
         if kv.lease != session.lease() {
             return Err(Error::invalid_argument(format!(

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use super::Session;
 use super::own_key::{OwnedKey, claim};
 use super::wait::wait_for_predecessors;
-use super::Session;
 use crate::{Compare, Error, RangeRequest, Result, Revision, TxnOp};
 
 /// Whether a guard reads or writes.

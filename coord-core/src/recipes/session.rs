@@ -291,7 +291,10 @@ async fn keep_alive(
                 next = sent + period;
             }
             Err(Error::LeaseNotFound { .. }) => {
-                tracing::warn!(lease = format_args!("{lease:x}"), "session lease expired on the server");
+                tracing::warn!(
+                    lease = format_args!("{lease:x}"),
+                    "session lease expired on the server"
+                );
                 lost.cancel();
                 return;
             }
@@ -301,7 +304,10 @@ async fn keep_alive(
             }
         }
     }
-    tracing::warn!(lease = format_args!("{lease:x}"), "session lost: no successful keep-alive before the deadline");
+    tracing::warn!(
+        lease = format_args!("{lease:x}"),
+        "session lost: no successful keep-alive before the deadline"
+    );
     lost.cancel();
     // The lease may still live on the server for up to the margin; revoking releases the
     // keys for the next holder sooner, and is harmless if the lease is already gone.

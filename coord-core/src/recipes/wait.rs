@@ -145,7 +145,8 @@ fn deleted_or_ended(next: WatchItem, key: &str) -> Result<bool> {
 }
 
 fn predecessor_gone(next: WatchItem, pred: &KeyValue) -> Result<bool> {
-    let resp = next.ok_or_else(|| Error::unavailable("watch on predecessor ended while waiting"))??;
+    let resp =
+        next.ok_or_else(|| Error::unavailable("watch on predecessor ended while waiting"))??;
     Ok(resp.events.iter().any(|e| match e.kind {
         EventKind::Delete => true,
         EventKind::Put => e.kv.create_revision != pred.create_revision,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The project's test command: installs what is missing, then fmt, clippy and every test.
+#
+# Tests against etcd and Redis start their own servers (coord-testkit) on free loopback
+# ports. With COORD_TEST_REQUIRE_BACKENDS=1 (as in CI) a missing server binary fails the
+# run instead of skipping those tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the build and the server tests need: command -> package.
+declare -A needed=(
+  [protoc]=protobuf-compiler
+  [etcd]=etcd-server
+  [etcdctl]=etcd-client
+  [redis-server]=redis-server
+)
+missing=()
+for cmd in "${!needed[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+done
+if ((${#missing[@]})); then
+  echo "installing missing packages: ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
