@@ -140,7 +140,9 @@ pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
             Error::unavailable(prefixed(&format_args!("keep-alive stream: {e}")))
         }
         E::InvalidArgs(e) => Error::invalid_argument(prefixed(&e)),
-        E::InvalidUri(e) => Error::invalid_argument(prefixed(&format_args!("invalid endpoint: {e}"))),
+        E::InvalidUri(e) => {
+            Error::invalid_argument(prefixed(&format_args!("invalid endpoint: {e}")))
+        }
         E::EndpointError(e) => Error::invalid_argument(prefixed(&e)),
         other => Error::backend(
             "etcd",
@@ -179,15 +181,24 @@ mod tests {
             Error::Timeout { .. }
         ));
         assert!(matches!(
-            map_err(c, status(Code::Unauthenticated, "etcdserver: invalid auth token")),
+            map_err(
+                c,
+                status(Code::Unauthenticated, "etcdserver: invalid auth token")
+            ),
             Error::Unauthenticated { .. }
         ));
         assert!(matches!(
-            map_err(c, status(Code::PermissionDenied, "etcdserver: permission denied")),
+            map_err(
+                c,
+                status(Code::PermissionDenied, "etcdserver: permission denied")
+            ),
             Error::PermissionDenied { .. }
         ));
         assert!(matches!(
-            map_err(c, status(Code::InvalidArgument, "etcdserver: key is not provided")),
+            map_err(
+                c,
+                status(Code::InvalidArgument, "etcdserver: key is not provided")
+            ),
             Error::InvalidArgument { .. }
         ));
         assert!(matches!(
@@ -202,7 +213,10 @@ mod tests {
         ));
         assert!(matches!(
             map_err(c, status(Code::FailedPrecondition, "weird")),
-            Error::Backend { backend: "etcd", .. }
+            Error::Backend {
+                backend: "etcd",
+                ..
+            }
         ));
     }
 
@@ -215,12 +229,18 @@ mod tests {
         assert!(matches!(e, Error::LeaseNotFound { lease: 0x42 }), "{e}");
         let e = map_err(
             Context::op("range"),
-            status(Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
+            status(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted",
+            ),
         );
         assert!(matches!(e, Error::Compacted { .. }), "{e}");
         let e = map_err(
             Context::op("range"),
-            status(Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
+            status(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
         );
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         let e = map_err(

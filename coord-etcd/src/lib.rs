@@ -1,1 +1,404 @@
-//! coord-etcd
+//! etcd v3 backend for `coord`, over the [`etcd_client`] crate.
+//!
+//! [`EtcdBackend`] implements [`coord_core::CoordinationBackend`] with a one-to-one
+//! mapping onto etcd's KV, Txn, Lease and Watch services, so `coord`'s recipes run on etcd
+//! with etcd's own key layout (and interoperate with `etcdctl lock` / `etcdctl elect`).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use coord_core::{BackendExt, CoordinationBackend};
+//! use coord_etcd::{EtcdBackend, EtcdOptions};
+//!
+//! # async fn run() -> coord_core::Result<()> {
+//! let etcd = EtcdBackend::connect(
+//!     EtcdOptions::new(["127.0.0.1:2379"])
+//!         .namespace("myapp/")
+//!         .request_timeout(Duration::from_secs(5)),
+//! )
+//! .await?;
+//! etcd.put(b"config", b"v1", coord_core::NO_LEASE).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Behaviour worth knowing
+//!
+//! - **Connect probes the cluster.** etcd-client connects lazily; [`EtcdBackend::connect`]
+//!   makes one read so that a wrong endpoint fails there with
+//!   [`Error::Unavailable`].
+//! - **Timeouts.** The request timeout applies to each unary call, keep-alive round trip
+//!   and watch creation, never to the lifetime of a watch.
+//! - **Leases** are granted in whole seconds (rounded up). etcd raises TTLs below its
+//!   minimum (`1.5 × election timeout`, 2 s with default server settings) to that minimum;
+//!   the granted TTL is reported as etcd granted it.
+//! - **Watches survive restarts.** A watch whose stream breaks is re-opened from the
+//!   revision after the last one delivered, with backoff, until it works or it is dropped;
+//!   if that revision was compacted meanwhile it ends with
+//!   [`Error::Compacted`].
+//! - **Restarts.** Calls in flight fail with `Unavailable`; later calls work once etcd is
+//!   back. Keep-alive streams are re-opened transparently.
+//! - **Txn limits are etcd's.** etcd refuses a txn whose branch writes one key twice (two
+//!   puts, or a put and a delete of it) with
+//!   [`Error::InvalidArgument`] ("duplicate key given in txn request"); a read after a write
+//!   of the same key is fine. Its default limit is 128 operations per txn.
+//! - **HTTP/2 keep-alive** pings only while streams (watches, keep-alives) are open: etcd
+//!   closes connections that ping while idle (`too_many_pings`).
+
+mod convert;
+mod error;
+mod lease;
+mod options;
+mod watch;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coord_core::{
+    BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
+    RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
+};
+
+pub use etcd_client;
+pub use options::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT, EtcdOptions,
+};
+
+use convert::Namespace;
+use error::{Context, map_err};
+
+/// etcd's largest lease TTL (`MaxLeaseTTL`), in seconds.
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+/// etcd's lease TTL granularity.
+pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
+/// The shortest TTL an etcd server with default settings grants (`--heartbeat-interval`
+/// 100 ms, `--election-timeout` 1000 ms): shorter requests are raised to it. Servers with
+/// other settings grant `ceil(1.5 × election timeout)`.
+pub const DEFAULT_MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// A [`CoordinationBackend`] on an etcd v3 cluster. Cheap to clone: clones share the
+/// connection.
+#[derive(Clone)]
+pub struct EtcdBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: etcd_client::Client,
+    ns: Namespace,
+    endpoints: Vec<String>,
+    request_timeout: Option<Duration>,
+    keepers: lease::Keepers,
+}
+
+impl EtcdBackend {
+    /// Connects to the cluster and checks it answers.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for unusable options (no endpoint, bad URL, unreadable or
+    /// invalid TLS files); [`Error::Unavailable`] when no endpoint answers within the
+    /// connect timeout; [`Error::Unauthenticated`] for wrong credentials.
+    pub async fn connect(options: EtcdOptions) -> Result<EtcdBackend> {
+        if options.endpoints.is_empty() {
+            return Err(Error::invalid_argument("etcd: no endpoint given"));
+        }
+        let connect_options = options.to_connect_options()?;
+        let endpoints = options.endpoints.clone();
+        let what = format!("connect to {}", endpoints.join(","));
+        let limit = options.connect_timeout.max(Duration::from_millis(1));
+        let connected = tokio::time::timeout(
+            limit,
+            etcd_client::Client::connect(&endpoints, Some(connect_options)),
+        )
+        .await;
+        let client = match connected {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(map_err(Context::op(&what), e)),
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "etcd {what}: no answer within {limit:?}"
+                )));
+            }
+        };
+        let backend = EtcdBackend {
+            inner: Arc::new(Inner {
+                client,
+                ns: Namespace::new(options.namespace.clone()),
+                endpoints,
+                request_timeout: options.request_timeout,
+                keepers: lease::Keepers::default(),
+            }),
+        };
+        // etcd-client connects lazily: make one read so a wrong endpoint fails here.
+        match tokio::time::timeout(limit, backend.read_revision()).await {
+            Ok(Ok(_)) => {}
+            // The server answered; this user may just not read the namespace key.
+            Ok(Err(Error::PermissionDenied { .. })) => {}
+            Ok(Err(Error::Timeout { .. })) | Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "etcd {what}: no answer within {limit:?}"
+                )));
+            }
+            Ok(Err(e)) => return Err(e),
+        }
+        Ok(backend)
+    }
+
+    /// The underlying etcd-client client, for what coord does not cover (maintenance,
+    /// auth admin, etcd's own lock and election services). Keys used through it are not
+    /// namespaced.
+    pub fn client(&self) -> etcd_client::Client {
+        self.inner.client.clone()
+    }
+
+    /// The namespace prefix (empty for none).
+    pub fn namespace(&self) -> &[u8] {
+        self.inner.ns.prefix()
+    }
+
+    /// The endpoints this backend was connected with.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.endpoints
+    }
+
+    /// Runs a unary call under the request timeout.
+    async fn unary<T>(
+        &self,
+        operation: &str,
+        fut: impl Future<Output = Result<T>> + Send,
+    ) -> Result<T> {
+        match self.inner.request_timeout {
+            None => fut.await,
+            Some(limit) => tokio::time::timeout(limit, fut)
+                .await
+                .unwrap_or_else(|_| Err(error::timeout(operation, limit))),
+        }
+    }
+
+    /// The current revision, from a count-only read of one key in the namespace.
+    async fn read_revision(&self) -> Result<Revision> {
+        let key = if self.inner.ns.prefix().is_empty() {
+            vec![0]
+        } else {
+            self.inner.ns.prefix().to_vec()
+        };
+        let what = "current revision";
+        let opts = etcd_client::GetOptions::new().with_count_only();
+        let resp = self
+            .unary(what, async {
+                self.inner
+                    .client
+                    .kv_client()
+                    .get(key, Some(opts))
+                    .await
+                    .map_err(|e| map_err(Context::op(what), e))
+            })
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// The oldest revision still kept, found with a watch from revision 1 that etcd cancels
+    /// with the compaction revision. `None` when it could not be found out.
+    async fn compact_revision(&self) -> Option<Revision> {
+        let key = self.inner.ns.key(&[0]);
+        let probe = async {
+            let mut client = self.inner.client.watch_client();
+            let mut stream = client
+                .watch(
+                    key,
+                    Some(etcd_client::WatchOptions::new().with_start_revision(1)),
+                )
+                .await
+                .ok()?;
+            loop {
+                let resp = stream.message().await.ok()??;
+                if resp.canceled() {
+                    return (resp.compact_revision() > 0).then_some(resp.compact_revision());
+                }
+                if !resp.created() || !resp.events().is_empty() {
+                    // Revision 1 is still kept: nothing is compacted.
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("endpoints", &self.inner.endpoints)
+            .field(
+                "namespace",
+                &String::from_utf8_lossy(self.inner.ns.prefix()),
+            )
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl CoordinationBackend for EtcdBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo::new("etcd", LEASE_GRANULARITY, DEFAULT_MIN_LEASE_TTL)
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        if ttl.is_zero() {
+            return Err(Error::invalid_argument("lease TTL must be positive"));
+        }
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        if secs > MAX_LEASE_TTL_SECS {
+            return Err(Error::invalid_argument(format!(
+                "lease TTL {ttl:?} is above etcd's maximum of {MAX_LEASE_TTL_SECS} s"
+            )));
+        }
+        let what = "lease grant";
+        let resp = self
+            .unary(what, async {
+                self.inner
+                    .client
+                    .lease_client()
+                    .grant(secs as i64, None)
+                    .await
+                    .map_err(|e| map_err(Context::op(what), e))
+            })
+            .await?;
+        if !resp.error().is_empty() {
+            return Err(Error::backend(
+                "etcd",
+                format!("lease grant refused: {}", resp.error()),
+            ));
+        }
+        Ok(LeaseGrant {
+            id: resp.id(),
+            ttl: Duration::from_secs(resp.ttl().max(0).unsigned_abs()),
+        })
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        let client = self.inner.client.lease_client();
+        self.unary(
+            "lease keep-alive",
+            self.inner.keepers.keep_alive(&client, lease),
+        )
+        .await
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.inner.keepers.forget(lease);
+        let what = "lease revoke";
+        self.unary(what, async {
+            self.inner
+                .client
+                .lease_client()
+                .revoke(lease)
+                .await
+                .map_err(|e| map_err(Context::lease(what, lease), e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
+        let what = "lease time-to-live";
+        let resp = self
+            .unary(what, async {
+                self.inner
+                    .client
+                    .lease_client()
+                    .time_to_live(lease, None)
+                    .await
+                    .map_err(|e| map_err(Context::lease(what, lease), e))
+            })
+            .await?;
+        if resp.ttl() < 0 {
+            return Err(Error::LeaseNotFound { lease });
+        }
+        Ok(LeaseStatus {
+            id: lease,
+            granted_ttl: Duration::from_secs(resp.granted_ttl().max(0).unsigned_abs()),
+            remaining: Duration::from_secs(resp.ttl().unsigned_abs()),
+        })
+    }
+
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        request.validate()?;
+        let what = format!("range {:?}", request.range);
+        let (key, opts) = self.inner.ns.get_options(&request);
+        let resp = self
+            .unary(&what, async {
+                self.inner
+                    .client
+                    .kv_client()
+                    .get(key, Some(opts))
+                    .await
+                    .map_err(|e| map_err(Context::op(&what), e))
+            })
+            .await?;
+        Ok(self.inner.ns.range_response(&resp, 0))
+    }
+
+    async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        request.validate()?;
+        let what = "txn";
+        let txn = self.inner.ns.txn(&request);
+        let lease = convert::txn_lease(&request);
+        let resp = self
+            .unary(what, async {
+                self.inner
+                    .client
+                    .kv_client()
+                    .txn(txn)
+                    .await
+                    .map_err(|e| map_err(Context::lease(what, lease), e))
+            })
+            .await?;
+        Ok(self.inner.ns.txn_response(&resp))
+    }
+
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        watch::watch(
+            &self.inner.client,
+            &self.inner.ns,
+            request,
+            self.inner.request_timeout,
+        )
+        .await
+    }
+
+    async fn current_revision(&self) -> Result<Revision> {
+        self.read_revision().await
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        if revision <= 0 {
+            return Err(Error::invalid_argument(format!(
+                "compaction revision must be positive, got {revision}"
+            )));
+        }
+        let what = format!("compact at {revision}");
+        let result = self
+            .unary(&what, async {
+                self.inner
+                    .client
+                    .kv_client()
+                    .compact(revision, None)
+                    .await
+                    .map_err(|e| map_err(Context::op(&what), e))
+            })
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(Error::Compacted { .. }) => Err(Error::Compacted {
+                compact_revision: self.compact_revision().await.unwrap_or(revision),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}

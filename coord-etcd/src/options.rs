@@ -26,10 +26,7 @@ impl Pem {
         match self {
             Pem::Bytes(b) => Ok(b.clone()),
             Pem::File(path) => std::fs::read(path).map_err(|e| {
-                Error::invalid_argument(format!(
-                    "cannot read {what} from {}: {e}",
-                    path.display()
-                ))
+                Error::invalid_argument(format!("cannot read {what} from {}: {e}", path.display()))
             }),
         }
     }
@@ -125,7 +122,11 @@ impl EtcdOptions {
 
     /// Presents this client certificate and private key (both PEM) for mutual TLS.
     /// The key is never printed.
-    pub fn client_identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
         self.identity = Some((Pem::Bytes(cert_pem.into()), Pem::Bytes(key_pem.into())));
         self
     }
@@ -163,9 +164,11 @@ impl EtcdOptions {
         self
     }
 
-    /// HTTP/2 keep-alive: ping every `interval` (also when idle) and drop the connection
-    /// when a ping is not answered within `timeout`, so dead connections (and the watches
-    /// on them) are noticed. etcd refuses pings more often than every 5 s by default.
+    /// HTTP/2 keep-alive: while a watch or keep-alive stream is open, ping every `interval`
+    /// and drop the connection when a ping is not answered within `timeout`, so dead
+    /// connections (and the watches on them) are noticed and resumed. An idle connection is
+    /// not pinged: etcd closes connections that ping without open streams. etcd refuses
+    /// pings more often than every 5 s by default (`--grpc-keepalive-min-time`).
     pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keep_alive = Some((interval, timeout));
         self
@@ -198,7 +201,7 @@ impl EtcdOptions {
         if let Some((interval, timeout)) = self.keep_alive {
             o = o
                 .with_keep_alive(interval, timeout)
-                .with_keep_alive_while_idle(true);
+                .with_keep_alive_while_idle(false);
         }
         if let Some((name, password)) = &self.user {
             o = o
@@ -215,7 +218,9 @@ impl EtcdOptions {
     fn apply_tls(&self, o: etcd_client::ConnectOptions) -> Result<etcd_client::ConnectOptions> {
         let mut tls = etcd_client::TlsOptions::new();
         if let Some(ca) = &self.ca_cert {
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca.load("CA certificate")?));
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(
+                ca.load("CA certificate")?,
+            ));
         }
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(etcd_client::Identity::from_pem(
@@ -247,7 +252,10 @@ impl fmt::Debug for EtcdOptions {
             .field("ca_cert", &self.ca_cert)
             .field(
                 "client_identity",
-                &self.identity.as_ref().map(|(cert, _)| (cert, "<redacted key>")),
+                &self
+                    .identity
+                    .as_ref()
+                    .map(|(cert, _)| (cert, "<redacted key>")),
             )
             .field("tls_domain", &self.tls_domain)
             .field("connect_timeout", &self.connect_timeout)
