@@ -18,6 +18,9 @@ missing=()
 for cmd in "${!needed[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
 done
+# protoc alone lacks the well-known types (google/protobuf/descriptor.proto) that etcd-client's
+# protos import; Debian ships them in libprotobuf-dev, only a "Recommends" of protobuf-compiler.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if ((${#missing[@]})); then
   echo "installing missing packages: ${missing[*]}"
   sudo=""

@@ -12,7 +12,9 @@ async fn blackholed_etcd_times_out_and_healing_restores_it() {
     let Some(server) = EtcdServer::start_or_skip().await else {
         return;
     };
-    let proxy = FaultProxy::start(server.endpoint()).await.expect("proxy starts");
+    let proxy = FaultProxy::start(server.endpoint())
+        .await
+        .expect("proxy starts");
     let backend = EtcdBackend::connect(
         EtcdOptions::new([proxy.addr().to_string()])
             .namespace(server.namespace())
@@ -20,7 +22,10 @@ async fn blackholed_etcd_times_out_and_healing_restores_it() {
     )
     .await
     .expect("connects through the proxy");
-    backend.put(b"k", b"before", NO_LEASE).await.expect("put before the partition");
+    backend
+        .put(b"k", b"before", NO_LEASE)
+        .await
+        .expect("put before the partition");
 
     proxy.blackhole();
     let started = tokio::time::Instant::now();
@@ -52,5 +57,8 @@ async fn blackholed_etcd_times_out_and_healing_restores_it() {
         }
     };
     assert_eq!(value.expect("key survives").value, b"before");
-    backend.put(b"k", b"after", NO_LEASE).await.expect("writes work again");
+    backend
+        .put(b"k", b"after", NO_LEASE)
+        .await
+        .expect("writes work again");
 }

@@ -10,18 +10,21 @@
 //! 1 watch             print every leader change this node observes
 //! 1 query             print the current leader
 //! 1 rev               print this node's leader revision (its fencing token)
-//! 1 crash             the node's lease expires now, as if the process died
+//! 1 crash             the node's lease expires now, as if the process died (memory:// only)
 //! help | quit
 //! ```
 //!
 //! Try: `printf '1 watch\n1 elect\n2 elect\n1 resign\n2 query\n' | cargo run -p coord --example election`
+//!
+//! On a server: `cargo run -p coord --features etcd --example election -- --backend
+//! etcd://127.0.0.1:2379` (or set `COORD_BACKEND`). `coord repl NAME` is the same program
+//! in the command-line tool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coord::memory::MemoryBackend;
-use coord::{Election, Error, Leadership, Session};
+use coord::{Connection, Election, Error, Leadership, Session};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
@@ -38,7 +41,7 @@ struct Node {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let backend = MemoryBackend::new();
+    let backend = coord::connect(&backend_url()).await?;
     let mut nodes: HashMap<String, Node> = HashMap::new();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     println!("commands: <node> elect|proclaim|resign|watch|query|rev|crash [arg]; help; quit");
@@ -48,12 +51,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             [] => continue,
             ["quit"] | ["exit"] => break,
             ["help"] => {
-                println!("<node> elect [value] | proclaim <value> | resign | watch | query | rev | crash");
+                println!(
+                    "<node> elect [value] | proclaim <value> | resign | watch | query | rev | crash"
+                );
                 continue;
             }
             [id, command, rest @ ..] => {
                 if !nodes.contains_key(*id) {
-                    let session = Session::builder(Arc::new(backend.clone()))
+                    let session = Session::builder(backend.backend().clone())
                         .ttl(Duration::from_secs(5))
                         .start()
                         .await?;
@@ -87,11 +92,15 @@ async fn run(
     node: &mut Node,
     command: &str,
     arg: &str,
-    backend: &MemoryBackend,
+    backend: &Connection,
 ) -> Result<(), Error> {
     match command {
         "elect" => {
-            let value = if arg.is_empty() { format!("node-{id}") } else { arg.to_owned() };
+            let value = if arg.is_empty() {
+                format!("node-{id}")
+            } else {
+                arg.to_owned()
+            };
             let election = node.election.clone();
             let slot = node.leadership.clone();
             let id = id.to_owned();
@@ -99,7 +108,11 @@ async fn run(
             node.campaign = Some(tokio::spawn(async move {
                 match election.campaign(value.clone()).await {
                     Ok(leadership) => {
-                        println!("[{id}] elected: key {} rev {}", leadership.key(), leadership.rev());
+                        println!(
+                            "[{id}] elected: key {} rev {}",
+                            leadership.key(),
+                            leadership.rev()
+                        );
                         *slot.lock().await = Some(leadership);
                     }
                     Err(e) => println!("[{id}] campaign ended: {e}"),
@@ -132,7 +145,12 @@ async fn run(
                 while let Some(update) = updates.next().await {
                     match update {
                         Ok(u) => match u.leader {
-                            Some(kv) => println!("[{id}] sees leader {:?} ({}) at rev {}", kv.value_str(), kv.key_str(), u.revision),
+                            Some(kv) => println!(
+                                "[{id}] sees leader {:?} ({}) at rev {}",
+                                kv.value_str(),
+                                kv.key_str(),
+                                u.revision
+                            ),
                             None => println!("[{id}] sees no leader at rev {}", u.revision),
                         },
                         Err(e) => println!("[{id}] observe ended: {e}"),
@@ -149,11 +167,25 @@ async fn run(
             Some(l) => println!("[{id}] leader rev {}", l.rev()),
             None => println!("[{id}] not the leader"),
         },
-        "crash" => {
-            backend.expire_lease_now(node.session.lease())?;
-            println!("[{id}] lease {:x} expired", node.session.lease());
-        }
+        "crash" => match backend.memory() {
+            Some(memory) => {
+                memory.expire_lease_now(node.session.lease())?;
+                println!("[{id}] lease {:x} expired", node.session.lease());
+            }
+            None => println!("[{id}] crash only works on memory://"),
+        },
         other => println!("[{id}] unknown command {other:?}"),
     }
     Ok(())
+}
+
+/// `--backend URL` (or `COORD_BACKEND`), default `memory://`.
+fn backend_url() -> String {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--backend" {
+            return args.next().expect("--backend needs a URL");
+        }
+    }
+    std::env::var("COORD_BACKEND").unwrap_or_else(|_| "memory://".to_owned())
 }

@@ -23,7 +23,39 @@
 //!
 //! The recipes, the contract and the error type come from `coord-core` and are re-exported
 //! here; each backend sits behind a cargo feature (`memory`, on by default).
+//!
+//! # Choosing a backend by URL
+//!
+//! [`connect`] takes a URL and returns a [`Connection`]: the backend as an
+//! `Arc<dyn CoordinationBackend>` plus the session TTL the URL asked for.
+//!
+//! ```
+//! # #[cfg(feature = "memory")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> coord::Result<()> {
+//! // "etcd://127.0.0.1:2379?namespace=myapp/&ttl=10s" with the `etcd` feature
+//! let conn = coord::connect("memory://?ttl=10s").await?;
+//! let session = conn.session().await?;
+//! let leader = coord::Election::new(&session, "scheduler").campaign("node-1").await?;
+//! println!("leading as {} (rev {})", leader.key(), leader.rev());
+//! # leader.resign().await?;
+//! # session.close().await?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "memory"))]
+//! # fn main() {}
+//! ```
+//!
+//! | cargo feature | adds |
+//! |---|---|
+//! | `memory` (default) | `memory://` URLs and [`memory::MemoryBackend`] |
+//! | `etcd` | `etcd://` and `etcds://` URLs and the `etcd` module (`EtcdBackend`, `EtcdOptions`) |
+//! | `redis` | `redis://` and `rediss://` URLs (the backend is not written yet: connecting says so) |
+//! | `cli` | the `coord` command-line tool (implies `memory`) |
 
+mod connect;
+
+pub use connect::{ConnectOptions, Connection, DEFAULT_ETCD_PORT, DEFAULT_REDIS_PORT, connect};
 pub use coord_core::*;
 
 /// The in-process backend: exact etcd semantics, tokio time, fault hooks for tests.
@@ -31,3 +63,12 @@ pub use coord_core::*;
 pub mod memory {
     pub use coord_memory::*;
 }
+
+/// The etcd v3 backend.
+#[cfg(feature = "etcd")]
+pub mod etcd {
+    pub use coord_etcd::*;
+}
+
+// When coord-redis has a backend: `#[cfg(feature = "redis")] pub mod redis { pub use coord_redis::*; }`
+// and its arm in `ConnectOptions::connect_redis`.

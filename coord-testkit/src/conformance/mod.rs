@@ -1,1 +1,605 @@
 //! The conformance suite every backend runs.
+//!
+//! Each scenario is a public async function taking `&dyn TestBackend`, in the style of
+//! `object_store`'s `integration.rs`: a backend crate implements [`TestBackend`] for a small
+//! factory and expands the whole list into `#[tokio::test]`s with
+//! [`conformance_tests!`](crate::conformance_tests):
+//!
+//! ```ignore
+//! coord_testkit::conformance_tests! {
+//!     backend: MyFactory::new(),   // evaluated once per test; may use `.await`
+//!     clock: paused,               // `paused` (in-process backends) or `real` (servers)
+//!     lacks: [(Capability::Compaction, "the shared server is used by other suites")],
+//! }
+//! ```
+//!
+//! Levels: [`contract`] (data model, txn, range, lease, watch), then the recipes
+//! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`]), the regression tests
+//! for the known bugs of etcd's Go recipes ([`bugs`]) and a seeded randomized schedule test
+//! ([`randomized`]).
+//!
+//! Rules every scenario follows, so that one server can serve many tests at once and the
+//! same code runs on paused and real time:
+//! - every key lives under a unique prefix from [`unique`];
+//! - only `tokio::time` is used (never `std::thread::sleep`); waits are bounded by
+//!   [`prompt`] ("should happen soon") or [`quiet`] ("should not happen within"), both
+//!   relative to [`TestBackend::short_ttl`];
+//! - a scenario that needs a capability the backend lacks prints `skipped: <test>: <reason>`
+//!   to the real stderr (visible even when output is captured) and returns.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coord_core::{
+    BackendExt, BackendInfo, CoordinationBackend, KeyRange, KeyValue, LeaseGrant, LeaseId,
+    LeaseStatus, RangeRequest, RangeResponse, Result, Revision, Session, TxnRequest, TxnResponse,
+    WatchRequest, WatchStart, WatchStream,
+};
+use futures::future::BoxFuture;
+
+pub mod bugs;
+pub mod contract;
+pub mod election;
+pub mod mutex;
+pub mod randomized;
+pub mod rwmutex;
+pub mod semaphore;
+pub mod session;
+
+/// How time passes for a backend under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// Tokio time is paused and auto-advances when every task waits on a timer
+    /// (`#[tokio::test(start_paused = true)]`): in-process backends whose leases expire on
+    /// tokio time. Waiting costs nothing, so scenarios may wait long.
+    Paused,
+    /// Real time (servers). Scenarios keep their waits a few TTLs long at most.
+    Real,
+}
+
+/// How a [partition](ClientFaults::partition) cuts a client off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partition {
+    /// Calls fail at once with `Unavailable` and open watches end with an error
+    /// (a refused or reset connection).
+    Fail,
+    /// Calls hang until healed and watches deliver nothing until then (a black hole).
+    Hang,
+}
+
+/// Something a scenario may need that not every backend (or fault tool) provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// [`Faults::expire_lease_now`].
+    ExpireLease,
+    /// [`ClientFaults::fail_next`].
+    FailNext,
+    /// [`ClientFaults::set_latency`], precise enough to drop a call between the moment the
+    /// store applied it and the moment its response arrives.
+    Latency,
+    /// [`ClientFaults::partition`] with [`Partition::Fail`].
+    PartitionFail,
+    /// [`ClientFaults::partition`] with [`Partition::Hang`].
+    PartitionHang,
+    /// [`CoordinationBackend::compact`] on the store under test without disturbing other
+    /// tests that share it.
+    Compaction,
+}
+
+impl Capability {
+    fn is_fault(self) -> bool {
+        !matches!(self, Capability::Compaction)
+    }
+}
+
+/// A backend under test: a factory of clients of one store, plus what the scenarios need to
+/// know about its time and faults.
+#[async_trait]
+pub trait TestBackend: Send + Sync + 'static {
+    /// A new independent client of the one store under test (scenarios need several: one
+    /// per simulated process).
+    async fn client(&self) -> Arc<dyn CoordinationBackend>;
+
+    /// Paused tokio time (in-process backends) or real time (servers). Scenarios only use
+    /// `tokio::time`, never std sleeps.
+    fn clock(&self) -> Clock;
+
+    /// A session TTL short enough for expiry tests on this backend (memory: e.g. 10 s of
+    /// paused time; servers: 2-3 s of real time). Every other wait is derived from it.
+    fn short_ttl(&self) -> Duration;
+
+    /// Fault injection, if the backend supports it.
+    fn faults(&self) -> Option<&dyn Faults> {
+        None
+    }
+
+    /// Why the backend lacks `capability`, or `None` when it has it. By default fault
+    /// capabilities are lacking exactly when [`faults`](Self::faults) is `None`.
+    fn lacks(&self, capability: Capability) -> Option<&'static str> {
+        (capability.is_fault() && self.faults().is_none())
+            .then_some("the backend has no fault injection")
+    }
+}
+
+/// Fault injection on the store under test.
+#[async_trait]
+pub trait Faults: Send + Sync {
+    /// A new independent client of the store, with controls that affect that client alone.
+    async fn faulty_client(&self) -> (Arc<dyn CoordinationBackend>, Arc<dyn ClientFaults>);
+
+    /// Ends `lease` now as if its TTL had run out: its keys are deleted in one revision,
+    /// and whoever keeps it alive is not told (until its next keep-alive fails).
+    async fn expire_lease_now(&self, lease: LeaseId);
+}
+
+/// The fault controls of one client made by [`Faults::faulty_client`].
+pub trait ClientFaults: Send + Sync {
+    /// The next `n` calls of the client fail with `Unavailable` before reaching the store.
+    fn fail_next(&self, n: u64);
+    /// Every call takes `latency` more: half before the store applies it, half after.
+    fn set_latency(&self, latency: Duration);
+    /// Cuts the client off the store until [`heal`](Self::heal).
+    fn partition(&self, mode: Partition);
+    /// Ends a partition.
+    fn heal(&self);
+}
+
+/// A [`TestBackend`] with capabilities declared lacking on top of what it reports itself;
+/// what [`conformance_tests!`](crate::conformance_tests) hands to each scenario.
+pub struct Declared<B> {
+    inner: B,
+    lacking: &'static [(Capability, &'static str)],
+}
+
+impl<B: TestBackend> Declared<B> {
+    /// Wraps `inner`, declaring `lacking` (capability, reason) pairs.
+    pub fn new(inner: B, lacking: &'static [(Capability, &'static str)]) -> Self {
+        Declared { inner, lacking }
+    }
+}
+
+#[async_trait]
+impl<B: TestBackend> TestBackend for Declared<B> {
+    async fn client(&self) -> Arc<dyn CoordinationBackend> {
+        self.inner.client().await
+    }
+    fn clock(&self) -> Clock {
+        self.inner.clock()
+    }
+    fn short_ttl(&self) -> Duration {
+        self.inner.short_ttl()
+    }
+    fn faults(&self) -> Option<&dyn Faults> {
+        self.inner.faults()
+    }
+    fn lacks(&self, capability: Capability) -> Option<&'static str> {
+        self.lacking
+            .iter()
+            .find(|(c, _)| *c == capability)
+            .map(|(_, reason)| *reason)
+            .or_else(|| self.inner.lacks(capability))
+    }
+}
+
+/// Writes `skipped: <test>: <reason>` to the process's real stderr, bypassing the test
+/// harness's output capture so a skip is never silent.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("skipped: {test}: {reason}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Returns true (after printing the skip line) when `backend` lacks one of `needs`.
+pub fn skip_unless(backend: &dyn TestBackend, test: &str, needs: &[Capability]) -> bool {
+    for cap in needs {
+        if let Some(reason) = backend.lacks(*cap) {
+            skip(test, &format!("needs {cap:?}: {reason}"));
+            return true;
+        }
+    }
+    false
+}
+
+/// A key prefix no other test (in this process or another one on the same server) uses:
+/// `coord-conformance/<process nonce>/<counter>-<label>`.
+pub fn unique(label: &str) -> String {
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nonce = *NONCE.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ (u64::from(std::process::id()) << 32)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("coord-conformance/{nonce:x}/{n}-{label}")
+}
+
+/// How long something that should happen "at once" may take: a fifth of the short TTL on
+/// real time, one second on paused time.
+pub fn prompt(backend: &dyn TestBackend) -> Duration {
+    match backend.clock() {
+        Clock::Paused => Duration::from_secs(1),
+        Clock::Real => backend.short_ttl() / 5,
+    }
+}
+
+/// How long to watch for something that must not happen (a blocked lock staying blocked):
+/// 30 s on paused time (free), a fifth of the short TTL on real time.
+pub fn quiet(backend: &dyn TestBackend) -> Duration {
+    match backend.clock() {
+        Clock::Paused => Duration::from_secs(30),
+        Clock::Real => backend.short_ttl() / 5,
+    }
+}
+
+/// Long enough for background work (releases, retries with back-off up to 1 s) to finish.
+pub fn settle(backend: &dyn TestBackend) -> Duration {
+    match backend.clock() {
+        Clock::Paused => Duration::from_secs(5),
+        Clock::Real => backend.short_ttl().max(Duration::from_secs(3)),
+    }
+}
+
+/// A session on `client` with `ttl`.
+pub async fn session_with_ttl(client: &Arc<dyn CoordinationBackend>, ttl: Duration) -> Session {
+    Session::builder(client.clone())
+        .ttl(ttl)
+        .start()
+        .await
+        .expect("start session")
+}
+
+/// A session on a new client with the backend's short TTL.
+pub async fn new_session(backend: &dyn TestBackend) -> Session {
+    let client = backend.client().await;
+    session_with_ttl(&client, backend.short_ttl()).await
+}
+
+/// Every key under `prefix`.
+pub async fn keys_under(client: &dyn CoordinationBackend, prefix: &str) -> Vec<KeyValue> {
+    client
+        .range(RangeRequest::prefix(prefix))
+        .await
+        .expect("range")
+        .kvs
+}
+
+/// Polls `check` every few milliseconds until it returns true; panics with `what` if
+/// `within` passes first.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until no key under `prefix` is attached to `lease`.
+pub async fn no_key_of(
+    backend: &dyn TestBackend,
+    client: &dyn CoordinationBackend,
+    prefix: &str,
+    lease: LeaseId,
+    what: &str,
+) {
+    eventually(settle(backend), what, || async {
+        !keys_under(client, prefix)
+            .await
+            .iter()
+            .any(|kv| kv.lease == lease)
+    })
+    .await;
+}
+
+/// Fails unless `fut` is still pending after [`quiet`]; gives the future back so that it
+/// can be awaited later.
+pub async fn assert_blocks<T: Send + 'static>(
+    backend: &dyn TestBackend,
+    handle: &tokio::task::JoinHandle<T>,
+    what: &str,
+) {
+    tokio::time::sleep(quiet(backend)).await;
+    assert!(!handle.is_finished(), "should still be blocked: {what}");
+}
+
+/// Awaits a spawned task within [`prompt`], panicking with `what` if it does not finish.
+pub async fn join_prompt<T>(
+    backend: &dyn TestBackend,
+    handle: tokio::task::JoinHandle<T>,
+    what: &str,
+) -> T {
+    let limit = prompt(backend);
+    match tokio::time::timeout(limit, handle).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("task panicked ({what}): {e}"),
+        Err(_) => panic!("not within {limit:?}: {what}"),
+    }
+}
+
+/// A hook run (and awaited) by [`Spy`] before it forwards a watch request.
+pub type WatchHook =
+    Arc<dyn Fn(&WatchRequest) -> Option<BoxFuture<'static, ()>> + Send + Sync + 'static>;
+
+/// One call seen by a [`Spy`].
+#[derive(Debug, Clone)]
+pub enum SpyCall {
+    /// A watch, with the store's current revision read just before it was forwarded.
+    Watch {
+        /// What was asked.
+        request: WatchRequest,
+        /// The store revision read right before forwarding.
+        current_revision: Revision,
+    },
+    /// A txn, and whether it returned `Ok`.
+    Txn {
+        /// What was asked.
+        request: TxnRequest,
+        /// Whether the call returned `Ok`.
+        ok: bool,
+    },
+    /// Any other call, by method name.
+    Other(&'static str),
+}
+
+/// A decorator that records every call of a client and can run a hook before a watch is
+/// established, to make a race happen exactly where a scenario needs it.
+#[derive(Clone)]
+pub struct Spy {
+    inner: Arc<dyn CoordinationBackend>,
+    log: Arc<std::sync::Mutex<Vec<SpyCall>>>,
+    watch_hook: Option<WatchHook>,
+}
+
+impl std::fmt::Debug for Spy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spy").field("inner", &self.inner).finish()
+    }
+}
+
+impl Spy {
+    /// Records the calls made through it to `inner`.
+    pub fn new(inner: Arc<dyn CoordinationBackend>) -> Self {
+        Spy {
+            inner,
+            log: Arc::default(),
+            watch_hook: None,
+        }
+    }
+
+    /// Runs `hook` before forwarding each watch; a returned future is awaited first.
+    pub fn with_watch_hook(mut self, hook: WatchHook) -> Self {
+        self.watch_hook = Some(hook);
+        self
+    }
+
+    /// The calls so far.
+    pub fn calls(&self) -> Vec<SpyCall> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, call: SpyCall) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+}
+
+#[async_trait]
+impl CoordinationBackend for Spy {
+    fn info(&self) -> BackendInfo {
+        self.inner.info()
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        self.record(SpyCall::Other("lease_grant"));
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        self.record(SpyCall::Other("lease_keep_alive"));
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.record(SpyCall::Other("lease_revoke"));
+        self.inner.lease_revoke(lease).await
+    }
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
+        self.record(SpyCall::Other("lease_time_to_live"));
+        self.inner.lease_time_to_live(lease).await
+    }
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        self.record(SpyCall::Other("range"));
+        self.inner.range(request).await
+    }
+    async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        let result = self.inner.txn(request.clone()).await;
+        self.record(SpyCall::Txn {
+            request,
+            ok: result.is_ok(),
+        });
+        result
+    }
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        if let Some(fut) = self.watch_hook.as_ref().and_then(|h| h(&request)) {
+            fut.await;
+        }
+        let current_revision = self.inner.current_revision().await?;
+        self.record(SpyCall::Watch {
+            request: request.clone(),
+            current_revision,
+        });
+        self.inner.watch(request).await
+    }
+    async fn current_revision(&self) -> Result<Revision> {
+        self.inner.current_revision().await
+    }
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.record(SpyCall::Other("compact"));
+        self.inner.compact(revision).await
+    }
+}
+
+/// Whether a watch start makes the backend replay history (etcd serves such watches from a
+/// catch-up loop that runs every 100 ms): a start revision at or below the current one.
+pub fn replays_history(start: WatchStart, current_revision: Revision) -> bool {
+    match start {
+        WatchStart::Now => false,
+        WatchStart::Revision(r) => r <= current_revision,
+    }
+}
+
+/// Deletes one key with a plain txn (another process removing it by hand).
+pub async fn delete_key(client: &dyn CoordinationBackend, key: &str) {
+    client.delete(KeyRange::key(key)).await.expect("delete key");
+}
+
+/// Expands the whole conformance suite into `#[tokio::test]`s for a backend factory.
+///
+/// ```ignore
+/// coord_testkit::conformance_tests! {
+///     backend: MemoryFactory::new(),   // an expression giving a TestBackend; once per test
+///     clock: paused,                   // `paused`: #[tokio::test(start_paused = true)]
+///                                      // `real`: #[tokio::test(flavor = "multi_thread")]
+///     lacks: [(coord_testkit::conformance::Capability::Compaction, "shared server")],
+/// }
+/// ```
+///
+/// `lacks` is optional; each entry is a [`Capability`](crate::conformance::Capability) and
+/// the reason, printed as `skipped: <test>: ...` by the scenarios that need it. The calling
+/// crate needs `tokio` with the `macros`, `rt` (and for `real`, `rt-multi-thread`; for
+/// `paused`, `test-util`) features.
+#[macro_export]
+macro_rules! conformance_tests {
+    (backend: $backend:expr, clock: $clock:ident $(,)?) => {
+        $crate::conformance_tests! { backend: $backend, clock: $clock, lacks: [] }
+    };
+    (backend: $backend:expr, clock: $clock:ident, lacks: [$($lacks:tt)*] $(,)?) => {
+        $crate::__conformance_list! { __conformance_test ($clock) ($backend) ([$($lacks)*]) }
+    };
+}
+
+/// Internal: one test of [`conformance_tests!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    (paused, $backend:expr, $lacks:expr, $module:ident :: $name:ident) => {
+        #[tokio::test(start_paused = true)]
+        async fn $name() {
+            static LACKS: &[($crate::conformance::Capability, &str)] = &$lacks;
+            let backend = $crate::conformance::Declared::new($backend, LACKS);
+            $crate::conformance::$module::$name(&backend).await;
+        }
+    };
+    (real, $backend:expr, $lacks:expr, $module:ident :: $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            static LACKS: &[($crate::conformance::Capability, &str)] = &$lacks;
+            let backend = $crate::conformance::Declared::new($backend, LACKS);
+            $crate::conformance::$module::$name(&backend).await;
+        }
+    };
+}
+
+/// Internal: the list of every scenario, handed to `$callback!` one by one.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_list {
+    ($callback:ident ($clock:ident) ($backend:expr) ($lacks:expr)) => {
+        $crate::__conformance_each! { $callback ($clock) ($backend) ($lacks)
+            contract::revision_rises_once_per_write_txn
+            contract::txn_compares_every_kind_on_both_branches
+            contract::txn_later_ops_see_earlier_ones
+            contract::range_filter_sort_limit_and_more
+            contract::range_keys_only_and_count_only
+            contract::lease_expiry_deletes_all_keys_in_one_revision
+            contract::lease_keep_alive_after_expiry_is_lease_not_found
+            contract::lease_revoke_deletes_keys
+            contract::watch_from_past_replays_in_order_with_concurrent_writers
+            contract::watch_from_now_misses_nothing_after_it_returns
+            contract::watch_key_vs_prefix
+            contract::watch_prev_kv_and_delete_events
+            contract::watch_compacted_reports_compact_revision
+            session::scenario_22_resume_with_lease_id_uses_that_lease
+            session::scenario_22_orphan_fires_lost_promptly
+            session::scenario_22_ttl_option_honoured
+            session::session_keep_alive_outlives_the_ttl
+            session::session_close_revokes_and_deletes_keys
+            session::session_lost_when_lease_expires_on_the_server
+            mutex::scenario_01_mutex_handoff
+            mutex::scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock
+            mutex::scenario_03_five_sessions_lock_exclusively
+            mutex::scenario_04_concurrent_try_lock_exactly_one_wins
+            mutex::scenario_05_same_session_relock_is_reentrant
+            mutex::scenario_06_waits_on_current_holder
+            mutex::scenario_07_waiter_session_expiry_returns_session_expired
+            mutex::scenario_08_unlock_releases_and_old_guard_is_not_owner
+            mutex::scenario_16_lock_prefix_isolation
+            mutex::mutex_key_layout_is_etcds
+            mutex::fencing_tokens_rise_over_1000_handoffs_among_16_sessions
+            mutex::mutex_dropped_lock_future_leaves_no_key
+            mutex::mutex_dropped_lock_future_during_round_trip_leaves_no_key
+            mutex::mutex_dropped_unlock_future_still_releases
+            mutex::mutex_lost_fires_before_next_holder_acquires
+            rwmutex::scenario_11_random_readers_and_writers_never_overlap
+            rwmutex::rwmutex_readers_share
+            rwmutex::rwmutex_reader_waits_behind_older_writer
+            rwmutex::rwmutex_writer_waits_for_readers
+            election::scenario_12_election_order_and_observe
+            election::scenario_13_followers_observe_each_leader
+            election::scenario_14_failover_on_session_loss
+            election::scenario_15_recampaign_on_one_session_proclaims
+            election::scenario_16_election_prefix_isolation
+            election::scenario_17_resume_after_restart_from_lease_id
+            election::scenario_18_observe_survives_compaction
+            election::scenario_19_proclaim_stream_rises
+            election::scenario_20_resign_unblocks_next_candidate
+            election::scenario_21_no_leader_and_not_leader
+            election::election_dropped_campaign_leaves_no_key
+            election::election_lost_fires_before_next_leader_is_elected
+            semaphore::semaphore_permits_admit_next_and_tokens_are_unique
+            semaphore::semaphore_never_exceeds_permits_under_contention
+            semaphore::semaphore_dropped_acquire_leaves_no_key
+            bugs::bug_1_mutex_waiter_lease_revoked_never_gets_ok
+            bugs::bug_1_mutex_waiter_lease_expired_never_gets_ok
+            bugs::bug_1_election_candidate_lease_revoked_never_gets_leadership
+            bugs::bug_1_election_candidate_lease_expired_never_gets_leadership
+            bugs::bug_2_mutex_wait_ends_when_own_key_deleted
+            bugs::bug_2_mutex_wait_ends_when_session_lost
+            bugs::bug_2_election_wait_ends_when_own_key_deleted
+            bugs::bug_2_election_wait_ends_when_session_lost
+            bugs::bug_3_late_unlock_never_deletes_newer_acquisition
+            bugs::bug_3_late_resign_never_deletes_newer_candidacy
+            bugs::bug_3_failed_unlock_still_releases
+            bugs::bug_3_failed_resign_still_resigns
+            bugs::bug_4_mutex_failed_wait_withdraws_own_key
+            bugs::bug_4_election_failed_wait_withdraws_own_key
+            bugs::bug_4_failed_wait_on_watch_error_withdraws_own_key
+            bugs::bug_5_predecessor_recreated_under_same_key
+            bugs::bug_6_waiters_watch_from_now
+            bugs::bug_6_handoffs_are_not_paced_by_catch_up
+            randomized::randomized_mutex_schedules
+        }
+    };
+}
+
+/// Internal: applies `$callback!` to each scenario path.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_each {
+    ($callback:ident ($clock:ident) ($backend:expr) ($lacks:expr) $($module:ident :: $name:ident)*) => {
+        $( $crate::$callback! { $clock, $backend, $lacks, $module :: $name } )*
+    };
+}

@@ -1,0 +1,556 @@
+//! `Mutex` scenarios: etcd's scenarios 1-8 and 16 (section 6 of the reference), fencing,
+//! cancellation and the lost-before-anyone-else-acquires rule.
+//!
+//! etcd scenarios 9 (the server-side `v3lock` gRPC API) and 10 (`etcdctl lock`) test etcd's
+//! own server and command-line tool; they belong in coord-etcd's interop tests, not in a
+//! backend-agnostic suite, and are omitted here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use coord_core::{
+    BackendExt, Compare, CompareOp, Error, Mutex, NO_LEASE, Revision, TxnOp, TxnRequest, lock_key,
+};
+use futures::future::join_all;
+
+use super::{
+    Capability, Partition, TestBackend, assert_blocks, delete_key, join_prompt, keys_under,
+    new_session, no_key_of, prompt, quiet, session_with_ttl, settle, skip_unless, unique,
+};
+
+/// etcd scenario 1 (ExampleMutex_Lock): A locks; B's lock blocks; A unlocks; B acquires,
+/// with a higher fencing token.
+pub async fn scenario_01_mutex_handoff(backend: &dyn TestBackend) {
+    let name = unique("handoff");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let mb = Mutex::new(&b, name.as_str());
+    let wait = tokio::spawn(async move { mb.lock().await });
+    assert_blocks(backend, &wait, "B while A holds").await;
+    let token_a = ga.fencing_token();
+    ga.unlock().await.unwrap();
+    let gb = join_prompt(backend, wait, "B acquires after A unlocks")
+        .await
+        .unwrap();
+    assert!(gb.fencing_token() > token_a);
+    assert_eq!(gb.key(), lock_key(&name, b.lease()));
+    gb.unlock().await.unwrap();
+}
+
+/// etcd scenario 2 (ExampleMutex_TryLock): while A holds, B's try_lock gives `Locked`
+/// naming A's key and leaves no key of B behind; after A unlocks, B's try_lock succeeds.
+pub async fn scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock(
+    backend: &dyn TestBackend,
+) {
+    let name = unique("trylock");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let c = backend.client().await;
+    let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let mb = Mutex::new(&b, name.as_str());
+    match mb.try_lock().await {
+        Err(Error::Locked { holder, .. }) => assert_eq!(holder.as_deref(), Some(ga.key())),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    no_key_of(
+        backend,
+        c.as_ref(),
+        &name,
+        b.lease(),
+        "failed try_lock leaves no key",
+    )
+    .await;
+    ga.unlock().await.unwrap();
+    let gb = mb.try_lock().await.expect("try_lock after unlock");
+    assert_eq!(keys_under(c.as_ref(), &name).await.len(), 1);
+    gb.unlock().await.unwrap();
+    assert!(keys_under(c.as_ref(), &name).await.is_empty());
+}
+
+/// etcd scenario 3 (testMutexLock): five sessions on five clients lock concurrently; at no
+/// moment do two hold; unlocking in turn lets all five acquire.
+pub async fn scenario_03_five_sessions_lock_exclusively(backend: &dyn TestBackend) {
+    let name = unique("five");
+    let holders = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let s = new_session(backend).await;
+        let name = name.clone();
+        let holders = holders.clone();
+        tasks.push(tokio::spawn(async move {
+            let g = Mutex::new(&s, name).lock().await.unwrap();
+            assert_eq!(
+                holders.fetch_add(1, Ordering::SeqCst),
+                0,
+                "two holders at once"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            holders.fetch_sub(1, Ordering::SeqCst);
+            let token = g.fencing_token();
+            g.unlock().await.unwrap();
+            token
+        }));
+    }
+    let tokens = tokio::time::timeout(prompt(backend) * 5, join_all(tasks))
+        .await
+        .expect("all five acquire in turn");
+    let mut tokens: Vec<Revision> = tokens.into_iter().map(|t| t.unwrap()).collect();
+    tokens.sort();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 5, "five distinct fencing tokens");
+}
+
+/// etcd scenario 4 (testMutexTryLock): of five concurrent try_locks exactly one succeeds and
+/// four get `Locked`.
+pub async fn scenario_04_concurrent_try_lock_exactly_one_wins(backend: &dyn TestBackend) {
+    let name = unique("try5");
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        sessions.push(new_session(backend).await);
+    }
+    let results = join_all(
+        sessions
+            .iter()
+            .map(|s| async { Mutex::new(s, name.as_str()).try_lock().await }),
+    )
+    .await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    let locked = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::Locked { .. })))
+        .count();
+    assert_eq!((won, locked), (1, 4), "{results:?}");
+    let c = backend.client().await;
+    super::eventually(settle(backend), "losers leave no keys", || async {
+        keys_under(c.as_ref(), &name).await.len() == 1
+    })
+    .await;
+}
+
+/// etcd scenario 5 (TestMutexSessionRelock): two `Mutex` values on one session and name:
+/// the second lock returns at once (reentrant per lease), with the same key and token; the
+/// key is deleted only when the last guard goes. Go's `Unlock` of either deletes the
+/// shared key.
+pub async fn scenario_05_same_session_relock_is_reentrant(backend: &dyn TestBackend) {
+    let name = unique("relock");
+    let s = new_session(backend).await;
+    let c = backend.client().await;
+    let g1 = Mutex::new(&s, name.as_str()).lock().await.unwrap();
+    let g2 = tokio::time::timeout(prompt(backend), Mutex::new(&s, name.as_str()).lock())
+        .await
+        .expect("relock on the same session does not wait")
+        .unwrap();
+    assert_eq!(
+        (g1.key(), g1.fencing_token()),
+        (g2.key(), g2.fencing_token())
+    );
+    // Another session is still excluded.
+    let other = new_session(backend).await;
+    assert!(matches!(
+        Mutex::new(&other, name.as_str()).try_lock().await,
+        Err(Error::Locked { .. })
+    ));
+    g1.unlock().await.unwrap();
+    assert!(
+        c.get(g2.key().as_bytes()).await.unwrap().is_some(),
+        "the key stays while another guard of the session holds it"
+    );
+    assert!(
+        c.txn(TxnRequest::new().when([g2.is_owner()]))
+            .await
+            .unwrap()
+            .succeeded
+    );
+    g2.unlock().await.unwrap();
+    assert!(
+        keys_under(c.as_ref(), &name).await.is_empty(),
+        "the last guard deletes the key"
+    );
+}
+
+/// etcd scenario 6 (TestMutexWaitsOnCurrentHolder): owner holds; a victim waits; a new
+/// waiter waits behind the victim. The victim's session is closed (its key deleted): the
+/// new waiter must still not acquire while the owner holds, and acquires promptly once the
+/// owner unlocks; the victim's lock returns (an error) promptly.
+pub async fn scenario_06_waits_on_current_holder(backend: &dyn TestBackend) {
+    let name = unique("current-holder");
+    let (owner, victim, waiter) = (
+        new_session(backend).await,
+        new_session(backend).await,
+        new_session(backend).await,
+    );
+    let g = Mutex::new(&owner, name.as_str()).lock().await.unwrap();
+    let mv = Mutex::new(&victim, name.as_str());
+    let victim_wait = tokio::spawn(async move { mv.lock().await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mw = Mutex::new(&waiter, name.as_str());
+    let waiter_wait = tokio::spawn(async move { mw.lock().await });
+    assert_blocks(backend, &waiter_wait, "waiter behind owner and victim").await;
+    victim.close().await.unwrap();
+    let r = join_prompt(backend, victim_wait, "victim's lock returns").await;
+    assert!(matches!(r, Err(Error::SessionExpired { .. })), "{r:?}");
+    assert_blocks(backend, &waiter_wait, "waiter still behind the owner").await;
+    g.unlock().await.unwrap();
+    let gw = join_prompt(backend, waiter_wait, "waiter acquires after owner unlocks")
+        .await
+        .unwrap();
+    gw.unlock().await.unwrap();
+}
+
+/// etcd scenario 7 (TestMutexLockSessionExpired, and issue #19597): A holds; B waits; B's
+/// session is closed. B's lock returns `SessionExpired`, not success, and does so at once,
+/// while A still holds (Go returns only after A unlocks).
+pub async fn scenario_07_waiter_session_expiry_returns_session_expired(backend: &dyn TestBackend) {
+    let name = unique("waiter-expiry");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let mb = Mutex::new(&b, name.as_str());
+    let wait = tokio::spawn(async move { mb.lock().await });
+    assert_blocks(backend, &wait, "B behind A").await;
+    b.close().await.unwrap();
+    let r = join_prompt(backend, wait, "B's lock returns while A still holds").await;
+    assert!(matches!(r, Err(Error::SessionExpired { .. })), "{r:?}");
+    ga.unlock().await.unwrap();
+}
+
+/// etcd scenario 8 (TestMutexUnlock, and issue #22082): unlocking releases; Go's
+/// "unlock before lock" and "second unlock" (`ErrLockReleased`) cannot be written with the
+/// guard API (unlock consumes the guard). The stale-unlock rule is tested through the
+/// guard's create-revision compare: after unlock and a relock by the same session (same
+/// key, new incarnation) the old acquisition's `is_owner()` no longer holds, the new one's
+/// does, and a write guarded by the old one is refused.
+/// (The retried-unlock race itself is `bugs::bug_3_late_unlock_never_deletes_newer_acquisition`.)
+pub async fn scenario_08_unlock_releases_and_old_guard_is_not_owner(backend: &dyn TestBackend) {
+    let name = unique("unlock");
+    let s = new_session(backend).await;
+    let c = backend.client().await;
+    let m = Mutex::new(&s, name.as_str());
+    let g1 = m.lock().await.unwrap();
+    let old_owner = g1.is_owner();
+    let old_token = g1.fencing_token();
+    g1.unlock().await.unwrap();
+    assert!(keys_under(c.as_ref(), &name).await.is_empty());
+    let g2 = m.lock().await.unwrap();
+    assert!(g2.fencing_token() > old_token);
+    let fenced = format!("{name}-data");
+    let write = |cmp: Compare| {
+        TxnRequest::new()
+            .when([cmp])
+            .and_then([TxnOp::put(fenced.as_str(), "x")])
+    };
+    assert!(
+        !c.txn(write(old_owner)).await.unwrap().succeeded,
+        "stale guard is not owner"
+    );
+    assert!(c.txn(write(g2.is_owner())).await.unwrap().succeeded);
+    g2.unlock().await.unwrap();
+}
+
+/// etcd scenario 16 (TestElectionOnPrefixOfExistingKey, same rule for locks): a lock on
+/// `<name>a` (and a plain key `<name>a`) does not block the lock `<name>`: the prefix is
+/// `<name>/`.
+pub async fn scenario_16_lock_prefix_isolation(backend: &dyn TestBackend) {
+    let name = unique("test");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let c = backend.client().await;
+    c.put(format!("{name}a").as_bytes(), b"v", NO_LEASE)
+        .await
+        .unwrap();
+    let _ga = Mutex::new(&a, format!("{name}a")).lock().await.unwrap();
+    let gb = tokio::time::timeout(prompt(backend), Mutex::new(&b, name.as_str()).lock())
+        .await
+        .expect("lock `<name>` is not blocked by `<name>a`")
+        .unwrap();
+    assert!(Mutex::new(&a, name.as_str()).try_lock().await.is_err());
+    gb.unlock().await.unwrap();
+    assert!(Mutex::new(&a, name.as_str()).try_lock().await.is_ok());
+}
+
+/// Interop: the lock key is etcd's `<name>/<lease hex>`, empty, attached to the lease, so
+/// `etcdctl lock` and Go's `concurrency.Mutex` see and respect it.
+pub async fn mutex_key_layout_is_etcds(backend: &dyn TestBackend) {
+    let name = unique("layout");
+    let s = new_session(backend).await;
+    let c = backend.client().await;
+    let g = Mutex::new(&s, name.as_str()).lock().await.unwrap();
+    assert_eq!(g.key(), format!("{name}/{:x}", s.lease()));
+    let kv = c.get(g.key().as_bytes()).await.unwrap().unwrap();
+    assert_eq!((kv.value.len(), kv.lease), (0, s.lease()));
+    assert_eq!(kv.create_revision, g.fencing_token());
+    // A foreign holder (a Go client writing the same layout) excludes us.
+    g.unlock().await.unwrap();
+    let foreign = c.lease_grant(Duration::from_secs(600)).await.unwrap().id;
+    c.put(lock_key(&name, foreign).as_bytes(), b"", foreign)
+        .await
+        .unwrap();
+    assert!(matches!(
+        Mutex::new(&s, name.as_str()).try_lock().await,
+        Err(Error::Locked { .. })
+    ));
+    c.lease_revoke(foreign).await.unwrap();
+}
+
+/// Fencing (reference section 7): over 1,000 handoffs among 16 sessions every holder's
+/// token is strictly above the previous holder's, and a counter written with the holder's
+/// `is_owner()` compare in a txn loses no update.
+pub async fn fencing_tokens_rise_over_1000_handoffs_among_16_sessions(backend: &dyn TestBackend) {
+    const SESSIONS: usize = 16;
+    const HANDOFFS: usize = 1_000;
+    let name = unique("fencing");
+    let counter = format!("{name}-counter");
+    let c = backend.client().await;
+    c.put(counter.as_bytes(), b"0", NO_LEASE).await.unwrap();
+    let last = Arc::new(std::sync::Mutex::new(0 as Revision));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..SESSIONS {
+        let client = backend.client().await;
+        let s = session_with_ttl(&client, backend.short_ttl() * 10).await;
+        let (name, counter, last, done) =
+            (name.clone(), counter.clone(), last.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = Mutex::new(&s, name);
+            let mut mine = 0;
+            while done.fetch_add(1, Ordering::SeqCst) < HANDOFFS {
+                let g = m.lock().await.unwrap();
+                {
+                    let mut last = last.lock().unwrap();
+                    assert!(
+                        g.fencing_token() > *last,
+                        "token {} after {}",
+                        g.fencing_token(),
+                        *last
+                    );
+                    *last = g.fencing_token();
+                }
+                // Hold across a timer tick so that the others queue up behind us (without
+                // it, an in-process backend runs each task's lock/write/unlock in one go).
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let kv = client.get(counter.as_bytes()).await.unwrap().unwrap();
+                let n: u64 = kv.value_str().parse().unwrap();
+                tokio::task::yield_now().await;
+                let resp = client
+                    .txn(
+                        TxnRequest::new()
+                            .when([
+                                g.is_owner(),
+                                Compare::mod_revision(
+                                    counter.as_str(),
+                                    CompareOp::Equal,
+                                    kv.mod_revision,
+                                ),
+                            ])
+                            .and_then([TxnOp::put(counter.as_str(), (n + 1).to_string())]),
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    resp.succeeded,
+                    "holder's guarded write refused: lost update"
+                );
+                mine += 1;
+                g.unlock().await.unwrap();
+            }
+            mine
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, HANDOFFS);
+    let kv = c.get(counter.as_bytes()).await.unwrap().unwrap();
+    assert_eq!(kv.value_str(), HANDOFFS.to_string(), "no lost update");
+}
+
+/// DESIGN.md §3: dropping a `lock()` future mid-wait withdraws its key in the background:
+/// no key is left behind, and the holder's unlock goes to the next live waiter.
+pub async fn mutex_dropped_lock_future_leaves_no_key(backend: &dyn TestBackend) {
+    let name = unique("drop-lock");
+    let (a, b, d) = (
+        new_session(backend).await,
+        new_session(backend).await,
+        new_session(backend).await,
+    );
+    let c = backend.client().await;
+    let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let r = tokio::time::timeout(quiet(backend), Mutex::new(&b, name.as_str()).lock()).await;
+    assert!(r.is_err(), "B waits while A holds");
+    no_key_of(
+        backend,
+        c.as_ref(),
+        &name,
+        b.lease(),
+        "dropped lock() leaves no key",
+    )
+    .await;
+    // The same through task abort.
+    let mb = Mutex::new(&b, name.as_str());
+    let task = tokio::spawn(async move { mb.lock().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    task.abort();
+    no_key_of(
+        backend,
+        c.as_ref(),
+        &name,
+        b.lease(),
+        "aborted lock() leaves no key",
+    )
+    .await;
+    let md = Mutex::new(&d, name.as_str());
+    let wait = tokio::spawn(async move { md.lock().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ga.unlock().await.unwrap();
+    join_prompt(backend, wait, "the next live waiter acquires")
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+}
+
+/// Cancel safety of `lock()` at every point, including while its claim txn is in flight
+/// (applied by the store, response not yet back): dropping the future at any moment must
+/// leave no key. With latency L (half before the store applies a call, half after), the
+/// waiter's `lock()` is dropped at L/8, 2L/8, ... 24L/8; after each drop no key of the
+/// waiter's lease may remain. A key created by an applied-but-unanswered claim is otherwise
+/// left on the session's lease, blocking every other session until the session ends.
+pub async fn mutex_dropped_lock_future_during_round_trip_leaves_no_key(backend: &dyn TestBackend) {
+    if skip_unless(
+        backend,
+        "mutex_dropped_lock_future_during_round_trip_leaves_no_key",
+        &[Capability::Latency],
+    ) {
+        return;
+    }
+    let faults = backend.faults().unwrap();
+    let latency = Duration::from_millis(80);
+    let name = unique("drop-rtt");
+    let holder = new_session(backend).await;
+    let c = backend.client().await;
+    let ga = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
+    let (wc, wf) = faults.faulty_client().await;
+    let ws = session_with_ttl(&wc, backend.short_ttl() * 10).await;
+    let mut leaked = Vec::new();
+    for eighth in 1..=24u32 {
+        wf.set_latency(latency);
+        let at = latency * eighth / 8;
+        let r = tokio::time::timeout(at, Mutex::new(&ws, name.as_str()).lock()).await;
+        assert!(r.is_err(), "cannot acquire while the holder holds");
+        wf.set_latency(Duration::ZERO);
+        tokio::time::sleep(settle(backend)).await;
+        if keys_under(c.as_ref(), &name)
+            .await
+            .iter()
+            .any(|kv| kv.lease == ws.lease())
+        {
+            leaked.push(at);
+            // Clean up so the next point starts from a clean state.
+            delete_key(c.as_ref(), &lock_key(&name, ws.lease())).await;
+        }
+    }
+    ga.unlock().await.unwrap();
+    assert!(
+        leaked.is_empty(),
+        "lock() dropped after {leaked:?} (latency {latency:?}) left its key behind"
+    );
+}
+
+/// Cancel safety of `unlock()`: its docs promise "a dropped call releases in the
+/// background". The unlock future is dropped at L/4 (before the store applied the delete)
+/// and at 3L/4 (applied, response not back); either way the key must be gone soon and
+/// another session must be able to lock.
+pub async fn mutex_dropped_unlock_future_still_releases(backend: &dyn TestBackend) {
+    if skip_unless(
+        backend,
+        "mutex_dropped_unlock_future_still_releases",
+        &[Capability::Latency],
+    ) {
+        return;
+    }
+    let faults = backend.faults().unwrap();
+    let latency = Duration::from_millis(80);
+    let name = unique("drop-unlock");
+    let other = new_session(backend).await;
+    let (hc, hf) = faults.faulty_client().await;
+    let hs = session_with_ttl(&hc, backend.short_ttl() * 10).await;
+    let c = backend.client().await;
+    for quarter in [3u32, 1] {
+        let g = Mutex::new(&hs, name.as_str()).lock().await.unwrap();
+        hf.set_latency(latency);
+        let at = latency * quarter / 4;
+        let r = tokio::time::timeout(at, g.unlock()).await;
+        assert!(r.is_err(), "the unlock was dropped in flight");
+        hf.set_latency(Duration::ZERO);
+        no_key_of(
+            backend,
+            c.as_ref(),
+            &name,
+            hs.lease(),
+            &format!("unlock dropped after {at:?} of {latency:?} still releases"),
+        )
+        .await;
+        let go = tokio::time::timeout(prompt(backend), Mutex::new(&other, name.as_str()).lock())
+            .await
+            .expect("another session locks after the dropped unlock")
+            .unwrap();
+        go.unlock().await.unwrap();
+    }
+}
+
+/// DESIGN.md §3 (lost-lock signal): when the holder's keep-alives stop reaching the store
+/// (its client is partitioned), its guard's `lost()` fires strictly before the next waiter
+/// acquires. etcd's `Session.Done()` fires only after the server expired the lease, i.e.
+/// after the next waiter could already have acquired.
+pub async fn mutex_lost_fires_before_next_holder_acquires(backend: &dyn TestBackend) {
+    for mode in [Partition::Fail, Partition::Hang] {
+        let cap = match mode {
+            Partition::Fail => Capability::PartitionFail,
+            Partition::Hang => Capability::PartitionHang,
+        };
+        if skip_unless(
+            backend,
+            "mutex_lost_fires_before_next_holder_acquires",
+            &[cap],
+        ) {
+            continue;
+        }
+        let faults = backend.faults().unwrap();
+        let name = unique("lost-first");
+        let (hc, hf) = faults.faulty_client().await;
+        let holder = session_with_ttl(&hc, backend.short_ttl()).await;
+        let g = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
+        let lost = g.lost();
+        let lost_at = tokio::spawn(async move {
+            lost.await;
+            tokio::time::Instant::now()
+        });
+        let waiter = new_session(backend).await;
+        let mw = Mutex::new(&waiter, name.as_str());
+        let acquired_at = tokio::spawn(async move {
+            let g = mw.lock().await;
+            (tokio::time::Instant::now(), g)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        hf.partition(mode);
+        let limit = holder.ttl() * 3;
+        let lost_at = tokio::time::timeout(limit, lost_at)
+            .await
+            .expect("holder told of the loss")
+            .unwrap();
+        let (acquired_at, gw) = tokio::time::timeout(limit, acquired_at)
+            .await
+            .expect("waiter acquires after the holder's lease ran out")
+            .unwrap();
+        let gw = gw.unwrap();
+        assert!(
+            lost_at < acquired_at,
+            "{mode:?}: lost() fired {:?} after the next holder acquired",
+            lost_at.saturating_duration_since(acquired_at)
+        );
+        hf.heal();
+        gw.unlock().await.unwrap();
+        drop(g);
+        drop(holder);
+    }
+}

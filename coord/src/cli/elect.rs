@@ -1,0 +1,151 @@
+//! `coord elect NAME PROPOSAL`, `coord elect --listen NAME`, `coord leader NAME`.
+
+use clap::Args;
+use coord::{Election, Error, KeyValue, LeaderUpdate};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::signals::{Signals, interrupted};
+use super::{CliError, Ctx, Out, WaitArgs, code};
+
+#[derive(Debug, Args)]
+pub(crate) struct ElectArgs {
+    /// Election name. Candidate keys are NAME/<lease id in hex>, as etcdctl elect makes them.
+    pub(crate) name: String,
+
+    /// The value to lead with (what `coord leader` and observers print).
+    #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+    pub(crate) proposal: Option<String>,
+
+    /// Don't campaign: print every leader change, and "no leader" when there is none.
+    #[arg(long, short = 'l')]
+    pub(crate) listen: bool,
+
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LeaderArgs {
+    /// Election name.
+    pub(crate) name: String,
+}
+
+pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
+    if args.listen {
+        return listen(ctx, &args.name).await;
+    }
+    let proposal = args.proposal.clone().unwrap_or_default();
+    let mut signals = Signals::install()?;
+    let conn = ctx.connect().await?;
+    let session = conn.session().await?;
+    let election = Election::new(&session, args.name.clone());
+    let campaign = async {
+        match args.wait.timeout {
+            Some(limit) => election.campaign_timeout(proposal.clone(), limit).await,
+            None => election.campaign(proposal.clone()).await,
+        }
+    };
+    let leadership = tokio::select! {
+        r = campaign => match r {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = session.close().await;
+                return Err(e.into());
+            }
+        },
+        signo = signals.recv() => {
+            let _ = session.close().await;
+            return Ok(interrupted(signo));
+        }
+    };
+    let key = leadership.key().to_owned();
+    ctx.out.emit(
+        format!("{key}\n{proposal}"),
+        json!({
+            "event": "elected",
+            "name": args.name,
+            "key": key,
+            "proposal": proposal,
+            "rev": leadership.rev(),
+            "lease": format!("{:x}", session.lease()),
+        }),
+    );
+    tokio::select! {
+        _ = signals.recv() => {
+            let resigned = leadership.resign().await;
+            let closed = session.close().await;
+            resigned?;
+            closed?;
+            ctx.out.json(json!({"event": "resigned", "name": args.name, "key": key}));
+            Ok(code::OK)
+        }
+        _ = leadership.lost() => {
+            ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
+            let _ = session.close().await;
+            Err(CliError::new(
+                code::LOST,
+                format!("leadership of election {:?} lost (key {key:?} is gone: the session expired or the key was deleted)", args.name),
+            ))
+        }
+    }
+}
+
+/// The JSON fields of a leader.
+fn leader_json(name: &str, kv: &KeyValue) -> Value {
+    json!({
+        "event": "leader",
+        "name": name,
+        "key": kv.key_str(),
+        "proposal": kv.value_str(),
+        "rev": kv.create_revision,
+        "lease": format!("{:x}", kv.lease),
+    })
+}
+
+fn print_update(out: &Out, name: &str, update: &LeaderUpdate) {
+    match &update.leader {
+        Some(kv) => {
+            let mut j = leader_json(name, kv);
+            j["revision"] = json!(update.revision);
+            out.emit(format!("{}\n{}", kv.key_str(), kv.value_str()), j);
+        }
+        None => out.emit(
+            "no leader",
+            json!({"event": "no_leader", "name": name, "revision": update.revision}),
+        ),
+    }
+}
+
+async fn listen(ctx: &Ctx, name: &str) -> Result<u8, CliError> {
+    let mut signals = Signals::install()?;
+    let conn = ctx.connect().await?;
+    let mut updates = coord::observe(conn.backend().clone(), name.to_owned());
+    loop {
+        tokio::select! {
+            _ = signals.recv() => return Ok(code::OK),
+            next = updates.next() => match next {
+                Some(Ok(update)) => print_update(&ctx.out, name, &update),
+                Some(Err(e)) => return Err(CliError::new(code::FAILURE, format!("observer of election {name:?} ended: {e}"))),
+                None => return Err(CliError::new(code::FAILURE, format!("observer of election {name:?} ended"))),
+            }
+        }
+    }
+}
+
+pub(crate) async fn leader(ctx: &Ctx, args: LeaderArgs) -> Result<u8, CliError> {
+    let conn = ctx.connect().await?;
+    match coord::leader(conn.backend().as_ref(), &args.name).await {
+        Ok(kv) => {
+            ctx.out
+                .emit(kv.value_str().into_owned(), leader_json(&args.name, &kv));
+            Ok(code::OK)
+        }
+        Err(e @ Error::NoLeader { .. }) => {
+            ctx.out
+                .json(json!({"event": "no_leader", "name": args.name}));
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,294 @@
+//! `coord lock NAME [--try] [--timeout DUR] [--read|--write] [-- CMD ARGS...]`.
+
+use std::time::Duration;
+
+use clap::Args;
+use coord::{Mutex, MutexGuard, RwMode, RwMutex, RwMutexGuard, Session};
+use serde_json::json;
+use tokio::process::Child;
+
+use super::signals::{Signals, interrupted};
+use super::{CliError, Ctx, WaitArgs, code, parse_duration};
+
+#[derive(Debug, Args)]
+pub(crate) struct LockArgs {
+    /// Lock name. The lock key is NAME/<lease id in hex>, as etcdctl lock makes it.
+    pub(crate) name: String,
+
+    /// Fail at once (exit 3) when the lock is held by another session.
+    #[arg(long = "try", conflicts_with = "timeout")]
+    pub(crate) try_lock: bool,
+
+    #[command(flatten)]
+    pub(crate) wait: WaitArgs,
+
+    /// Take a shared read lock of a read/write lock (keys NAME/read/<lease>).
+    #[arg(long, conflicts_with = "write")]
+    pub(crate) read: bool,
+
+    /// Take the exclusive write lock of a read/write lock (keys NAME/write/<lease>).
+    #[arg(long)]
+    pub(crate) write: bool,
+
+    /// When the lock is lost while CMD runs: how long CMD gets after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub(crate) kill_after: Duration,
+
+    /// Command to run while holding the lock (after `--`, or directly after NAME).
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub(crate) command: Vec<String>,
+}
+
+impl LockArgs {
+    fn mode(&self) -> &'static str {
+        if self.read {
+            "read"
+        } else if self.write {
+            "write"
+        } else {
+            "exclusive"
+        }
+    }
+}
+
+/// A held plain or read/write lock.
+enum Held {
+    Mutex(MutexGuard),
+    Rw(RwMutexGuard),
+}
+
+impl Held {
+    fn key(&self) -> &str {
+        match self {
+            Held::Mutex(g) => g.key(),
+            Held::Rw(g) => g.key(),
+        }
+    }
+
+    fn fencing_token(&self) -> i64 {
+        match self {
+            Held::Mutex(g) => g.fencing_token(),
+            Held::Rw(g) => g.fencing_token(),
+        }
+    }
+
+    fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match self {
+            Held::Mutex(g) => Box::pin(g.lost()),
+            Held::Rw(g) => Box::pin(g.lost()),
+        };
+        lost
+    }
+
+    async fn release(self) -> coord::Result<()> {
+        match self {
+            Held::Mutex(g) => g.unlock().await,
+            Held::Rw(g) => g.unlock().await,
+        }
+    }
+}
+
+async fn acquire(session: &Session, args: &LockArgs) -> coord::Result<Held> {
+    let name = args.name.clone();
+    if args.read || args.write {
+        let rw = RwMutex::new(session, name);
+        let mode = if args.read {
+            RwMode::Read
+        } else {
+            RwMode::Write
+        };
+        let guard = match (args.try_lock, args.wait.timeout, mode) {
+            (true, _, RwMode::Read) => rw.try_read().await?,
+            (true, _, RwMode::Write) => rw.try_write().await?,
+            (false, Some(limit), mode) => rw.lock_timeout(mode, limit).await?,
+            (false, None, RwMode::Read) => rw.read().await?,
+            (false, None, RwMode::Write) => rw.write().await?,
+        };
+        Ok(Held::Rw(guard))
+    } else {
+        let m = Mutex::new(session, name);
+        let guard = match (args.try_lock, args.wait.timeout) {
+            (true, _) => m.try_lock().await?,
+            (false, Some(limit)) => m.lock_timeout(limit).await?,
+            (false, None) => m.lock().await?,
+        };
+        Ok(Held::Mutex(guard))
+    }
+}
+
+pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
+    let mut signals = Signals::install()?;
+    let conn = ctx.connect().await?;
+    let session = conn.session().await?;
+    let held = tokio::select! {
+        r = acquire(&session, &args) => match r {
+            Ok(held) => held,
+            Err(e) => {
+                let _ = session.close().await;
+                return Err(e.into());
+            }
+        },
+        signo = signals.recv() => {
+            // Dropping the acquisition withdrew the waiting key; closing revokes the lease.
+            let _ = session.close().await;
+            return Ok(interrupted(signo));
+        }
+    };
+    let key = held.key().to_owned();
+    let token = held.fencing_token();
+    ctx.out.emit(
+        format!("{key}\n{token}"),
+        json!({
+            "event": "locked",
+            "name": args.name,
+            "key": key,
+            "fencing_token": token,
+            "lease": format!("{:x}", session.lease()),
+            "mode": args.mode(),
+        }),
+    );
+    if args.command.is_empty() {
+        hold(ctx, &args, held, &session, &mut signals).await
+    } else {
+        exec(ctx, &args, held, &session, &mut signals).await
+    }
+}
+
+/// Holds the lock until a signal (release, exit 0) or until it is lost (exit 5).
+async fn hold(
+    ctx: &Ctx,
+    args: &LockArgs,
+    held: Held,
+    session: &Session,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let key = held.key().to_owned();
+    tokio::select! {
+        _ = signals.recv() => {
+            let released = held.release().await;
+            let closed = session.close().await;
+            released?;
+            closed?;
+            ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
+            Ok(code::OK)
+        }
+        _ = held.lost() => {
+            ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
+            let _ = session.close().await;
+            Err(lost_error(&args.name, &key, ""))
+        }
+    }
+}
+
+fn lost_error(name: &str, key: &str, what_then: &str) -> CliError {
+    CliError::new(
+        code::LOST,
+        format!(
+            "lock {name:?} lost (key {key:?} is gone: the session expired or the key was deleted){what_then}"
+        ),
+    )
+}
+
+/// Runs CMD under the lock; terminates it if the lock is lost.
+async fn exec(
+    ctx: &Ctx,
+    args: &LockArgs,
+    held: Held,
+    session: &Session,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let key = held.key().to_owned();
+    let program = &args.command[0];
+    let namespace = ctx.options.namespace_prefix().unwrap_or("");
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(&args.command[1..])
+        .env("COORD_LOCK_NAME", &args.name)
+        .env("COORD_LOCK_KEY", &key)
+        .env("COORD_FENCING_TOKEN", held.fencing_token().to_string())
+        .env("COORD_LEASE_ID", format!("{:x}", session.lease()))
+        .env("ETCD_LOCK_KEY", format!("{namespace}{key}"))
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = held.release().await;
+            let _ = session.close().await;
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                code::NOT_FOUND
+            } else {
+                code::CANNOT_EXECUTE
+            };
+            return Err(CliError::new(code, format!("cannot run {program:?}: {e}")));
+        }
+    };
+    let lost = held.lost();
+    tokio::pin!(lost);
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.map_err(|e| CliError::new(code::FAILURE, format!("waiting for {program:?}: {e}")))?;
+                let exit = exit_code(status);
+                ctx.out.json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
+                let released = held.release().await;
+                let closed = session.close().await;
+                if let Err(e) = released.and(closed) {
+                    eprintln!("coord: releasing lock {:?}: {e}", args.name);
+                }
+                ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
+                return Ok(exit);
+            }
+            _ = &mut lost => {
+                ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
+                terminate(&mut child, args.kill_after).await;
+                let _ = session.close().await;
+                return Err(lost_error(&args.name, &key, &format!("; terminated {program:?}")));
+            }
+            signo = signals.recv() => forward(&child, signo),
+        }
+    }
+}
+
+/// The exit code of a finished child, 128+N when killed by signal N.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
+    if let Some(code) = status.code() {
+        return (code & 0xff) as u8;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signo) = status.signal() {
+            return interrupted(signo);
+        }
+    }
+    code::FAILURE
+}
+
+/// Passes a signal coord received on to the child.
+fn forward(child: &Child, signo: i32) {
+    #[cfg(unix)]
+    if let (Some(pid), Ok(signal)) = (child.id(), nix::sys::signal::Signal::try_from(signo)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+    }
+    #[cfg(not(unix))]
+    let _ = (child, signo);
+}
+
+/// SIGTERM, then SIGKILL after `grace`.
+async fn terminate(child: &mut Child, grace: Duration) {
+    #[cfg(unix)]
+    if child.id().is_some() {
+        forward(child, nix::sys::signal::Signal::SIGTERM as i32);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = grace;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}

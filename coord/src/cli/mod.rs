@@ -1,0 +1,292 @@
+//! The `coord` command line: argument parsing, backend connection, output and exit codes.
+//! One module per command.
+
+mod bench;
+mod demo;
+mod elect;
+mod lock;
+mod output;
+mod repl;
+mod signals;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use coord::{ConnectOptions, Connection};
+
+pub(crate) use output::Out;
+
+/// Exit codes of `coord` (besides those of a command run by `coord lock NAME -- CMD`).
+pub(crate) mod code {
+    /// Success.
+    pub(crate) const OK: u8 = 0;
+    /// Any other failure: the backend is unreachable, a bad URL, a benchmark's counter is
+    /// wrong (as the Go peer exits 1).
+    pub(crate) const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    #[allow(dead_code)] // documented; clap exits with it by itself
+    pub(crate) const USAGE: u8 = 2;
+    /// `--try`: the lock is held by another session.
+    pub(crate) const LOCKED: u8 = 3;
+    /// `--timeout` passed before the lock (or leadership) was acquired.
+    pub(crate) const TIMEOUT: u8 = 4;
+    /// The lock or leadership was lost while held (session expired, key deleted).
+    pub(crate) const LOST: u8 = 5;
+    /// `coord leader`: the election has no leader.
+    pub(crate) const NO_LEADER: u8 = 6;
+    /// The command given to `coord lock` could not be run.
+    pub(crate) const CANNOT_EXECUTE: u8 = 126;
+    /// The command given to `coord lock` was not found.
+    pub(crate) const NOT_FOUND: u8 = 127;
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (or, with `lock NAME -- CMD`, CMD's own exit code)
+  1    failure: backend unreachable, bad URL, benchmark counter wrong
+  2    bad usage
+  3    --try: the lock is held elsewhere
+  4    --timeout passed before the lock or leadership was acquired
+  5    the lock or leadership was lost while held (CMD is terminated first)
+  6    `leader`: the election has no leader
+  126  CMD could not be executed; 127: CMD not found
+  128+N  interrupted by signal N while waiting (130 for SIGINT, 143 for SIGTERM),
+       or CMD was killed by signal N
+
+Backend URLs: memory://[STORE], etcd://HOST:PORT[,HOST:PORT], etcds://HOST:PORT (TLS),
+redis://[USER:PASS@]HOST:PORT[/DB], rediss://... (TLS), with query options
+namespace, ttl, user, password, cacert, cert, key, tls_domain, connect_timeout,
+request_timeout, e.g. etcds://10.0.0.1:2379?cacert=ca.pem&namespace=myapp/";
+
+/// Distributed locks, leader election and benchmarks on etcd, Redis or in memory.
+///
+/// Locks and elections use etcd's own key layout, so on etcd they exclude and see
+/// `etcdctl lock`, `etcdctl elect` and Go's `concurrency` package on the same name.
+#[derive(Debug, Parser)]
+#[command(name = "coord", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Backend URL: memory://, etcd://HOST:PORT[,HOST:PORT], etcds://..., redis://...
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_BACKEND",
+        hide_env_values = true,
+        default_value = "memory://",
+        value_name = "URL"
+    )]
+    backend: String,
+
+    /// Session TTL: seconds (10) or a duration (10s, 500ms); the lock or leadership ends
+    /// this long after coord dies. Default: the URL's `ttl`, else 10 s (as etcdctl lock).
+    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_ttl)]
+    ttl: Option<Duration>,
+
+    /// Key prefix for every key (usually ends with `/`); overrides the URL's `namespace`.
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_NAMESPACE",
+        hide_env_values = true,
+        value_name = "NS"
+    )]
+    namespace: Option<String>,
+
+    /// Output format: text, or json (one JSON object per line).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Plain lines, as etcdctl prints them.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take a lock and hold it until SIGINT/SIGTERM, or while running a command.
+    ///
+    /// Without CMD: prints the lock key, then the fencing token, and holds the lock until
+    /// SIGINT or SIGTERM, then releases it and exits 0 (exit 5 if the lock is lost first).
+    /// With CMD: runs it with COORD_LOCK_KEY, COORD_FENCING_TOKEN, COORD_LOCK_NAME,
+    /// COORD_LEASE_ID and ETCD_LOCK_KEY set, releases the lock when it exits and exits
+    /// with its code. Signals received meanwhile are passed on to CMD. If the lock is lost
+    /// while CMD runs, CMD gets SIGTERM (then SIGKILL after --kill-after) and coord exits 5.
+    Lock(lock::LockArgs),
+    /// Campaign in an election and lead until SIGINT/SIGTERM; or watch it with --listen.
+    ///
+    /// Campaign: when elected prints the leader key and the proposal, leads until SIGINT
+    /// or SIGTERM, then resigns and exits 0 (exit 5 if leadership is lost first).
+    /// --listen: prints the leader (key, then proposal) every time it changes, and
+    /// "no leader" when there is none, until SIGINT/SIGTERM.
+    Elect(elect::ElectArgs),
+    /// Print the current leader's proposal (exit 6 when there is none).
+    Leader(elect::LeaderArgs),
+    /// Interactive election: several nodes, commands read from stdin.
+    ///
+    /// Each line is `<node> <command> [argument]`: elect [value], proclaim <value>,
+    /// resign, watch, query, rev, crash; or help, quit. A node gets its own connection
+    /// and session the first time it is named. `crash` expires the node's lease at once
+    /// on memory://, and elsewhere stops its keep-alive so the lease expires after the TTL.
+    Repl(repl::ReplArgs),
+    /// Benchmarks: the workloads of the etcd Go peer, same names and output fields.
+    Bench(bench::BenchArgs),
+    /// A guided tour on the memory backend: election, failover, lock handoff, fencing.
+    Demo(demo::DemoArgs),
+}
+
+/// What every command gets: how to connect, and how to print.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctx {
+    pub(crate) options: ConnectOptions,
+    pub(crate) out: Out,
+}
+
+impl Ctx {
+    /// A new connection (a new client of the backend) with the global options applied.
+    pub(crate) async fn connect(&self) -> Result<Connection, CliError> {
+        Ok(self.options.clone().connect().await?)
+    }
+}
+
+/// A failure with its exit code and message.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl CliError {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        CliError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<coord::Error> for CliError {
+    fn from(e: coord::Error) -> Self {
+        if let coord::Error::Locked { name, holder } = &e {
+            let holder = holder
+                .as_deref()
+                .map(|h| format!(" (holder key {h})"))
+                .unwrap_or_default();
+            return CliError::new(
+                code::LOCKED,
+                format!("lock {name:?} is held by another session{holder}"),
+            );
+        }
+        let code = match &e {
+            coord::Error::Locked { .. } => code::LOCKED,
+            coord::Error::Timeout { .. } => code::TIMEOUT,
+            coord::Error::LockLost { .. } | coord::Error::SessionExpired { .. } => code::LOST,
+            coord::Error::NoLeader { .. } => code::NO_LEADER,
+            _ => code::FAILURE,
+        };
+        CliError::new(code, e.to_string())
+    }
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let d = if s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse().map_err(|e| format!("{e}"))?)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{e}"))?
+    };
+    if d.is_zero() {
+        return Err("the TTL must be positive".into());
+    }
+    Ok(d)
+}
+
+/// Parses durations like `10s`, `500ms`, `1m30s` (humantime), or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
+        return Ok(Duration::from_secs(s.parse().map_err(|e| format!("{e}"))?));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e}"))
+}
+
+/// The default TTL of the command line, as etcdctl lock's.
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coord: cannot start the async runtime: {e}");
+            return ExitCode::from(code::FAILURE);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Background releases (revocations on drop) get a moment, not forever.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("coord: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, CliError> {
+    let out = Out::new(cli.output);
+    if let Command::Demo(args) = &cli.command {
+        return demo::run(args, out).await;
+    }
+    let mut options = ConnectOptions::parse(&cli.backend)?;
+    if let Some(ns) = &cli.namespace {
+        options = options.namespace(ns.clone());
+    }
+    let ttl = cli.ttl.or(options.session_ttl()).unwrap_or(DEFAULT_TTL);
+    options = options.ttl(ttl);
+    let ctx = Ctx { options, out };
+    match cli.command {
+        Command::Lock(args) => lock::run(&ctx, args).await,
+        Command::Elect(args) => elect::run(&ctx, args).await,
+        Command::Leader(args) => elect::leader(&ctx, args).await,
+        Command::Repl(args) => repl::run(&ctx, args).await,
+        Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
+/// Arguments shared by commands that wait: `--timeout`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct WaitArgs {
+    /// Give up (exit 4) if not acquired within this time: 10s, 500ms, 1m30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_ttl("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("x").is_err());
+    }
+}

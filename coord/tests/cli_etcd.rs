@@ -1,0 +1,409 @@
+//! The `coord` command line against a real etcd (started by coord-testkit on free loopback
+//! ports, or named by `COORD_TEST_ETCD`), and interoperability with `etcdctl`.
+//!
+//! Without an etcd binary the tests print a skip line, unless
+//! `COORD_TEST_REQUIRE_BACKENDS=1`, which makes them fail. Real time only.
+
+mod cli_support;
+
+use std::time::Duration;
+
+use cli_support::{LONG, Proc, SHORT, coord};
+use coord::BackendExt;
+use coord_testkit::{EtcdServer, require_backends};
+use predicates::prelude::*;
+
+/// The backend URL for the fixture, keys confined to its namespace.
+fn url(etcd: &EtcdServer) -> String {
+    format!(
+        "etcd://{}?namespace={}",
+        etcd.endpoints().join(","),
+        etcd.namespace()
+    )
+}
+
+/// The `etcdctl` binary, or `None` (skip) when it is missing and backends are not required.
+fn etcdctl_bin() -> Option<String> {
+    let bin = std::env::var("COORD_TEST_ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".to_owned());
+    let found = std::process::Command::new(&bin)
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        Some(bin)
+    } else if require_backends() {
+        panic!("etcdctl not found and COORD_TEST_REQUIRE_BACKENDS=1");
+    } else {
+        eprintln!("SKIPPED: etcdctl not found (set COORD_TEST_REQUIRE_BACKENDS=1 to fail instead)");
+        None
+    }
+}
+
+fn etcdctl(bin: &str, etcd: &EtcdServer, args: &[&str]) -> Proc {
+    let endpoints = etcd.endpoints().join(",");
+    let mut all = vec!["--endpoints", endpoints.as_str()];
+    all.extend_from_slice(args);
+    Proc::spawn(bin, &all, &[("ETCDCTL_API", "3")])
+}
+
+async fn keys_under(etcd: &EtcdServer, prefix: &str) -> String {
+    let full = format!("{}{prefix}", etcd.namespace());
+    etcd.etcdctl(&["get", "--prefix", &full, "--keys-only"])
+        .await
+        .expect("etcdctl get")
+        .trim()
+        .to_owned()
+}
+
+const QUIET: Duration = Duration::from_millis(700);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_exclude_each_other() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(_) = etcdctl_bin() else { return }; // to inspect the server
+    let url = url(&etcd);
+    let mut a = Proc::coord(&url, &["lock", "L"]);
+    let key_a = a.line(SHORT);
+    let token_a: i64 = a.line(SHORT).parse().unwrap();
+    assert!(key_a.starts_with("L/"), "{key_a}");
+
+    coord(&url, &["lock", "L", "--try"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(key_a.as_str()));
+    coord(&url, &["lock", "L", "--timeout", "300ms"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("timed out"));
+
+    let mut b = Proc::coord(
+        &url,
+        &[
+            "lock",
+            "L",
+            "--",
+            "sh",
+            "-c",
+            "echo token=$COORD_FENCING_TOKEN",
+        ],
+    );
+    assert_eq!(
+        b.try_line(QUIET),
+        None,
+        "b must wait while a holds the lock"
+    );
+    a.signal("TERM");
+    assert_eq!(a.wait(SHORT).code(), Some(0), "{}", a.stderr());
+    let key_b = b.line(SHORT);
+    let token_b: i64 = b.line(SHORT).parse().unwrap();
+    assert_eq!(b.line(SHORT), format!("token={token_b}"));
+    assert_ne!(key_a, key_b);
+    assert!(
+        token_b > token_a,
+        "fencing tokens rise: {token_a} then {token_b}"
+    );
+    assert_eq!(b.wait(SHORT).code(), Some(0), "{}", b.stderr());
+    assert_eq!(keys_under(&etcd, "L/").await, "", "no key left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_interrupted_withdraws() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(_) = etcdctl_bin() else { return }; // to inspect the server
+    let url = url(&etcd);
+    let mut a = Proc::coord(&url, &["lock", "W"]);
+    let key_a = a.line(SHORT);
+    a.line(SHORT);
+    let mut b = Proc::coord(&url, &["lock", "W"]);
+    assert_eq!(b.try_line(QUIET), None);
+    b.signal("INT");
+    assert_eq!(b.wait(SHORT).code(), Some(130), "{}", b.stderr());
+    let left = keys_under(&etcd, "W/").await;
+    assert_eq!(
+        left,
+        format!("{}{key_a}", etcd.namespace()),
+        "only a's key is left"
+    );
+    a.signal("INT");
+    assert_eq!(a.wait(SHORT).code(), Some(0));
+    assert_eq!(keys_under(&etcd, "W/").await, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_mode_env_and_exit_code_on_etcd() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(etcdctl) = etcdctl_bin() else { return };
+    let url = url(&etcd);
+    // ETCD_LOCK_KEY is the key as etcd stores it (namespace included): read it back.
+    let script = format!(
+        "ETCDCTL_API=3 {etcdctl} --endpoints {} get --keys-only \"$ETCD_LOCK_KEY\"; echo \"$COORD_LOCK_KEY\"; exit 3",
+        etcd.endpoints().join(",")
+    );
+    let out = coord(&url, &["lock", "X", "--", "sh", "-c", &script])
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    let key = lines[0];
+    assert_eq!(lines[2], format!("{}{key}", etcd.namespace()), "{out}");
+    assert_eq!(lines[3], key, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_coord_lock_exclude_each_other() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(bin) = etcdctl_bin() else { return };
+    let url = url(&etcd);
+    let ns = etcd.namespace().to_owned();
+    let full = format!("{ns}shared");
+
+    // etcdctl holds: coord --try fails naming etcdctl's key.
+    let mut e = etcdctl(&bin, &etcd, &["lock", &full]);
+    let etcd_key = e.line(SHORT);
+    let relative = etcd_key.strip_prefix(&ns).expect("namespaced key");
+    coord(&url, &["lock", "shared", "--try"])
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains(relative));
+    e.signal("INT");
+    e.wait(SHORT);
+    coord(&url, &["lock", "shared", "--try", "--", "true"])
+        .assert()
+        .success();
+
+    // coord holds: etcdctl waits until coord releases.
+    let mut c = Proc::coord(&url, &["lock", "shared"]);
+    let coord_key = c.line(SHORT);
+    c.line(SHORT);
+    let mut e = etcdctl(
+        &bin,
+        &etcd,
+        &["lock", &full, "--", "sh", "-c", "echo got $ETCD_LOCK_KEY"],
+    );
+    assert_eq!(
+        e.try_line(QUIET),
+        None,
+        "etcdctl must wait while coord holds"
+    );
+    c.signal("TERM");
+    assert_eq!(c.wait(SHORT).code(), Some(0));
+    let got = loop {
+        let line = e.line(SHORT);
+        if line.starts_with("got ") {
+            break line;
+        }
+    };
+    assert_ne!(got, format!("got {ns}{coord_key}"));
+    assert!(e.wait(SHORT).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_listen_and_leader() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&etcd);
+    let json_line = |p: &mut Proc| -> serde_json::Value {
+        let line = p.line(SHORT);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let mut listen = Proc::coord(&url, &["-o", "json", "elect", "--listen", "E"]);
+    assert_eq!(json_line(&mut listen)["event"], "no_leader");
+
+    let mut a = Proc::coord(&url, &["elect", "E", "alpha"]);
+    let key_a = a.line(SHORT);
+    assert_eq!(a.line(SHORT), "alpha");
+    let seen = json_line(&mut listen);
+    assert_eq!(seen["event"], "leader");
+    assert_eq!(seen["proposal"], "alpha");
+    assert_eq!(seen["key"], key_a.as_str());
+    coord(&url, &["leader", "E"])
+        .assert()
+        .success()
+        .stdout("alpha\n");
+
+    let mut b = Proc::coord(&url, &["elect", "E", "beta"]);
+    assert_eq!(b.try_line(QUIET), None, "b waits while a leads");
+    a.signal("TERM");
+    assert_eq!(a.wait(SHORT).code(), Some(0), "{}", a.stderr());
+    let key_b = b.line(SHORT);
+    assert_eq!(b.line(SHORT), "beta");
+    let seen = json_line(&mut listen);
+    assert_eq!(seen["proposal"], "beta");
+    assert_eq!(seen["key"], key_b.as_str());
+    coord(&url, &["leader", "E"])
+        .assert()
+        .success()
+        .stdout("beta\n");
+
+    b.signal("INT");
+    assert_eq!(b.wait(SHORT).code(), Some(0));
+    assert_eq!(json_line(&mut listen)["event"], "no_leader");
+    coord(&url, &["leader", "E"]).assert().code(6);
+
+    // etcdctl elect's leader is coord's leader.
+    if let Some(bin) = etcdctl_bin() {
+        let full = format!("{}E", etcd.namespace());
+        let mut e = etcdctl(&bin, &etcd, &["elect", &full, "gamma"]);
+        e.line(SHORT);
+        let seen = json_line(&mut listen);
+        assert_eq!(seen["proposal"], "gamma");
+        coord(&url, &["leader", "E"])
+            .assert()
+            .success()
+            .stdout("gamma\n");
+        e.signal("INT");
+        e.wait(SHORT);
+        assert_eq!(json_line(&mut listen)["event"], "no_leader");
+    }
+    listen.signal("INT");
+    assert_eq!(listen.wait(SHORT).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_terminates_the_command_and_exits_5() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(_) = etcdctl_bin() else { return }; // to inspect the server
+    let url = url(&etcd);
+    let ns = etcd.namespace().to_owned();
+
+    // The lock key is deleted under a running command.
+    let mut p = Proc::coord(&url, &["lock", "Z", "--", "sleep", "30"]);
+    let key = p.line(SHORT);
+    p.line(SHORT);
+    etcd.etcdctl(&["del", &format!("{ns}{key}")]).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(p.wait(SHORT).code(), Some(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "sleep 30 was terminated"
+    );
+    assert!(p.stderr().contains("lost"), "{}", p.stderr());
+
+    // The session's lease is revoked while holding without a command.
+    let mut p = Proc::coord(&url, &["-o", "json", "lock", "Z"]);
+    let locked: serde_json::Value = serde_json::from_str(&p.line(SHORT)).unwrap();
+    let lease = locked["lease"].as_str().unwrap().to_owned();
+    etcd.etcdctl(&["lease", "revoke", &lease]).await.unwrap();
+    assert_eq!(p.wait(SHORT).code(), Some(5), "{}", p.stderr());
+    let lost: serde_json::Value = serde_json::from_str(&p.line(SHORT)).unwrap();
+    assert_eq!(lost["event"], "lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_workloads_on_etcd() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&etcd);
+    coord(&url, &["bench", "lock-loop", "-n", "20"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with(
+            "cmd=lock-loop ops=20 elapsed_ns=",
+        ));
+    coord(&url, &["bench", "contend", "--workers", "2", "-n", "10"])
+        .timeout(LONG)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("counter=20 expected=20"));
+    // Two hammers in two processes on one lock and key: no increment is lost.
+    let h1 = Proc::coord(&url, &["bench", "hammer", "-n", "15", "--key", "K"]);
+    let h2 = Proc::coord(&url, &["bench", "hammer", "-n", "15", "--key", "K"]);
+    for mut h in [h1, h2] {
+        assert!(h.wait(LONG).success(), "{}", h.stderr());
+    }
+    coord(&url, &["bench", "hammer", "-n", "0", "--key", "K"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("counter=30"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_with_client_certificates() {
+    let Some(etcd) = EtcdServer::builder().tls(true).start_or_skip().await else {
+        return;
+    };
+    let tls = etcd.tls().expect("tls material");
+    let base = format!("etcds://{}", etcd.endpoint());
+    let full = format!(
+        "{base}?cacert={}&cert={}&key={}",
+        tls.ca_cert_path().display(),
+        tls.client_cert_path().display(),
+        tls.client_key_path().display()
+    );
+    coord(&full, &["leader", "nobody"])
+        .assert()
+        .code(6)
+        .stderr(predicate::str::contains("has no leader"));
+    coord(&full, &["lock", "tls", "--", "true"])
+        .assert()
+        .success();
+    // Plain text to a TLS server, or TLS files on a plain scheme: refused with a message.
+    coord(
+        &format!("etcd://{}?connect_timeout=2s", etcd.endpoint()),
+        &["leader", "x"],
+    )
+    .assert()
+    .code(1);
+    coord(
+        &format!("etcd://{}?cacert=/x.pem", etcd.endpoint()),
+        &["leader", "x"],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("etcds://"));
+    coord(
+        &format!("{base}?cacert=/nonexistent/ca.pem"),
+        &["leader", "x"],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("/nonexistent/ca.pem"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_url_options_reach_the_backend() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = format!("{}&ttl=3s&request_timeout=5s", url(&etcd));
+    let conn = coord::connect(&url).await.expect("connect");
+    assert_eq!(conn.backend_name(), "etcd");
+    assert_eq!(conn.session_ttl(), Duration::from_secs(3));
+    assert!(!conn.to_string().contains("password"));
+    let session = conn.session().await.unwrap();
+    let status = conn
+        .backend()
+        .lease_time_to_live(session.lease())
+        .await
+        .unwrap();
+    assert_eq!(status.granted_ttl, Duration::from_secs(3));
+    let guard = coord::Mutex::new(&session, "lib").lock().await.unwrap();
+    // Seen without the namespace, the key is under it.
+    let raw = coord::connect(&format!("etcd://{}", etcd.endpoints().join(",")))
+        .await
+        .unwrap();
+    let full = format!("{}{}", etcd.namespace(), guard.key());
+    assert!(raw.backend().get(full.as_bytes()).await.unwrap().is_some());
+    guard.unlock().await.unwrap();
+    session.close().await.unwrap();
+    let err = coord::connect("etcd://127.0.0.1:1?connect_timeout=500ms")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, coord::Error::Unavailable { .. }), "{err}");
+}
