@@ -318,12 +318,20 @@ impl Leadership {
     /// next candidate in.
     ///
     /// # Errors
-    /// Any backend error; the resignation is then retried in the background.
+    /// [`Error::NotLeader`] when leadership had already been lost (the key was gone or
+    /// re-created): nothing is deleted, and the caller learns that work done since the loss
+    /// was not covered. Any backend error; the resignation is then retried in the
+    /// background.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call resigns in the background.
     pub async fn resign(self) -> Result<()> {
-        self.own.release().await
+        match self.own.release().await {
+            Err(Error::LockLost { .. }) => Err(Error::NotLeader {
+                election: self.name.clone(),
+            }),
+            other => other,
+        }
     }
 
     /// Reads the current value of the leader key and checks it is still ours.

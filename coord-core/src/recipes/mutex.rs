@@ -200,8 +200,10 @@ impl MutexGuard {
     /// (create revision unchanged) and no other guard of the session shares it.
     ///
     /// # Errors
-    /// Any backend error. The release is then retried in the background until it succeeds
-    /// or the session ends, so the lock is never left behind.
+    /// [`Error::LockLost`] when the lock had already been lost (the key was gone or
+    /// re-created): nothing is deleted, and the caller learns that its critical section was
+    /// not fully covered. Any backend error: the release is then retried in the background
+    /// until it succeeds or the session ends, so the lock is never left behind.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call releases in the background.

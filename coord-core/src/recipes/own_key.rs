@@ -66,7 +66,20 @@ pub(crate) async fn claim(
         .or_else([TxnOp::range(crate::RangeRequest::key(key.as_str()))]);
     txn.success.extend(extra.iter().cloned());
     txn.failure.extend(extra);
-    let mut resp = match backend.txn(txn).await {
+    // From here until the txn answers, the store may have created the key without us
+    // knowing: a dropped future or an error (a write may be applied and its answer lost)
+    // must not leave it behind on the session's lease, blocking every other session.
+    let mut pending = PendingClaim {
+        session: session.clone(),
+        key: key.clone(),
+        state: Some(state.clone()),
+    };
+    let result = backend.txn(txn).await;
+    if result.is_ok() {
+        // The answer says exactly what happened; the code below owns the outcome.
+        pending.disarm();
+    }
+    let mut resp = match result {
         Err(Error::LeaseNotFound { .. }) => return Err(session.expired_error()),
         other => other?,
     };
@@ -134,32 +147,32 @@ impl OwnedKey {
     }
 
     /// Lets go of the key now, deleting it if no other handle of the session uses it.
-    /// On failure the release is handed to the background, which retries until it succeeds
-    /// or the session ends; the error is still reported.
+    ///
+    /// The work runs in a spawned task that this call only awaits, so dropping the call
+    /// does not stop it. On a backend error the task keeps retrying until it succeeds or the
+    /// session ends; the first error is still reported here.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] when this was the last handle and the key was already gone (or
+    /// re-created by someone else) before the release: the caller had lost it. Any backend
+    /// error of the first attempt.
     pub(crate) async fn release(mut self) -> Result<()> {
         let Some(state) = self.state.take() else {
             return Ok(());
         };
-        let mut guard = state.clone().lock_owned().await;
-        guard.refs -= 1;
-        if guard.refs > 0 {
-            return Ok(());
-        }
-        match delete_if_owner(&self.session, &self.key, self.create_revision).await {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                guard.refs += 1;
-                drop(guard);
-                let retry = OwnedKey {
-                    session: self.session.clone(),
-                    key: std::mem::take(&mut self.key),
-                    create_revision: self.create_revision,
-                    state: Some(state),
-                };
-                drop(retry);
-                Err(e)
-            }
-        }
+        let (report, outcome) = tokio::sync::oneshot::channel();
+        tokio::spawn(let_go(
+            self.session.clone(),
+            std::mem::take(&mut self.key),
+            self.create_revision,
+            state,
+            Some(report),
+        ));
+        outcome.await.unwrap_or_else(|_| {
+            Err(Error::unavailable(
+                "the release task was stopped (runtime shutting down)",
+            ))
+        })
     }
 
     /// Resolves when this key is gone (deleted, or its lease expired) or the session is lost.
@@ -177,25 +190,108 @@ impl Drop for OwnedKey {
             tracing::warn!(key = %self.key, "dropped outside a tokio runtime; the key stays until its lease ends");
             return;
         };
-        let session = self.session.clone();
-        let key = std::mem::take(&mut self.key);
-        let rev = self.create_revision;
+        rt.spawn(let_go(
+            self.session.clone(),
+            std::mem::take(&mut self.key),
+            self.create_revision,
+            state,
+            None,
+        ));
+    }
+}
+
+/// One handle lets go of `key`: the last one deletes it (if it is still the incarnation
+/// created at `rev`), retrying with back-off until that succeeds or the session ends. The
+/// key's state lock is held throughout, so a new claim of the key waits for the outcome
+/// instead of adopting a key that is about to be deleted. The outcome of the first attempt
+/// goes to `report`.
+async fn let_go(
+    session: Session,
+    key: String,
+    rev: Revision,
+    state: Arc<tokio::sync::Mutex<KeyState>>,
+    mut report: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+) {
+    let mut send = |outcome: Result<()>| {
+        if let Some(report) = report.take() {
+            let _ = report.send(outcome);
+        }
+    };
+    let mut guard = state.lock_owned().await;
+    guard.refs -= 1;
+    if guard.refs > 0 {
+        return send(Ok(()));
+    }
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match delete_if_owner(&session, &key, rev).await {
+            Ok(true) => return send(Ok(())),
+            Ok(false) => return send(Err(Error::LockLost { key })),
+            Err(e) if session.is_lost() => {
+                tracing::debug!(%key, error = %e, "release abandoned: the session is gone");
+                return send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(%key, error = %e, "release failed; retrying in the background");
+                send(Err(e));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = session.lost() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// A claim txn whose outcome is not known yet. Dropped armed (the claim future was dropped
+/// mid-call, or the call failed), it withdraws in the background whatever key of the
+/// session's lease the txn may have created, unless a handle of the session has adopted the
+/// key since.
+///
+/// The withdrawal cannot know the create revision, so it deletes by lease: a second
+/// `Session` on the same lease in the same process (a resumed session while the old one
+/// still runs) could lose its key to it. Resuming is meant for a new process.
+struct PendingClaim {
+    session: Session,
+    key: String,
+    state: Option<Arc<tokio::sync::Mutex<KeyState>>>,
+}
+
+impl PendingClaim {
+    fn disarm(&mut self) {
+        self.state = None;
+    }
+}
+
+impl Drop for PendingClaim {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "claim dropped outside a tokio runtime; a key it made stays until its lease ends");
+            return;
+        };
+        let (session, key) = (self.session.clone(), std::mem::take(&mut self.key));
         rt.spawn(async move {
-            let mut guard = state.lock().await;
-            guard.refs -= 1;
+            let guard = state.lock_owned().await;
             if guard.refs > 0 {
                 return;
             }
+            let withdraw = TxnRequest::new()
+                .when([Compare::lease(key.as_str(), CompareOp::Equal, session.lease())])
+                .and_then([TxnOp::delete(key.as_str())]);
             let mut delay = Duration::from_millis(10);
             loop {
-                match delete_if_owner(&session, &key, rev).await {
-                    Ok(()) => return,
+                match session.inner().backend.txn(withdraw.clone()).await {
+                    Ok(_) => return,
                     Err(e) if session.is_lost() => {
-                        tracing::debug!(%key, error = %e, "release abandoned: the session is gone");
+                        tracing::debug!(%key, error = %e, "withdrawal abandoned: the session is gone");
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(%key, error = %e, "background release failed; retrying");
+                        tracing::warn!(%key, error = %e, "withdrawing an unanswered claim failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = session.lost() => return,
@@ -204,17 +300,19 @@ impl Drop for OwnedKey {
                     }
                 }
             }
+            // `guard` is held to here: no claim of the key interleaves with the withdrawal.
         });
     }
 }
 
 /// Deletes `key` only if it is still the incarnation created at `rev`: a retried or late
 /// release can never delete a newer acquisition.
-async fn delete_if_owner(session: &Session, key: &str, rev: Revision) -> Result<()> {
+/// Returns whether it deleted (false: the key was already gone or is another incarnation).
+async fn delete_if_owner(session: &Session, key: &str, rev: Revision) -> Result<bool> {
     let txn = TxnRequest::new()
         .when([Compare::create_revision(key, CompareOp::Equal, rev)])
         .and_then([TxnOp::delete(key)]);
-    session.inner().backend.txn(txn).await.map(|_| ())
+    Ok(session.inner().backend.txn(txn).await?.succeeded)
 }
 
 async fn key_lost(session: Session, key: String, rev: Revision) {

@@ -192,7 +192,9 @@ impl SemaphorePermit {
     /// Releases now.
     ///
     /// # Errors
-    /// Any backend error; the release is then retried in the background.
+    /// [`Error::LockLost`](crate::Error::LockLost) when it had already been lost (the key
+    /// was gone or re-created): nothing is deleted. Any backend error; the release is then
+    /// retried in the background.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call releases in the background.
