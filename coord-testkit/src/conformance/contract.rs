@@ -25,6 +25,7 @@ async fn get(c: &dyn coord_core::CoordinationBackend, key: &str) -> Option<KeyVa
 /// txn that changes nothing (reads only, a failed compare with a read-only branch, a delete
 /// of an absent key) leaves it alone. `version` counts writes, `create_revision` stays.
 pub async fn revision_rises_once_per_write_txn(backend: &dyn TestBackend) {
+    backend.exclusive().await;
     let c = backend.client().await;
     let p = unique("rev");
     let (a, b, d) = (format!("{p}/a"), format!("{p}/b"), format!("{p}/c"));
@@ -372,6 +373,8 @@ pub async fn range_filter_sort_limit_and_more(backend: &dyn TestBackend) {
     assert_eq!(names(&r.kvs), ["b", "c"]);
     let r = c.range(RangeRequest::key(format!("{p}/c"))).await.unwrap();
     assert_eq!(names(&r.kvs), ["c"]);
+    // The store revision a read reports is the current one (no other writer meanwhile).
+    backend.exclusive().await;
     let r = c.range(RangeRequest::key(format!("{p}/zz"))).await.unwrap();
     assert!(r.kvs.is_empty());
     assert_eq!(r.count, 0);
@@ -495,13 +498,21 @@ pub async fn lease_revoke_deletes_keys(backend: &dyn TestBackend) {
     }
     let kv = get(c.as_ref(), &format!("{p}/0")).await.unwrap();
     assert_eq!(kv.lease, grant.id);
-    let before = c.current_revision().await.unwrap();
+    // Seen through a watch, not by comparing store revisions: other tests may write to a
+    // shared server at the same time.
+    let mut watch = c.watch(WatchRequest::prefix(p.as_str())).await.unwrap();
     c.lease_revoke(grant.id).await.unwrap();
+    let resp = tokio::time::timeout(prompt(backend), watch.next())
+        .await
+        .expect("the revoke's deletes are seen promptly")
+        .expect("watch item")
+        .expect("watch ok");
     assert_eq!(
-        c.current_revision().await.unwrap(),
-        before + 1,
-        "one revision for all keys"
+        resp.events.len(),
+        2,
+        "one revision for all keys, one DELETE per key: {resp:?}"
     );
+    assert!(resp.events.iter().all(|e| e.kind == EventKind::Delete));
     assert!(
         c.range(RangeRequest::prefix(p.as_str()))
             .await

@@ -116,6 +116,11 @@ pub trait TestBackend: Send + Sync + 'static {
         None
     }
 
+    /// Waits until no other test uses the store, which then stays reserved to the calling
+    /// test until it ends. Scenarios that assert on store-wide revisions (which any write
+    /// moves) call it first. The default does nothing: right for a store per test.
+    async fn exclusive(&self) {}
+
     /// Why the backend lacks `capability`, or `None` when it has it. By default fault
     /// capabilities are lacking exactly when [`faults`](Self::faults) is `None`.
     fn lacks(&self, capability: Capability) -> Option<&'static str> {
@@ -174,6 +179,9 @@ impl<B: TestBackend> TestBackend for Declared<B> {
     }
     fn faults(&self) -> Option<&dyn Faults> {
         self.inner.faults()
+    }
+    async fn exclusive(&self) {
+        self.inner.exclusive().await
     }
     fn lacks(&self, capability: Capability) -> Option<&'static str> {
         self.lacking
