@@ -31,7 +31,9 @@ fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
+# --all-features: the CLI tests against etcd (coord/tests/cli_etcd.rs) need coord's `etcd`
+# feature, and the code behind every feature has to be linted.
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --all-features --locked

@@ -33,6 +33,109 @@
 //! [`heal`](MemoryBackend::heal). [`expire_lease_now`](MemoryBackend::expire_lease_now) acts
 //! on the store, as if a lease's TTL ran out.
 //!
+//! # Testing your application
+//!
+//! Give the code under test a [`MemoryBackend`] client instead of a server connection (it
+//! takes an `Arc<dyn CoordinationBackend>` either way), and run the test on a paused tokio
+//! clock (`#[tokio::test(start_paused = true)]`): lease TTLs, keep-alives, your own sleeps
+//! and timeouts then cost no real time, and happen in the same order on every run. One
+//! client per simulated process lets you hurt one of them:
+//!
+//! | hook | simulates |
+//! |---|---|
+//! | [`expire_lease_now`](MemoryBackend::expire_lease_now) | a process that died, or stalled past its TTL: its locks and candidacies vanish |
+//! | [`fail_next(n)`](MemoryBackend::fail_next) | `n` failed requests ([`Error::Unavailable`]): test your retries |
+//! | [`set_latency`](MemoryBackend::set_latency) | a slow network (on tokio time, so free on a paused clock) |
+//! | [`partition`](MemoryBackend::partition) / [`heal`](MemoryBackend::heal) | a client cut off: its keep-alives stop getting through |
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use coord_core::{BackendExt, Error, Mutex, Session};
+//! use coord_memory::{MemoryBackend, PartitionMode};
+//! use tokio::time::{Instant, sleep};
+//!
+//! /// The application: one step a minute under the lock; it must stop the moment the lock
+//! /// is lost. Returns the number of steps done.
+//! async fn nightly_job(session: &Session, steps: u32) -> coord_core::Result<u32> {
+//!     let guard = Mutex::new(session, "jobs/nightly").lock().await?;
+//!     let lost = guard.lost();
+//!     tokio::pin!(lost);
+//!     for done in 0..steps {
+//!         tokio::select! {
+//!             _ = &mut lost => return Ok(done),
+//!             _ = sleep(Duration::from_secs(60)) => {}
+//!         }
+//!     }
+//!     guard.unlock().await?;
+//!     Ok(steps)
+//! }
+//!
+//! async fn session_on(client: &MemoryBackend) -> coord_core::Result<Session> {
+//!     let backend = Arc::new(client.clone());
+//!     Session::builder(backend).ttl(Duration::from_secs(10)).start().await
+//! }
+//!
+//! // In a test: #[tokio::test(start_paused = true)]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> coord_core::Result<()> {
+//! let store = MemoryBackend::new();
+//! let (a, b) = (store.new_client(), store.new_client());
+//!
+//! // An hour of work with a 10 s TTL, in no real time: the keep-alive held the lock.
+//! let session = session_on(&a).await?;
+//! assert_eq!(nightly_job(&session, 60).await?, 60);
+//!
+//! // The process stalls past its TTL after two and a half steps: the job stops at once.
+//! let job = tokio::spawn({
+//!     let session = session.clone();
+//!     async move { nightly_job(&session, 60).await }
+//! });
+//! sleep(Duration::from_secs(150)).await;
+//! store.expire_lease_now(session.lease())?;
+//! assert_eq!(job.await.unwrap()?, 2);
+//! // The session itself finds out at its next keep-alive, within a third of the TTL.
+//! let noticed = tokio::time::timeout(Duration::from_secs(4), session.lost()).await;
+//! assert!(noticed.is_ok() && session.is_lost());
+//!
+//! // Two failed requests, then the backend answers again.
+//! let session = session_on(&a).await?;
+//! a.fail_next(2);
+//! let mut failures = 0;
+//! let guard = loop {
+//!     match Mutex::new(&session, "jobs/nightly").try_lock().await {
+//!         Ok(guard) => break guard,
+//!         Err(e @ Error::Unavailable { .. }) => {
+//!             assert!(e.is_retryable());
+//!             failures += 1;
+//!         }
+//!         Err(e) => return Err(e),
+//!     }
+//! };
+//! assert_eq!(failures, 2);
+//!
+//! // a is cut off while holding the lock: its session gives up (lost fires) before the
+//! // server lets the lease expire, and then b gets the lock.
+//! a.partition(PartitionMode::Hang);
+//! let started = Instant::now();
+//! guard.lost().await;
+//! assert!(b.get(guard.key().as_bytes()).await?.is_some(), "lost fired first");
+//! let other = session_on(&b).await?;
+//! let taken = Mutex::new(&other, "jobs/nightly").lock().await?;
+//! assert!(started.elapsed() <= Duration::from_secs(10));
+//! assert!(taken.fencing_token() > guard.fencing_token());
+//! a.heal();
+//!
+//! // A slow network: each of b's calls now takes 200 ms of (paused) time.
+//! b.set_latency(Duration::from_millis(200));
+//! let started = Instant::now();
+//! taken.unlock().await?;
+//! assert!(started.elapsed() >= Duration::from_millis(200));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Example
 //!
 //! ```

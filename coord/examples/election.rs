@@ -10,7 +10,8 @@
 //! 1 watch             print every leader change this node observes
 //! 1 query             print the current leader
 //! 1 rev               print this node's leader revision (its fencing token)
-//! 1 crash             the node's lease expires now, as if the process died (memory:// only)
+//! 1 crash             the node dies: on memory:// its lease expires now; on a server its
+//!                     keep-alive stops, so the lease expires within the TTL (5 s)
 //! help | quit
 //! ```
 //!
@@ -84,6 +85,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    // On a server the candidates' keys would otherwise linger until their leases expire.
+    for node in nodes.into_values() {
+        if let Some(campaign) = node.campaign {
+            campaign.abort();
+        }
+        if let Some(leadership) = node.leadership.lock().await.take() {
+            let _ = leadership.resign().await;
+        }
+        let _ = node.session.close().await;
+    }
     Ok(())
 }
 
@@ -167,13 +178,24 @@ async fn run(
             Some(l) => println!("[{id}] leader rev {}", l.rev()),
             None => println!("[{id}] not the leader"),
         },
-        "crash" => match backend.memory() {
-            Some(memory) => {
-                memory.expire_lease_now(node.session.lease())?;
-                println!("[{id}] lease {:x} expired", node.session.lease());
+        "crash" => {
+            let lease = node.session.lease();
+            match backend.memory() {
+                Some(memory) => {
+                    memory.expire_lease_now(lease)?;
+                    println!("[{id}] lease {lease:x} expired");
+                }
+                // A server cannot be told to expire a lease early; a process that dies just
+                // stops refreshing it, which is what orphaning does.
+                None => {
+                    node.session.orphan();
+                    println!(
+                        "[{id}] stopped keeping lease {lease:x} alive: it expires within {:?}",
+                        node.session.ttl()
+                    );
+                }
             }
-            None => println!("[{id}] crash only works on memory://"),
-        },
+        }
         other => println!("[{id}] unknown command {other:?}"),
     }
     Ok(())
