@@ -51,7 +51,7 @@
 //! | `memory` (default) | `memory://` URLs and [`memory::MemoryBackend`] |
 //! | `etcd` | `etcd://` and `etcds://` URLs and the `etcd` module (`EtcdBackend`, `EtcdOptions`) |
 //! | `redis` | `redis://` and `rediss://` URLs (the backend is not written yet: connecting says so) |
-//! | `cli` | the `coord` command-line tool (implies `memory`) |
+//! | `cli` (default) | the `coord` command-line tool (implies `memory`); a library that only wants the recipes sets `default-features = false, features = ["memory"]` (or `"etcd"`) |
 
 mod connect;
 

@@ -305,6 +305,27 @@ async fn a_lost_lock_terminates_the_command_and_exits_5() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_leadership_exits_5() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&etcd);
+    let mut p = Proc::coord(&url, &["-o", "json", "elect", "LL", "x"]);
+    let elected: serde_json::Value = serde_json::from_str(&p.line(SHORT)).unwrap();
+    assert_eq!(elected["event"], "elected");
+    let key = elected["key"].as_str().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(p.running(), "a leader leads until told otherwise");
+    etcd.etcdctl(&["del", &format!("{}{key}", etcd.namespace())])
+        .await
+        .unwrap();
+    assert_eq!(p.wait(SHORT).code(), Some(5), "{}", p.stderr());
+    let lost: serde_json::Value = serde_json::from_str(&p.line(SHORT)).unwrap();
+    assert_eq!(lost["event"], "lost");
+    assert!(p.stderr().contains("leadership"), "{}", p.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_workloads_on_etcd() {
     let Some(etcd) = EtcdServer::start_or_skip().await else {
         return;
