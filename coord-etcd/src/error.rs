@@ -154,6 +154,72 @@ pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
     }
 }
 
+/// Whether a call failed because the channel could not connect to the endpoint it picked,
+/// so that no part of the request reached any server and sending it again is safe (for a
+/// txn too).
+fn never_sent(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == Code::Unavailable && {
+                let m = s.message().to_ascii_lowercase();
+                m.contains("tcp connect error") || m.contains("error trying to connect")
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether etcd refused a call because the member has no leader at the moment (an
+/// election is under way, e.g. after the leader died): a read can be sent again once one
+/// is elected. (A write that failed this way may or may not have been applied.)
+pub(crate) fn leaderless(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == Code::Unavailable
+                && (s.message().contains("leader changed") || s.message().contains("no leader"))
+        }
+        _ => false,
+    }
+}
+
+/// How many times a call is sent when it fails without reaching a server: once per
+/// endpoint is not enough, as the balancer picks at random (and favours a dead endpoint,
+/// whose calls fail at once and so look unloaded).
+pub(crate) fn send_attempts(endpoints: usize) -> u32 {
+    if endpoints > 1 {
+        u32::try_from(endpoints * 6).unwrap_or(u32::MAX)
+    } else {
+        1
+    }
+}
+
+/// Runs `call` until it succeeds, fails in a way other than [`never_sent`], or has been
+/// sent `attempts` times.
+///
+/// etcd-client balances over its endpoints with tonic's balanced channel, which keeps
+/// picking an endpoint that went down: the call then fails with `Unavailable` ("tcp connect
+/// error") although the other members serve (hyperium/tonic#2839). Sending it again
+/// reaches a live member.
+pub(crate) async fn retry_unsent<T, F, Fut>(
+    attempts: u32,
+    mut call: F,
+) -> std::result::Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+{
+    let mut sent = 1;
+    loop {
+        match call().await {
+            Err(e) if sent < attempts && never_sent(&e) => {
+                tracing::debug!(attempt = sent, error = %e, "etcd endpoint unreachable; sending again");
+                sent += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// The error for a unary call that exceeded the request timeout.
 pub(crate) fn timeout(operation: &str, after: std::time::Duration) -> Error {
     Error::Timeout {
@@ -266,6 +332,57 @@ mod tests {
             let mapped = map_err(c, e);
             assert!(mapped.is_retryable(), "{mapped}");
         }
+    }
+
+    #[test]
+    fn only_connect_failures_are_sent_again() {
+        assert!(never_sent(&status(Code::Unavailable, "tcp connect error")));
+        assert!(!never_sent(&status(
+            Code::Unavailable,
+            "etcdserver: leader changed"
+        )));
+        assert!(!never_sent(&status(
+            Code::Unknown,
+            "h2 protocol error: error reading a body from connection"
+        )));
+        assert!(leaderless(&status(
+            Code::Unavailable,
+            "etcdserver: leader changed"
+        )));
+        assert!(leaderless(&status(
+            Code::Unavailable,
+            "etcdserver: no leader"
+        )));
+        assert!(!leaderless(&status(Code::Unavailable, "tcp connect error")));
+        assert_eq!(send_attempts(1), 1);
+        assert!(send_attempts(3) > 3);
+    }
+
+    #[tokio::test]
+    async fn retry_unsent_stops_at_the_first_other_outcome() {
+        let mut calls = 0;
+        let r: std::result::Result<(), _> = retry_unsent(10, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(status(Code::Unavailable, "tcp connect error"))
+                } else {
+                    Err(status(Code::Unavailable, "etcdserver: request timed out"))
+                }
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 3);
+        let mut calls = 0;
+        let r: std::result::Result<(), _> = retry_unsent(4, || {
+            calls += 1;
+            async { Err(status(Code::Unavailable, "tcp connect error")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 4, "bounded");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use coord_core::{Error, LeaseId, Result};
 use etcd_client::{LeaseClient, LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::Mutex;
 
-use crate::error::{Context, map_err};
+use crate::error::{Context, map_err, retry_unsent};
 
 /// Streams unused for this long are closed when another lease's stream is opened.
 const IDLE_STREAM: Duration = Duration::from_secs(300);
@@ -71,6 +71,7 @@ impl Keepers {
         &self,
         client: &LeaseClient,
         lease: LeaseId,
+        attempts: u32,
     ) -> Result<Duration> {
         let slot = self.slot(lease);
         let mut slot = slot.lock().await;
@@ -91,16 +92,17 @@ impl Keepers {
             }
         }
         let ctx = Context::lease("lease keep-alive", lease);
-        let (keeper, stream) = client
-            .clone()
-            .keep_alive(lease)
-            .await
-            .map_err(|e| map_err(ctx, e))
-            .inspect_err(|e| {
-                if matches!(e, Error::LeaseNotFound { .. }) {
-                    self.forget(lease);
-                }
-            })?;
+        let (keeper, stream) = retry_unsent(attempts, || {
+            let mut client = client.clone();
+            async move { client.keep_alive(lease).await }
+        })
+        .await
+        .map_err(|e| map_err(ctx, e))
+        .inspect_err(|e| {
+            if matches!(e, Error::LeaseNotFound { .. }) {
+                self.forget(lease);
+            }
+        })?;
         // Opening sent one refresh and checked its answer, but etcd-client keeps the TTL to
         // itself: one more round trip reports it.
         let mut k = Keeper { keeper, stream };

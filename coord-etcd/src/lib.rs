@@ -36,6 +36,12 @@
 //!   [`Error::Compacted`].
 //! - **Restarts.** Calls in flight fail with `Unavailable`; later calls work once etcd is
 //!   back. Keep-alive streams are re-opened transparently.
+//! - **Failover between members.** etcd-client's balancer keeps picking an endpoint that
+//!   went down (hyperium/tonic#2839), so a call that could not connect is sent again: it
+//!   never reached a server. Reads (range, read-only txn, lease time-to-live, current
+//!   revision) are also sent again for up to 5 s while the cluster elects a leader, and,
+//!   with several endpoints, while they fail with `Unavailable`. Any other failed write is
+//!   reported as [`Error::Unavailable`]: it may or may not have been applied.
 //! - **Txn limits are etcd's.** etcd refuses a txn whose branch writes one key twice (two
 //!   puts, or a put and a delete of it) with
 //!   [`Error::InvalidArgument`] ("duplicate key given in txn request"); a read after a write
@@ -72,6 +78,9 @@ use error::{Context, map_err};
 const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 /// etcd's lease TTL granularity.
 pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
+/// How long a read is retried while the cluster fails over: a leader election takes about
+/// one election timeout (1 s by default), a few on a busy machine.
+const READ_RETRY: Duration = Duration::from_secs(5);
 /// The shortest TTL an etcd server with default settings grants (`--heartbeat-interval`
 /// 100 ms, `--election-timeout` 1000 ms): shorter requests are raised to it. Servers with
 /// other settings grant `ceil(1.5 × election timeout)`.
@@ -90,6 +99,8 @@ struct Inner {
     endpoints: Vec<String>,
     request_timeout: Option<Duration>,
     keepers: lease::Keepers,
+    /// How often a call that never reached a server is sent ([`error::retry_unsent`]).
+    attempts: u32,
 }
 
 impl EtcdBackend {
@@ -125,9 +136,10 @@ impl EtcdBackend {
             inner: Arc::new(Inner {
                 client,
                 ns: Namespace::new(options.namespace.clone()),
-                endpoints,
+                endpoints: endpoints.clone(),
                 request_timeout: options.request_timeout,
                 keepers: lease::Keepers::default(),
+                attempts: error::send_attempts(endpoints.len()),
             }),
         };
         // etcd-client connects lazily: make one read so a wrong endpoint fails here.
@@ -176,6 +188,45 @@ impl EtcdBackend {
         }
     }
 
+    /// Sends the call `call` makes on a client handle under the request timeout, again when
+    /// it never reached a server ([`error::retry_unsent`]), and, for a `read`, again for up
+    /// to [`READ_RETRY`] while the cluster elects a leader or (with several endpoints) while
+    /// it fails with `Unavailable`; maps its error with `ctx`.
+    async fn send<T, F, Fut>(&self, ctx: Context<'_>, read: bool, mut call: F) -> Result<T>
+    where
+        F: FnMut(etcd_client::Client) -> Fut + Send,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>> + Send,
+        T: Send,
+    {
+        let client = &self.inner.client;
+        self.unary(ctx.operation, async {
+            let deadline = tokio::time::Instant::now() + READ_RETRY;
+            let mut delay = Duration::from_millis(25);
+            loop {
+                let e = match error::retry_unsent(self.inner.attempts, || call(client.clone()))
+                    .await
+                {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                };
+                // A read may be sent again whatever became of it. Another member may answer
+                // it when the one it went to died; with one endpoint, only waiting out an
+                // election is worth it (a dead server is reported at once).
+                let again = read
+                    && (error::leaderless(&e) || self.inner.endpoints.len() > 1)
+                    && tokio::time::Instant::now() + delay < deadline;
+                let mapped = map_err(ctx, e);
+                if !(again && matches!(mapped, Error::Unavailable { .. })) {
+                    return Err(mapped);
+                }
+                tracing::debug!(operation = ctx.operation, error = %mapped, "etcd read failed; reading again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+        })
+        .await
+    }
+
     /// The current revision, from a count-only read of one key in the namespace.
     async fn read_revision(&self) -> Result<Revision> {
         let key = if self.inner.ns.prefix().is_empty() {
@@ -186,13 +237,9 @@ impl EtcdBackend {
         let what = "current revision";
         let opts = etcd_client::GetOptions::new().with_count_only();
         let resp = self
-            .unary(what, async {
-                self.inner
-                    .client
-                    .kv_client()
-                    .get(key, Some(opts))
-                    .await
-                    .map_err(|e| map_err(Context::op(what), e))
+            .send(Context::op(what), true, |c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.kv_client().get(key, Some(opts)).await }
             })
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
@@ -260,13 +307,8 @@ impl CoordinationBackend for EtcdBackend {
         }
         let what = "lease grant";
         let resp = self
-            .unary(what, async {
-                self.inner
-                    .client
-                    .lease_client()
-                    .grant(secs as i64, None)
-                    .await
-                    .map_err(|e| map_err(Context::op(what), e))
+            .send(Context::op(what), false, |c| async move {
+                c.lease_client().grant(secs as i64, None).await
             })
             .await?;
         if !resp.error().is_empty() {
@@ -285,7 +327,9 @@ impl CoordinationBackend for EtcdBackend {
         let client = self.inner.client.lease_client();
         self.unary(
             "lease keep-alive",
-            self.inner.keepers.keep_alive(&client, lease),
+            self.inner
+                .keepers
+                .keep_alive(&client, lease, self.inner.attempts),
         )
         .await
     }
@@ -293,13 +337,8 @@ impl CoordinationBackend for EtcdBackend {
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
         self.inner.keepers.forget(lease);
         let what = "lease revoke";
-        self.unary(what, async {
-            self.inner
-                .client
-                .lease_client()
-                .revoke(lease)
-                .await
-                .map_err(|e| map_err(Context::lease(what, lease), e))
+        self.send(Context::lease(what, lease), false, |c| async move {
+            c.lease_client().revoke(lease).await
         })
         .await?;
         Ok(())
@@ -308,13 +347,8 @@ impl CoordinationBackend for EtcdBackend {
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
         let what = "lease time-to-live";
         let resp = self
-            .unary(what, async {
-                self.inner
-                    .client
-                    .lease_client()
-                    .time_to_live(lease, None)
-                    .await
-                    .map_err(|e| map_err(Context::lease(what, lease), e))
+            .send(Context::lease(what, lease), true, |c| async move {
+                c.lease_client().time_to_live(lease, None).await
             })
             .await?;
         if resp.ttl() < 0 {
@@ -332,13 +366,9 @@ impl CoordinationBackend for EtcdBackend {
         let what = format!("range {:?}", request.range);
         let (key, opts) = self.inner.ns.get_options(&request);
         let resp = self
-            .unary(&what, async {
-                self.inner
-                    .client
-                    .kv_client()
-                    .get(key, Some(opts))
-                    .await
-                    .map_err(|e| map_err(Context::op(&what), e))
+            .send(Context::op(&what), true, |c| {
+                let (key, opts) = (key.clone(), opts.clone());
+                async move { c.kv_client().get(key, Some(opts)).await }
             })
             .await?;
         Ok(self.inner.ns.range_response(&resp, 0))
@@ -349,14 +379,15 @@ impl CoordinationBackend for EtcdBackend {
         let what = "txn";
         let txn = self.inner.ns.txn(&request);
         let lease = convert::txn_lease(&request);
+        let read = request
+            .success
+            .iter()
+            .chain(&request.failure)
+            .all(|op| matches!(op, coord_core::TxnOp::Range(_)));
         let resp = self
-            .unary(what, async {
-                self.inner
-                    .client
-                    .kv_client()
-                    .txn(txn)
-                    .await
-                    .map_err(|e| map_err(Context::lease(what, lease), e))
+            .send(Context::lease(what, lease), read, |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
             })
             .await?;
         Ok(self.inner.ns.txn_response(&resp))
@@ -368,6 +399,7 @@ impl CoordinationBackend for EtcdBackend {
             &self.inner.ns,
             request,
             self.inner.request_timeout,
+            self.inner.attempts,
         )
         .await
     }
@@ -384,13 +416,8 @@ impl CoordinationBackend for EtcdBackend {
         }
         let what = format!("compact at {revision}");
         let result = self
-            .unary(&what, async {
-                self.inner
-                    .client
-                    .kv_client()
-                    .compact(revision, None)
-                    .await
-                    .map_err(|e| map_err(Context::op(&what), e))
+            .send(Context::op(&what), false, |c| async move {
+                c.kv_client().compact(revision, None).await
             })
             .await;
         match result {

@@ -31,7 +31,7 @@ use coord_core::{
 use etcd_client as ec;
 
 use crate::convert::Namespace;
-use crate::error::{Context, map_err};
+use crate::error::{Context, map_err, retry_unsent};
 
 /// Watch responses may be large (a lease expiry deleting many keys with prev kv);
 /// etcd-client's 4 MiB default would break such a watch for good.
@@ -51,6 +51,8 @@ struct Params {
     range_end: Vec<u8>,
     prev_kv: bool,
     create_timeout: Duration,
+    /// How often a watch creation that never reached a server is sent.
+    attempts: u32,
     /// For messages: the range as the caller gave it.
     what: String,
 }
@@ -61,6 +63,7 @@ pub(crate) async fn watch(
     ns: &Namespace,
     request: WatchRequest,
     request_timeout: Option<Duration>,
+    attempts: u32,
 ) -> Result<WatchStream> {
     request.range.validate()?;
     let start = match request.start {
@@ -83,6 +86,7 @@ pub(crate) async fn watch(
         range_end,
         prev_kv: request.prev_kv,
         create_timeout: request_timeout.unwrap_or(DEFAULT_CREATE_TIMEOUT),
+        attempts,
         what: format!("watch {:?}", request.range),
     });
     let (stream, header_revision) = open(&params, start).await?;
@@ -119,12 +123,12 @@ async fn open(params: &Params, start: Revision) -> Result<(ec::WatchStream, Revi
         if params.prev_kv {
             opts = opts.with_prev_key();
         }
-        let mut stream = params
-            .client
-            .clone()
-            .watch(params.key.clone(), Some(opts))
-            .await
-            .map_err(|e| map_err(ctx, e))?;
+        let mut stream = retry_unsent(params.attempts, || {
+            let (mut client, key, opts) = (params.client.clone(), params.key.clone(), opts.clone());
+            async move { client.watch(key, Some(opts)).await }
+        })
+        .await
+        .map_err(|e| map_err(ctx, e))?;
         loop {
             match stream.message().await.map_err(|e| map_err(ctx, e))? {
                 Some(resp) if resp.created() => {
