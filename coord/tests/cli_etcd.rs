@@ -397,6 +397,49 @@ async fn etcds_with_client_certificates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_or_the_query_string() {
+    let Some(etcd) = EtcdServer::builder()
+        .user("app", "p@ss w0rd", "app/")
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let host = etcd.endpoints().join(",");
+    // Reserved characters in the password are percent-encoded.
+    for url in [
+        format!("etcd://app:p%40ss%20w0rd@{host}?namespace=app/"),
+        format!("etcd://{host}?namespace=app/&user=app&password=p%40ss%20w0rd"),
+    ] {
+        coord(
+            &url,
+            &["lock", "L", "--", "sh", "-c", "echo $COORD_LOCK_KEY"],
+        )
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("L/"));
+    }
+    // The role only covers app/: without the namespace etcd refuses.
+    coord(
+        &format!("etcd://app:p%40ss%20w0rd@{host}"),
+        &["leader", "L"],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("ermission denied"));
+    coord(
+        &format!("etcd://app:wrong-secret@{host}?namespace=app/"),
+        &["leader", "L"],
+    )
+    .assert()
+    .code(1)
+    .stderr(
+        predicate::str::contains("authentication failed")
+            .and(predicate::str::contains("wrong-secret").not()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_url_options_reach_the_backend() {
     let Some(etcd) = EtcdServer::start_or_skip().await else {
         return;
