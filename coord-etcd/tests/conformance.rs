@@ -21,7 +21,8 @@
 //!   same gate serves [`TestBackend::exclusive`], for scenarios that assert on store-wide
 //!   revisions. On an
 //!   external server (`COORD_TEST_ETCD`), which other processes may share, compaction is
-//!   declared lacking.
+//!   declared lacking (the gate only orders the tests of this binary, so the revision
+//!   asserts of [`TestBackend::exclusive`] scenarios assume nobody else writes there).
 
 mod support;
 

@@ -7,6 +7,7 @@
 //! when the test binary exits, however it exits.
 
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -118,6 +119,9 @@ fn watchdog(pid: u32, server: &EtcdServer) -> Option<ChildStdin> {
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own process group, so that it outlives a signal sent to the test's group
+        // (Ctrl-C, a CI timeout) and still cleans up.
+        .process_group(0)
         .spawn();
     match spawned {
         Ok(mut child) => child.stdin.take(),
