@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use coord_testkit::{EtcdServer, FixtureError, ServerMode, require_backends};
+use coord_testkit::{EtcdServer, ServerMode, require_backends};
 use tokio::sync::OnceCell;
 
 /// The shared server and what keeps it from outliving the test binary.
@@ -38,14 +38,29 @@ impl Shared {
     }
 }
 
-/// The shared server, started on first use; `None` (after a skip line) when etcd is
-/// unavailable and `COORD_TEST_REQUIRE_BACKENDS` is not set (panics when it is).
+/// The shared server, started on first use; `None` (after a skip line naming the test)
+/// when etcd is unavailable and `COORD_TEST_REQUIRE_BACKENDS` is not set (panics when it
+/// is).
 pub async fn shared_etcd() -> Option<&'static Shared> {
-    static SHARED: OnceCell<Option<Shared>> = OnceCell::const_new();
-    SHARED.get_or_init(start).await.as_ref()
+    static SHARED: OnceCell<Result<Shared, String>> = OnceCell::const_new();
+    match SHARED.get_or_init(start).await {
+        Ok(shared) => Some(shared),
+        Err(unavailable) => {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("<unnamed test>")
+                .to_owned();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "skipped: {test}: etcd unavailable: {unavailable} \
+                 (set COORD_TEST_REQUIRE_BACKENDS=1 to fail instead)"
+            );
+            None
+        }
+    }
 }
 
-async fn start() -> Option<Shared> {
+async fn start() -> Result<Shared, String> {
     // The server gets a runtime of its own: each test has its own runtime, and the one
     // that happens to start the server ends with its test.
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -73,27 +88,17 @@ async fn start() -> Option<Shared> {
     let (result, pid) = rx.await.expect("the shared etcd thread answers");
     let server = match result {
         Ok(server) => server,
-        Err(e) => return skip_or_panic(e),
+        Err(e) if e.is_unavailable() && !require_backends() => return Err(e.to_string()),
+        Err(e) => panic!("shared etcd: {e}"),
     };
     let watchdog = match (server.mode(), pid) {
         (ServerMode::Local, Some(pid)) => watchdog(pid, &server),
         _ => None,
     };
-    Some(Shared {
+    Ok(Shared {
         server,
         _watchdog: watchdog,
     })
-}
-
-fn skip_or_panic(e: FixtureError) -> Option<Shared> {
-    if e.is_unavailable() && !require_backends() {
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "skipped: etcd unavailable: {e} (set COORD_TEST_REQUIRE_BACKENDS=1 to fail instead)"
-        );
-        return None;
-    }
-    panic!("shared etcd: {e}");
 }
 
 /// Starts `sh` blocked on reading its stdin: when this process exits the pipe closes and
