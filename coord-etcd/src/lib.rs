@@ -39,8 +39,8 @@
 //! - **Failover between members.** etcd-client's balancer keeps picking an endpoint that
 //!   went down (hyperium/tonic#2839), so a call that could not connect is sent again: it
 //!   never reached a server. Reads (range, read-only txn, lease time-to-live, current
-//!   revision) are also sent again for up to 5 s while the cluster elects a leader, and,
-//!   with several endpoints, while they fail with `Unavailable`. Any other failed write is
+//!   revision) and watch creations are also sent again for up to 5 s while the cluster
+//!   elects a leader, and, with several endpoints, while they fail with `Unavailable`. Any other failed write is
 //!   reported as [`Error::Unavailable`]: it may or may not have been applied.
 //! - **Txn limits are etcd's.** etcd refuses a txn whose branch writes one key twice (two
 //!   puts, or a put and a delete of it) with
@@ -80,7 +80,7 @@ const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
 /// How long a read is retried while the cluster fails over: a leader election takes about
 /// one election timeout (1 s by default), a few on a busy machine.
-const READ_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const READ_RETRY: Duration = Duration::from_secs(5);
 /// The shortest TTL an etcd server with default settings grants (`--heartbeat-interval`
 /// 100 ms, `--election-timeout` 1000 ms): shorter requests are raised to it. Servers with
 /// other settings grant `ceil(1.5 × election timeout)`.

@@ -89,7 +89,7 @@ pub(crate) async fn watch(
         attempts,
         what: format!("watch {:?}", request.range),
     });
-    let (stream, header_revision) = open(&params, start).await?;
+    let (stream, header_revision) = open_first(&params, start).await?;
     let start_revision = if start == 0 {
         header_revision + 1
     } else {
@@ -109,6 +109,27 @@ pub(crate) async fn watch(
         Some((item, state))
     });
     Ok(WatchStream::new(start_revision, Box::pin(inner)))
+}
+
+/// [`open`], sent again for up to [`crate::READ_RETRY`] while it fails with `Unavailable`
+/// and other members may answer (several endpoints): creating a watch changes nothing, so
+/// it is as safe to repeat as a read. (With one endpoint a dead server is reported at
+/// once.)
+async fn open_first(params: &Params, start: Revision) -> Result<(ec::WatchStream, Revision)> {
+    let deadline = tokio::time::Instant::now() + crate::READ_RETRY;
+    let mut delay = Duration::from_millis(25);
+    loop {
+        match open(params, start).await {
+            Err(Error::Unavailable { message })
+                if params.attempts > 1 && tokio::time::Instant::now() + delay < deadline =>
+            {
+                tracing::debug!(watch = %params.what, error = %message, "etcd watch creation failed; sending again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Opens an etcd watch from `start` (0: now) and waits for its `created` response.

@@ -152,6 +152,22 @@ async fn open_watch_resumes_without_losing_events_written_after_restart() {
     assert_eq!(next(&mut w).await.revision, r0);
 
     etcd.kill().await.expect("kill -9 etcd");
+    // While it is down, calls fail at once with the retryable kind, reads and writes alike.
+    for err in [
+        timeout(
+            Duration::from_secs(5),
+            writer.put(b"w/x", b"down", NO_LEASE),
+        )
+        .await
+        .expect("a write to a dead server fails at once")
+        .expect_err("etcd is down"),
+        timeout(Duration::from_secs(5), writer.current_revision())
+            .await
+            .expect("a read from a dead server fails at once")
+            .expect_err("etcd is down"),
+    ] {
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    }
     etcd.restart().await.expect("restart etcd");
     // Written as soon as the server takes writes, while the watcher's stream is broken.
     let mut written = Vec::new();
@@ -248,12 +264,30 @@ async fn leader_index(cluster: &EtcdCluster) -> usize {
     }
 }
 
+/// Which member of the cluster a test kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Victim {
+    Leader,
+    Follower,
+}
+
 /// (d) A client connected with every member's endpoint keeps its mutex, election and
 /// sessions when the leader member is killed: the two others elect a new leader and
 /// carry on, the holder keeps its lock, and handoffs to waiters blocked across the
 /// failover work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_survives_losing_its_leader() {
+    cluster_survives_losing(Victim::Leader).await;
+}
+
+/// (d) The same when a follower dies: whatever streams and calls the client had on it
+/// move to the two others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_survives_losing_a_follower() {
+    cluster_survives_losing(Victim::Follower).await;
+}
+
+async fn cluster_survives_losing(victim: Victim) {
     let Some(cluster) = EtcdCluster::start_or_skip().await else {
         return;
     };
@@ -289,14 +323,25 @@ async fn cluster_survives_losing_its_leader() {
     assert_eq!(first.leader.unwrap().value, b"b");
 
     let leader = leader_index(&cluster).await;
-    cluster.kill_member(leader).await.expect("kill the leader");
+    let killed_member = match victim {
+        Victim::Leader => leader,
+        Victim::Follower => (leader + 1) % cluster.len(),
+    };
+    cluster
+        .kill_member(killed_member)
+        .await
+        .expect("kill a member");
     let killed = Instant::now();
-    // A write through the survivors works once they have elected a new leader.
+    // A write through the survivors works (once they have elected a new leader).
     retrying(Duration::from_secs(15), "write after the failover", || {
         ca.put(b"probe", b"x", NO_LEASE)
     })
     .await;
-    assert_ne!(leader_index(&cluster).await, leader);
+    let now_leading = leader_index(&cluster).await;
+    assert_ne!(now_leading, killed_member, "{victim:?}");
+    if victim == Victim::Follower {
+        assert_eq!(now_leading, leader, "losing a follower keeps the leader");
+    }
 
     // Nothing was lost over more than a TTL across the failover.
     tokio::select! {
