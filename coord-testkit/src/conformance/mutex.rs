@@ -438,12 +438,21 @@ pub async fn mutex_dropped_lock_future_during_round_trip_leaves_no_key(backend: 
         let r = tokio::time::timeout(at, Mutex::new(&ws, name.as_str()).lock()).await;
         assert!(r.is_err(), "cannot acquire while the holder holds");
         wf.set_latency(Duration::ZERO);
-        tokio::time::sleep(settle(backend)).await;
-        if keys_under(c.as_ref(), &name)
-            .await
-            .iter()
-            .any(|kv| kv.lease == ws.lease())
-        {
+        // A claim in flight at the drop lands within the latency; only after that does an
+        // absent key mean "withdrawn" rather than "not created yet".
+        tokio::time::sleep(latency).await;
+        let withdrawn = tokio::time::timeout(settle(backend), async {
+            while keys_under(c.as_ref(), &name)
+                .await
+                .iter()
+                .any(|kv| kv.lease == ws.lease())
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !withdrawn {
             leaked.push(at);
             // Clean up so the next point starts from a clean state.
             delete_key(c.as_ref(), &lock_key(&name, ws.lease())).await;
