@@ -1,41 +1,60 @@
 //! User/password auth and TLS against a real etcd.
 
-mod common;
-
 use std::time::Duration;
 
 use coord_core::{BackendExt, CoordinationBackend, Error, NO_LEASE, RangeRequest, WatchRequest};
-use coord_etcd::EtcdBackend;
-use coord_etcd::etcd_client::Permission;
+use coord_etcd::{EtcdBackend, EtcdOptions};
+use coord_testkit::{EtcdServer, EtcdServerBuilder};
 use futures::StreamExt;
 
 const ROOT_PW: &str = "r00t-Secret-pw";
 const APP_PW: &str = "app-Secret-pw";
 
+/// A server of the test's own (the tests kill and restart it, or enable auth), never a
+/// shared or external one, with etcd's default raft timing (100 ms heartbeat, 1 s
+/// election): the server settings `coord_etcd` assumes, such as the 2 s minimum lease TTL.
+fn local_etcd() -> EtcdServerBuilder {
+    EtcdServer::builder()
+        .local_only()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// With auth on: a `root` user (password [`ROOT_PW`]) and an `app` user (password
+/// [`APP_PW`]) whose role may read and write the keys under `app/` only.
+async fn local_etcd_with_auth() -> Option<EtcdServer> {
+    local_etcd()
+        .auth(ROOT_PW)
+        .user("app", APP_PW, "app/")
+        .start_or_skip()
+        .await
+}
+
+/// Options that reach the server, with its CA and client certificate when it serves TLS.
+fn options(server: &EtcdServer) -> EtcdOptions {
+    let o = EtcdOptions::new(server.urls());
+    match server.tls() {
+        Some(t) => o
+            .ca_cert_file(t.ca_cert_path())
+            .client_identity_files(t.client_cert_path(), t.client_key_path()),
+        None => o,
+    }
+}
+
 #[tokio::test]
 async fn user_password_auth_and_permissions() {
-    let server = etcd_or_skip!("user_password_auth_and_permissions");
-    let mut admin = server.backend().await.client();
-    admin.user_add("root", ROOT_PW, None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.role_add("app").await.unwrap();
-    admin
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await
-        .unwrap();
-    admin.user_add("app", APP_PW, None).await.unwrap();
-    admin.user_grant_role("app", "app").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    let Some(server) = local_etcd_with_auth().await else {
+        return;
+    };
 
     // Without credentials, or with a wrong password: Unauthenticated, no password shown.
-    let wrong = EtcdBackend::connect(server.options().user("app", "not-the-pw"))
+    let wrong = EtcdBackend::connect(options(&server).user("app", "not-the-pw"))
         .await
         .unwrap_err();
     assert!(matches!(wrong, Error::Unauthenticated { .. }), "{wrong:?}");
     assert!(!format!("{wrong} {wrong:?}").contains("not-the-pw"));
 
     // The app user works inside its namespace: every op, including watch and leases.
-    let app = EtcdBackend::connect(server.options().user("app", APP_PW).namespace("app/"))
+    let app = EtcdBackend::connect(options(&server).user("app", APP_PW).namespace("app/"))
         .await
         .unwrap();
     assert!(!format!("{app:?}").contains(APP_PW));
@@ -54,7 +73,7 @@ async fn user_password_auth_and_permissions() {
     assert_eq!(ev.revision, rev);
 
     // Outside it: PermissionDenied.
-    let outside = EtcdBackend::connect(server.options().user("app", APP_PW))
+    let outside = EtcdBackend::connect(options(&server).user("app", APP_PW))
         .await
         .unwrap();
     let err = outside.put(b"other/k", b"v", NO_LEASE).await.unwrap_err();
@@ -71,29 +90,24 @@ async fn user_password_auth_and_permissions() {
 #[cfg(feature = "tls")]
 #[tokio::test]
 async fn tls_with_client_certificates() {
-    let server = match common::etcd_with("tls_with_client_certificates", |dir| {
-        let files = common::make_certs(dir);
-        if files.is_none() {
-            eprintln!("SKIP tls_with_client_certificates: openssl could not make certificates");
-        }
-        files
-    })
-    .await
-    {
-        Some(s) if s.tls().is_some() => s,
-        _ => return,
+    let Some(server) = local_etcd().tls(true).start_or_skip().await else {
+        return;
     };
-    let tls = server.tls().unwrap().clone();
+    let tls = server.tls().expect("TLS material").clone();
+    assert!(server.url().starts_with("https://"), "{}", server.url());
 
     // Files, or the PEM bytes themselves.
-    let b = server.backend().await;
+    let b = EtcdBackend::connect(options(&server))
+        .await
+        .expect("connect");
     b.put(b"secure", b"yes", NO_LEASE).await.unwrap();
     let from_bytes = EtcdBackend::connect(
-        coord_etcd::EtcdOptions::new([format!("127.0.0.1:{}", port_of(&server.endpoint()))])
-            .ca_cert(std::fs::read(&tls.ca).unwrap())
+        // A bare host:port: the CA makes it https.
+        EtcdOptions::new([server.endpoint()])
+            .ca_cert(std::fs::read(tls.ca_cert_path()).unwrap())
             .client_identity(
-                std::fs::read(&tls.client_cert).unwrap(),
-                std::fs::read(&tls.client_key).unwrap(),
+                std::fs::read(tls.client_cert_path()).unwrap(),
+                std::fs::read(tls.client_key_path()).unwrap(),
             ),
     )
     .await
@@ -113,8 +127,8 @@ async fn tls_with_client_certificates() {
 
     // Without the client certificate the server refuses the connection.
     let no_identity = EtcdBackend::connect(
-        coord_etcd::EtcdOptions::new([server.endpoint()])
-            .ca_cert_file(&tls.ca)
+        EtcdOptions::new([server.url()])
+            .ca_cert_file(tls.ca_cert_path())
             .connect_timeout(Duration::from_secs(2)),
     )
     .await
@@ -122,11 +136,10 @@ async fn tls_with_client_certificates() {
     assert!(no_identity.is_retryable(), "{no_identity:?}");
 
     // A missing file is named.
-    let missing = EtcdBackend::connect(
-        coord_etcd::EtcdOptions::new([server.endpoint()]).ca_cert_file("/nonexistent/ca.pem"),
-    )
-    .await
-    .unwrap_err();
+    let missing =
+        EtcdBackend::connect(EtcdOptions::new([server.url()]).ca_cert_file("/nonexistent/ca.pem"))
+            .await
+            .unwrap_err();
     assert!(
         matches!(missing, Error::InvalidArgument { .. }),
         "{missing:?}"
@@ -134,29 +147,15 @@ async fn tls_with_client_certificates() {
     assert!(missing.to_string().contains("/nonexistent/ca.pem"));
 }
 
-#[cfg(feature = "tls")]
-fn port_of(endpoint: &str) -> u16 {
-    endpoint.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 /// etcd's simple auth tokens live in the server's memory: after a restart every token is
 /// invalid, and the resumed watch and keep-alive stream must authenticate again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_and_keep_alive_survive_a_restart_with_auth() {
-    let mut server = etcd_or_skip!("watch_and_keep_alive_survive_a_restart_with_auth");
-    let mut admin = server.backend().await.client();
-    admin.user_add("root", ROOT_PW, None).await.unwrap();
-    admin.user_grant_role("root", "root").await.unwrap();
-    admin.role_add("app").await.unwrap();
-    admin
-        .role_grant_permission("app", Permission::read_write("app/").with_prefix())
-        .await
-        .unwrap();
-    admin.user_add("app", APP_PW, None).await.unwrap();
-    admin.user_grant_role("app", "app").await.unwrap();
-    admin.auth_enable().await.unwrap();
+    let Some(server) = local_etcd_with_auth().await else {
+        return;
+    };
 
-    let app_options = server.options().user("app", APP_PW).namespace("app/");
+    let app_options = options(&server).user("app", APP_PW).namespace("app/");
     let app = || app_options.clone();
     let b = EtcdBackend::connect(app()).await.unwrap();
     let lease = b.lease_grant(Duration::from_secs(20)).await.unwrap();
@@ -170,8 +169,8 @@ async fn watch_and_keep_alive_survive_a_restart_with_auth() {
         .unwrap();
     assert_eq!(first.revision, r1);
 
-    server.kill9();
-    server.start().await;
+    server.kill().await.expect("kill etcd");
+    server.restart().await.expect("restart etcd");
     // Poll the watch first, so it resumes before any unary call refreshed the token.
     let watcher = tokio::spawn(async move {
         tokio::time::timeout(Duration::from_secs(20), w.next())

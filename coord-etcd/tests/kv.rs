@@ -1,7 +1,5 @@
 //! KV, txn, range and namespace behaviour against a real etcd.
 
-mod common;
-
 use std::time::Duration;
 
 use coord_core::{
@@ -9,6 +7,36 @@ use coord_core::{
     RangeRequest, SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest,
 };
 use coord_etcd::{EtcdBackend, EtcdOptions};
+use coord_testkit::EtcdServer;
+
+/// A server of the test's own, never a shared or external one: the tests write keys
+/// outside any namespace and check revision arithmetic, whole-keyspace counts and
+/// compaction, and one kills and restarts it. With etcd's default raft timing (100 ms
+/// heartbeat, 1 s election): the server settings `coord_etcd` assumes, such as the 2 s
+/// minimum lease TTL.
+async fn local_etcd() -> Option<EtcdServer> {
+    EtcdServer::builder()
+        .local_only()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+        .start_or_skip()
+        .await
+}
+
+fn options(server: &EtcdServer) -> EtcdOptions {
+    EtcdOptions::new(server.urls())
+}
+
+async fn backend(server: &EtcdServer) -> EtcdBackend {
+    EtcdBackend::connect(options(server))
+        .await
+        .expect("connect")
+}
+
+async fn backend_ns(server: &EtcdServer, ns: &str) -> EtcdBackend {
+    EtcdBackend::connect(options(server).namespace(ns))
+        .await
+        .expect("connect")
+}
 
 #[tokio::test]
 async fn connect_to_a_closed_port_fails_with_unavailable() {
@@ -41,8 +69,10 @@ async fn connect_without_endpoints_is_invalid() {
 
 #[tokio::test]
 async fn put_get_delete_and_metadata() {
-    let server = etcd_or_skip!("put_get_delete_and_metadata");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     assert_eq!(b.info().name, "etcd");
     assert!(b.get(b"k").await.unwrap().is_none());
     let r1 = b.put(b"k", b"v1", NO_LEASE).await.unwrap();
@@ -66,8 +96,10 @@ async fn put_get_delete_and_metadata() {
 
 #[tokio::test]
 async fn txn_compares_pick_the_branch() {
-    let server = etcd_or_skip!("txn_compares_pick_the_branch");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     b.put(b"d", b"doomed", NO_LEASE).await.unwrap();
     let rev = b.put(b"a", b"1", NO_LEASE).await.unwrap();
 
@@ -171,8 +203,10 @@ async fn txn_compares_pick_the_branch() {
 
 #[tokio::test]
 async fn range_sort_limit_more_count_and_filters() {
-    let server = etcd_or_skip!("range_sort_limit_more_count_and_filters");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     // Created in the order c, a, d, b; then a is updated.
     let rc = b.put(b"p/c", b"3", NO_LEASE).await.unwrap();
     let ra = b.put(b"p/a", b"1", NO_LEASE).await.unwrap();
@@ -272,10 +306,12 @@ async fn range_sort_limit_more_count_and_filters() {
 
 #[tokio::test]
 async fn namespaces_are_isolated() {
-    let server = etcd_or_skip!("namespaces_are_isolated");
-    let raw = server.backend().await;
-    let a = server.backend_ns("ns-a/").await;
-    let b = server.backend_ns("ns-b/").await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let raw = backend(&server).await;
+    let a = backend_ns(&server, "ns-a/").await;
+    let b = backend_ns(&server, "ns-b/").await;
     raw.put(b"ns-a", b"just outside", NO_LEASE).await.unwrap();
     raw.put(b"ns-a0", b"just outside", NO_LEASE).await.unwrap();
     a.put(b"k", b"from a", NO_LEASE).await.unwrap();
@@ -329,8 +365,10 @@ async fn namespaces_are_isolated() {
 
 #[tokio::test]
 async fn compact_and_errors() {
-    let server = etcd_or_skip!("compact_and_errors");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     for i in 0..5 {
         b.put(b"c", format!("{i}").as_bytes(), NO_LEASE)
             .await
@@ -349,15 +387,17 @@ async fn compact_and_errors() {
 
 #[tokio::test]
 async fn request_timeout_applies_to_unary_calls() {
-    let mut server = etcd_or_skip!("request_timeout_applies_to_unary_calls");
-    let b = EtcdBackend::connect(server.options().request_timeout(Duration::from_secs(1)))
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = EtcdBackend::connect(options(&server).request_timeout(Duration::from_secs(1)))
         .await
         .unwrap();
     b.put(b"x", b"1", NO_LEASE).await.unwrap();
-    server.kill9();
+    server.kill().await.expect("kill etcd");
     let err = b.get(b"x").await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
-    server.start().await;
+    server.restart().await.expect("restart etcd");
     // The same backend works again once etcd is back.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -1,18 +1,48 @@
 //! Leases against a real etcd (real time: TTLs are seconds).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use coord_core::{
     BackendExt, CoordinationBackend, Error, EventKind, KeyRange, RangeRequest, WatchRequest,
 };
+use coord_etcd::{EtcdBackend, EtcdOptions};
+use coord_testkit::EtcdServer;
 use futures::StreamExt;
+
+/// A server of the test's own, never a shared or external one: the tests write keys
+/// outside any namespace and check revisions and whole-keyspace counts, and one kills and
+/// restarts it. With etcd's default raft timing (100 ms heartbeat, 1 s election): the
+/// server settings `coord_etcd` assumes, such as the 2 s minimum lease TTL.
+async fn local_etcd() -> Option<EtcdServer> {
+    EtcdServer::builder()
+        .local_only()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+        .start_or_skip()
+        .await
+}
+
+fn options(server: &EtcdServer) -> EtcdOptions {
+    EtcdOptions::new(server.urls())
+}
+
+async fn backend(server: &EtcdServer) -> EtcdBackend {
+    EtcdBackend::connect(options(server))
+        .await
+        .expect("connect")
+}
+
+async fn backend_ns(server: &EtcdServer, ns: &str) -> EtcdBackend {
+    EtcdBackend::connect(options(server).namespace(ns))
+        .await
+        .expect("connect")
+}
 
 #[tokio::test]
 async fn grant_rounds_up_and_reports_the_granted_ttl() {
-    let server = etcd_or_skip!("grant_rounds_up_and_reports_the_granted_ttl");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let g = b.lease_grant(Duration::from_millis(5200)).await.unwrap();
     assert!(g.id > 0);
     assert_eq!(g.ttl, Duration::from_secs(6));
@@ -38,8 +68,10 @@ async fn grant_rounds_up_and_reports_the_granted_ttl() {
 
 #[tokio::test]
 async fn keep_alive_revoke_and_not_found() {
-    let server = etcd_or_skip!("keep_alive_revoke_and_not_found");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let g = b.lease_grant(Duration::from_secs(3)).await.unwrap();
     b.put(b"owned", b"x", g.id).await.unwrap();
     assert_eq!(b.get(b"owned").await.unwrap().unwrap().lease, g.id);
@@ -87,8 +119,10 @@ async fn keep_alive_revoke_and_not_found() {
 
 #[tokio::test]
 async fn expiry_deletes_keys_in_one_revision_with_delete_events() {
-    let server = etcd_or_skip!("expiry_deletes_keys_in_one_revision_with_delete_events");
-    let b = server.backend_ns("exp/").await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend_ns(&server, "exp/").await;
     let g = b.lease_grant(Duration::from_secs(2)).await.unwrap();
     b.put(b"l/1", b"a", g.id).await.unwrap();
     b.put(b"l/2", b"b", g.id).await.unwrap();
@@ -123,16 +157,18 @@ async fn expiry_deletes_keys_in_one_revision_with_delete_events() {
 
 #[tokio::test]
 async fn keep_alive_continues_after_restart() {
-    let mut server = etcd_or_skip!("keep_alive_continues_after_restart");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let g = b.lease_grant(Duration::from_secs(10)).await.unwrap();
     b.put(b"held", b"x", g.id).await.unwrap();
     b.lease_keep_alive(g.id).await.unwrap();
 
-    server.kill9();
+    server.kill().await.expect("kill etcd");
     let err = b.lease_keep_alive(g.id).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
-    server.start().await;
+    server.restart().await.expect("restart etcd");
 
     // The broken stream is replaced transparently once etcd is back.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -1,14 +1,42 @@
 //! Watches against a real etcd, including compaction and etcd restarts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use coord_core::{
     BackendExt, CoordinationBackend, Error, EventKind, KeyRange, NO_LEASE, TxnOp, TxnRequest,
     WatchRequest, WatchResponse, WatchStream,
 };
+use coord_etcd::{EtcdBackend, EtcdOptions};
+use coord_testkit::EtcdServer;
 use futures::StreamExt;
+
+/// A server of the test's own, never a shared or external one: the tests write keys
+/// outside any namespace and check revisions and compaction, and some kill and restart
+/// it. With etcd's default raft timing (100 ms heartbeat, 1 s election): the server
+/// settings `coord_etcd` assumes, such as the 2 s minimum lease TTL.
+async fn local_etcd() -> Option<EtcdServer> {
+    EtcdServer::builder()
+        .local_only()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+        .start_or_skip()
+        .await
+}
+
+fn options(server: &EtcdServer) -> EtcdOptions {
+    EtcdOptions::new(server.urls())
+}
+
+async fn backend(server: &EtcdServer) -> EtcdBackend {
+    EtcdBackend::connect(options(server))
+        .await
+        .expect("connect")
+}
+
+async fn backend_ns(server: &EtcdServer, ns: &str) -> EtcdBackend {
+    EtcdBackend::connect(options(server).namespace(ns))
+        .await
+        .expect("connect")
+}
 
 async fn next(w: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(Duration::from_secs(10), w.next())
@@ -20,8 +48,10 @@ async fn next(w: &mut WatchStream) -> WatchResponse {
 
 #[tokio::test]
 async fn watch_from_now_knows_its_start_revision() {
-    let server = etcd_or_skip!("watch_from_now_knows_its_start_revision");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let r = b.put(b"k", b"0", NO_LEASE).await.unwrap();
     let mut w = b.watch(WatchRequest::key("k")).await.unwrap();
     assert_eq!(w.start_revision(), r + 1);
@@ -45,8 +75,10 @@ async fn watch_from_now_knows_its_start_revision() {
 
 #[tokio::test]
 async fn watch_from_the_past_splits_revisions_and_groups_txns() {
-    let server = etcd_or_skip!("watch_from_the_past_splits_revisions_and_groups_txns");
-    let b = server.backend_ns("w/").await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend_ns(&server, "w/").await;
     let r1 = b.put(b"p/a", b"1", NO_LEASE).await.unwrap();
     let r2 = b.put(b"p/b", b"2", NO_LEASE).await.unwrap();
     b.put(b"q", b"not watched", NO_LEASE).await.unwrap();
@@ -101,8 +133,10 @@ async fn watch_from_the_past_splits_revisions_and_groups_txns() {
 
 #[tokio::test]
 async fn watch_from_a_compacted_revision_ends_with_compacted() {
-    let server = etcd_or_skip!("watch_from_a_compacted_revision_ends_with_compacted");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let first = b.put(b"c", b"0", NO_LEASE).await.unwrap();
     for i in 1..5 {
         b.put(b"c", format!("{i}").as_bytes(), NO_LEASE)
@@ -134,7 +168,7 @@ async fn watch_from_a_compacted_revision_ends_with_compacted() {
 }
 
 /// Writes `count` versions of one key, retrying through outages; returns the last revision.
-async fn writer(b: coord_etcd::EtcdBackend, count: usize) -> i64 {
+async fn writer(b: EtcdBackend, count: usize) -> i64 {
     let mut last = 0;
     let mut written = 0;
     while written < count {
@@ -155,8 +189,10 @@ async fn writer(b: coord_etcd::EtcdBackend, count: usize) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_kill_and_restart_without_losing_events() {
-    let mut server = etcd_or_skip!("watch_resumes_after_kill_and_restart_without_losing_events");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let mut w = b.watch(WatchRequest::key("w")).await.unwrap();
     let start = w.start_revision();
     let reader = tokio::spawn(async move {
@@ -176,9 +212,9 @@ async fn watch_resumes_after_kill_and_restart_without_losing_events() {
     });
     let write = tokio::spawn(writer(b.clone(), 150));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    server.kill9();
+    server.kill().await.expect("kill etcd");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.start().await;
+    server.restart().await.expect("restart etcd");
     let last = write.await.unwrap();
     let (versions, revisions) = tokio::time::timeout(Duration::from_secs(30), reader)
         .await
@@ -196,15 +232,17 @@ async fn watch_resumes_after_kill_and_restart_without_losing_events() {
 
 #[tokio::test]
 async fn resuming_into_a_compacted_revision_yields_compacted() {
-    let mut server = etcd_or_skip!("resuming_into_a_compacted_revision_yields_compacted");
-    let b = server.backend().await;
+    let Some(server) = local_etcd().await else {
+        return;
+    };
+    let b = backend(&server).await;
     let mut w = b.watch(WatchRequest::key("x")).await.unwrap();
     let r1 = b.put(b"x", b"1", NO_LEASE).await.unwrap();
     assert_eq!(next(&mut w).await.revision, r1);
     // While the watch is not polled: etcd dies, comes back, history moves on and is
     // compacted past what the watch has delivered.
-    server.kill9();
-    server.start().await;
+    server.kill().await.expect("kill etcd");
+    server.restart().await.expect("restart etcd");
     let deadline = Instant::now() + Duration::from_secs(10);
     let r2 = loop {
         match b.put(b"x", b"2", NO_LEASE).await {
