@@ -1,6 +1,6 @@
 //! Distributed coordination for Rust services: leader election, mutexes, read/write locks
-//! and semaphores, written once against one backend contract and run on etcd, on Redis or
-//! in memory.
+//! and semaphores, written once against one backend contract and run on etcd or in memory
+//! (a Redis backend is designed but not written yet).
 //!
 //! ```
 //! # #[cfg(feature = "memory")]
