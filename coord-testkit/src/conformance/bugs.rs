@@ -638,27 +638,32 @@ pub async fn bug_5_predecessor_recreated_under_same_key(backend: &dyn TestBacken
     type Wait = tokio::task::JoinHandle<coord_core::Result<coord_core::MutexGuard>>;
     let p_second: Arc<std::sync::Mutex<Option<Wait>>> = Arc::default();
     let fired = Arc::new(AtomicBool::new(false));
+    // Set when the hook has seen kP re-created (P's second claim landed), not merely when
+    // it spawned that claim: on a real server the claim takes a round trip or two.
+    let recreated = Arc::new(AtomicBool::new(false));
     let hook = {
-        let (kp, c, p, name, p_second, fired) = (
+        let (kp, c, p, name, p_second, fired, recreated) = (
             kp.clone(),
             c.clone(),
             p.clone(),
             name.clone(),
             p_second.clone(),
             fired.clone(),
+            recreated.clone(),
         );
         let p_first = Arc::new(std::sync::Mutex::new(Some(p_first)));
         Arc::new(move |req: &WatchRequest| {
             if req.range != KeyRange::key(kp.as_str()) || fired.swap(true, Ordering::SeqCst) {
                 return None;
             }
-            let (kp, c, p, name, p_second, p_first) = (
+            let (kp, c, p, name, p_second, p_first, recreated) = (
                 kp.clone(),
                 c.clone(),
                 p.clone(),
                 name.clone(),
                 p_second.clone(),
                 p_first.clone(),
+                recreated.clone(),
             );
             Some(
                 async move {
@@ -677,6 +682,7 @@ pub async fn bug_5_predecessor_recreated_under_same_key(backend: &dyn TestBacken
                     *p_second.lock().unwrap() = Some(tokio::spawn(async move { m.lock().await }));
                     for _ in 0..2000 {
                         if c.get(kp.as_bytes()).await.unwrap().is_some() {
+                            recreated.store(true, Ordering::SeqCst);
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -691,9 +697,11 @@ pub async fn bug_5_predecessor_recreated_under_same_key(backend: &dyn TestBacken
     let w = session_with_ttl(&wc, backend.short_ttl()).await;
     let mw = Mutex::new(&w, name.as_str());
     let w_wait = tokio::spawn(async move { mw.lock().await });
-    eventually(settle(backend), "W reached its watch on kP", || async {
-        fired.load(Ordering::SeqCst) && p_second.lock().unwrap().is_some()
-    })
+    eventually(
+        settle(backend),
+        "W reached its watch on kP and P re-created kP",
+        || async { recreated.load(Ordering::SeqCst) },
+    )
     .await;
     let p_wait = p_second.lock().unwrap().take().unwrap();
     let kv = c.get(kp.as_bytes()).await.unwrap().expect("kP re-created");
