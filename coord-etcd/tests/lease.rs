@@ -5,37 +5,10 @@ use std::time::{Duration, Instant};
 use coord_core::{
     BackendExt, CoordinationBackend, Error, EventKind, KeyRange, RangeRequest, WatchRequest,
 };
-use coord_etcd::{EtcdBackend, EtcdOptions};
-use coord_testkit::EtcdServer;
 use futures::StreamExt;
 
-/// A server of the test's own, never a shared or external one: the tests write keys
-/// outside any namespace and check revisions and whole-keyspace counts, and one kills and
-/// restarts it. With etcd's default raft timing (100 ms heartbeat, 1 s election): the
-/// server settings `coord_etcd` assumes, such as the 2 s minimum lease TTL.
-async fn local_etcd() -> Option<EtcdServer> {
-    EtcdServer::builder()
-        .local_only()
-        .timing(Duration::from_millis(100), Duration::from_secs(1))
-        .start_or_skip()
-        .await
-}
-
-fn options(server: &EtcdServer) -> EtcdOptions {
-    EtcdOptions::new(server.urls())
-}
-
-async fn backend(server: &EtcdServer) -> EtcdBackend {
-    EtcdBackend::connect(options(server))
-        .await
-        .expect("connect")
-}
-
-async fn backend_ns(server: &EtcdServer, ns: &str) -> EtcdBackend {
-    EtcdBackend::connect(options(server).namespace(ns))
-        .await
-        .expect("connect")
-}
+mod support;
+use support::own_server::{backend, backend_ns, local_etcd};
 
 #[tokio::test]
 async fn grant_rounds_up_and_reports_the_granted_ttl() {
