@@ -5,7 +5,7 @@ use coord::{Election, Error, KeyValue, LeaderUpdate};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use super::signals::{Signals, interrupted};
+use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, Out, WaitArgs, code};
 
 #[derive(Debug, Args)]
@@ -46,18 +46,9 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
             None => election.campaign(proposal.clone()).await,
         }
     };
-    let leadership = tokio::select! {
-        r = campaign => match r {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = session.close().await;
-                return Err(e.into());
-            }
-        },
-        signo = signals.recv() => {
-            let _ = session.close().await;
-            return Ok(interrupted(signo));
-        }
+    let leadership = match acquire_unless_interrupted(campaign, &session, &mut signals).await? {
+        Ok(leadership) => leadership,
+        Err(exit) => return Ok(exit),
     };
     let key = leadership.key().to_owned();
     ctx.out.emit(

@@ -7,7 +7,7 @@ use coord::{Mutex, MutexGuard, RwMode, RwMutex, RwMutexGuard, Session};
 use serde_json::json;
 use tokio::process::Child;
 
-use super::signals::{Signals, interrupted};
+use super::signals::{Signals, acquire_unless_interrupted, interrupted};
 use super::{CliError, Ctx, WaitArgs, code, parse_duration};
 
 #[derive(Debug, Args)]
@@ -124,20 +124,11 @@ pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
     let mut signals = Signals::install()?;
     let conn = ctx.connect().await?;
     let session = conn.session().await?;
-    let held = tokio::select! {
-        r = acquire(&session, &args) => match r {
+    let held =
+        match acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals).await? {
             Ok(held) => held,
-            Err(e) => {
-                let _ = session.close().await;
-                return Err(e.into());
-            }
-        },
-        signo = signals.recv() => {
-            // Dropping the acquisition withdrew the waiting key; closing revokes the lease.
-            let _ = session.close().await;
-            return Ok(interrupted(signo));
-        }
-    };
+            Err(exit) => return Ok(exit),
+        };
     let key = held.key().to_owned();
     let token = held.fencing_token();
     ctx.out.emit(

@@ -1,6 +1,8 @@
 //! SIGINT / SIGTERM (and SIGHUP) as an async stream, installed before anything is printed so
 //! that a signal sent right after the first line is never missed.
 
+use coord::Session;
+
 use super::{CliError, code};
 
 /// The termination signals coord reacts to.
@@ -56,4 +58,26 @@ impl Signals {
 /// The exit code for "interrupted by signal `signo`" (shell convention).
 pub(crate) fn interrupted(signo: i32) -> u8 {
     (128 + signo).clamp(0, 255) as u8
+}
+
+/// Awaits `acquire` (a lock or a campaign) unless a termination signal comes first. On an
+/// error or a signal the session is closed, revoking its lease, so that a waiting key is
+/// gone at once rather than when the lease runs out.
+///
+/// Returns the acquired value, or `Err(exit code)` for the signal.
+pub(crate) async fn acquire_unless_interrupted<T>(
+    acquire: impl Future<Output = coord::Result<T>>,
+    session: &Session,
+    signals: &mut Signals,
+) -> Result<Result<T, u8>, CliError> {
+    let outcome = tokio::select! {
+        r = acquire => match r {
+            Ok(held) => return Ok(Ok(held)),
+            Err(e) => Err(e.into()),
+        },
+        // Dropping `acquire` withdrew its waiting key.
+        signo = signals.recv() => Ok(Err(interrupted(signo))),
+    };
+    let _ = session.close().await;
+    outcome
 }
