@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod elect;
+mod interactive;
 mod lock;
 mod output;
 mod repl;

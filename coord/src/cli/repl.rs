@@ -1,15 +1,8 @@
 //! `coord repl NAME`: the interactive election of `examples/election.rs`, on any backend.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
 use clap::Args;
-use coord::{Connection, Election, Error, Leadership, Session};
-use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::Mutex as AsyncMutex;
 
+use super::interactive;
 use super::{CliError, Ctx, code};
 
 #[derive(Debug, Args)]
@@ -18,177 +11,18 @@ pub(crate) struct ReplArgs {
     pub(crate) name: String,
 }
 
-const HELP: &str =
-    "<node> elect [value] | proclaim <value> | resign | watch | query | rev | crash; help; quit";
-
-/// One participant: its own connection and session, and its candidacy or leadership.
-struct Node {
-    conn: Connection,
-    session: Session,
-    election: Election,
-    leadership: Arc<AsyncMutex<Option<Leadership>>>,
-    campaign: Option<tokio::task::JoinHandle<()>>,
-    watch: Option<tokio::task::JoinHandle<()>>,
-}
-
 pub(crate) async fn run(ctx: &Ctx, args: ReplArgs) -> Result<u8, CliError> {
-    let mut nodes: HashMap<String, Node> = HashMap::new();
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
     println!("election {:?} on {}", args.name, ctx.options.redacted_url());
-    println!("commands: {HELP}");
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| CliError::new(code::FAILURE, format!("reading stdin: {e}")))?
-    {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            [] => continue,
-            ["quit"] | ["exit"] => break,
-            ["help"] => {
-                println!("{HELP}");
-                continue;
-            }
-            [id, command, rest @ ..] => {
-                if !nodes.contains_key(*id) {
-                    let conn = ctx.connect().await?;
-                    let session = conn.session().await?;
-                    let election = Election::new(&session, args.name.clone());
-                    nodes.insert(
-                        id.to_string(),
-                        Node {
-                            conn,
-                            session,
-                            election,
-                            leadership: Arc::new(AsyncMutex::new(None)),
-                            campaign: None,
-                            watch: None,
-                        },
-                    );
-                }
-                let node = nodes.get_mut(*id).expect("inserted above");
-                if let Err(e) = command_for(id, node, command, &rest.join(" ")).await {
-                    println!("[{id}] {command} failed: {e}");
-                }
-            }
-            [word] => println!("unknown command {word:?}: say <node> <command>, e.g. `1 elect`"),
-        }
-        // Let background campaigns and observers print before the next command.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for (_, node) in nodes {
-        if let Some(w) = node.watch {
-            w.abort();
-        }
-        if let Some(c) = node.campaign {
-            c.abort();
-        }
-        if let Some(l) = node.leadership.lock().await.take() {
-            let _ = l.resign().await;
-        }
-        let _ = node.session.close().await;
-    }
+    interactive::run(&args.name, || async {
+        let conn = ctx.options.clone().connect().await?;
+        let session = conn.session().await?;
+        Ok((conn, session))
+    })
+    .await
+    // A backend error keeps its exit code (timeout, ...); anything else is a failure.
+    .map_err(|e| match e.downcast::<coord::Error>() {
+        Ok(e) => CliError::from(*e),
+        Err(e) => CliError::new(code::FAILURE, e.to_string()),
+    })?;
     Ok(code::OK)
-}
-
-async fn command_for(id: &str, node: &mut Node, command: &str, arg: &str) -> Result<(), Error> {
-    match command {
-        "elect" => {
-            let value = if arg.is_empty() {
-                format!("node-{id}")
-            } else {
-                arg.to_owned()
-            };
-            let election = node.election.clone();
-            let slot = node.leadership.clone();
-            let id = id.to_owned();
-            println!("[{id}] campaigning with {value:?}");
-            node.campaign = Some(tokio::spawn(async move {
-                match election.campaign(value.clone()).await {
-                    Ok(leadership) => {
-                        println!(
-                            "[{id}] elected: key {} rev {}",
-                            leadership.key(),
-                            leadership.rev()
-                        );
-                        let lost = leadership.lost();
-                        *slot.lock().await = Some(leadership);
-                        lost.await;
-                        if slot.lock().await.is_some() {
-                            println!("[{id}] leadership lost");
-                        }
-                    }
-                    Err(e) => println!("[{id}] campaign ended: {e}"),
-                }
-            }));
-        }
-        "proclaim" => match node.leadership.lock().await.as_ref() {
-            Some(l) => {
-                l.proclaim(arg.as_bytes().to_vec()).await?;
-                println!("[{id}] proclaimed {arg:?}");
-            }
-            None => println!("[{id}] not the leader"),
-        },
-        "resign" => {
-            let leadership = node.leadership.lock().await.take();
-            if let Some(campaign) = node.campaign.take() {
-                campaign.abort(); // a pending campaign's candidacy is withdrawn
-            }
-            match leadership {
-                Some(l) => {
-                    l.resign().await?;
-                    println!("[{id}] resigned");
-                }
-                None => println!("[{id}] withdrew (was not leader)"),
-            }
-        }
-        "watch" => {
-            let mut updates = node.election.observe();
-            let id = id.to_owned();
-            node.watch = Some(tokio::spawn(async move {
-                while let Some(update) = updates.next().await {
-                    match update {
-                        Ok(u) => match u.leader {
-                            Some(kv) => println!(
-                                "[{id}] sees leader {:?} ({}) at rev {}",
-                                kv.value_str(),
-                                kv.key_str(),
-                                u.revision
-                            ),
-                            None => println!("[{id}] sees no leader at rev {}", u.revision),
-                        },
-                        Err(e) => println!("[{id}] observe ended: {e}"),
-                    }
-                }
-            }));
-        }
-        "query" => match node.election.leader().await {
-            Ok(kv) => println!("[{id}] leader is {:?} ({})", kv.value_str(), kv.key_str()),
-            Err(Error::NoLeader { .. }) => println!("[{id}] no leader"),
-            Err(e) => return Err(e),
-        },
-        "rev" => match node.leadership.lock().await.as_ref() {
-            Some(l) => println!("[{id}] leader rev {}", l.rev()),
-            None => println!("[{id}] not the leader"),
-        },
-        "crash" => {
-            let lease = node.session.lease();
-            match node.conn.memory() {
-                Some(memory) => {
-                    memory.expire_lease_now(lease)?;
-                    println!("[{id}] lease {lease:x} expired");
-                }
-                None => {
-                    node.session.orphan();
-                    println!(
-                        "[{id}] stopped keeping lease {lease:x} alive: it expires within {:?}",
-                        node.session.ttl()
-                    );
-                }
-            }
-        }
-        other => println!("[{id}] unknown command {other:?}"),
-    }
-    Ok(())
 }
