@@ -11,7 +11,7 @@
 //!   deletes its keys in one revision; and the session's own connection is not told until
 //!   its next keep-alive fails, as with a real expiry.
 //! - **FailNext, Latency, PartitionFail, PartitionHang** are injected at the client
-//!   boundary around a real etcd client ([`support::faulty`]), where the suite defines
+//!   boundary around a real etcd client (`coord_testkit::FaultyBackend`), where the suite defines
 //!   them; the store behind is the real server.
 //! - **Compaction** on a server other tests share: compacting at the current revision
 //!   cannot break the recipes (they only watch "from now"), but it does break a test that
@@ -35,11 +35,10 @@ use coord_core::{
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
 use coord_etcd::{EtcdBackend, EtcdOptions};
-use coord_testkit::ServerMode;
 use coord_testkit::conformance::{Capability, ClientFaults, Clock, Faults, TestBackend};
+use coord_testkit::{FaultyBackend, ServerMode};
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use support::faulty::Faulty;
 use support::shared::{Shared, shared_etcd};
 
 /// Every test holds this for reading; a test that compacts holds it for writing.
@@ -138,7 +137,7 @@ impl TestBackend for Etcd {
 #[async_trait]
 impl Faults for EtcdFaults {
     async fn faulty_client(&self) -> (Arc<dyn CoordinationBackend>, Arc<dyn ClientFaults>) {
-        let (client, controls) = Faulty::new(self.gated_client().await);
+        let (client, controls) = FaultyBackend::new(self.gated_client().await);
         (Arc::new(client), controls)
     }
 

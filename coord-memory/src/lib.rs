@@ -113,7 +113,9 @@
 //!         Err(e) => return Err(e),
 //!     }
 //! };
-//! assert_eq!(failures, 2);
+//! // The recipe's own background clean-up of a failed attempt (a write whose answer was
+//! // lost may still land) goes through the same client and may meet a failure too.
+//! assert!((1..=2).contains(&failures));
 //!
 //! // a is cut off while holding the lock: its session gives up (lost fires) before the
 //! // server lets the lease expire, and then b gets the lock.

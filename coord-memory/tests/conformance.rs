@@ -11,8 +11,9 @@ use coord_core::{
     BackendInfo, CoordinationBackend, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
-use coord_memory::{MemoryBackend, PartitionMode};
-use coord_testkit::conformance::{ClientFaults, Clock, Faults, Partition, TestBackend};
+use coord_memory::MemoryBackend;
+use coord_testkit::FaultyBackend;
+use coord_testkit::conformance::{ClientFaults, Clock, Faults, TestBackend};
 
 /// How clients are handed to the suite.
 #[derive(Debug, Clone, Copy)]
@@ -71,36 +72,16 @@ impl TestBackend for Memory {
 
 #[async_trait]
 impl Faults for MemoryFaults {
+    /// The generic client-side fault wrapper every backend's suite uses, around a new
+    /// client of the store (coord-memory's own per-client hooks are tested in its unit
+    /// tests).
     async fn faulty_client(&self) -> (Arc<dyn CoordinationBackend>, Arc<dyn ClientFaults>) {
-        let client = self.store.new_client();
-        (
-            self.wrap(client.clone()),
-            Arc::new(MemoryClientFaults(client)),
-        )
+        let (client, controls) = FaultyBackend::new(self.wrap(self.store.new_client()));
+        (Arc::new(client), controls)
     }
     async fn expire_lease_now(&self, lease: LeaseId) {
         // Already gone is fine: the point is that it is gone now.
         let _ = self.store.expire_lease_now(lease);
-    }
-}
-
-struct MemoryClientFaults(MemoryBackend);
-
-impl ClientFaults for MemoryClientFaults {
-    fn fail_next(&self, n: u64) {
-        self.0.fail_next(n);
-    }
-    fn set_latency(&self, latency: Duration) {
-        self.0.set_latency(latency);
-    }
-    fn partition(&self, mode: Partition) {
-        self.0.partition(match mode {
-            Partition::Fail => PartitionMode::Fail,
-            Partition::Hang => PartitionMode::Hang,
-        });
-    }
-    fn heal(&self) {
-        self.0.heal();
     }
 }
 

@@ -9,8 +9,8 @@ use super::own_key::{OwnedKey, claim};
 use super::wait::wait_for_predecessors;
 use super::{Session, lock_key};
 use crate::{
-    BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest,
-    Result, Revision, TxnOp, TxnRequest, WatchRequest,
+    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest, Result,
+    Revision, WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -18,10 +18,13 @@ use crate::{
 /// Candidates put `<name>/<lease hex>` with their proposal as the value, attached to the
 /// session lease; the leader is the candidate with the lowest create revision. So a coord
 /// candidate and `etcdctl elect`, etcd's server-side election API or Go's
-/// `concurrency.Election` on the same name see the same leader. A session is one candidate:
-/// campaigning again on the same session and name adopts the existing candidacy (and
-/// proclaims the new value), which is how leadership is resumed after a restart with
-/// [`crate::SessionBuilder::lease`].
+/// `concurrency.Election` on the same name see the same leader.
+///
+/// A candidacy is a handle, not a session: a second `campaign()` on the same session and
+/// name waits until the first candidacy ends (etcd's Go `Election` instead proclaims the
+/// new value at once). A session resumed from its lease id in a new process
+/// ([`crate::SessionBuilder::lease`]) adopts the candidacy its predecessor left, with the
+/// new proposal: that is how leadership survives a restart.
 #[derive(Debug, Clone)]
 pub struct Election {
     session: Session,
@@ -69,14 +72,14 @@ impl Election {
         let claim = claim(&self.session, key, &proposal, Vec::new()).await?;
         let own = claim.key;
         if claim.existing_value.is_some_and(|v| v != proposal) {
-            put_if_owner(&own, &proposal).await?;
+            self.session.race(own.put_value(&proposal)).await?;
         }
         let prefix = format!("{}/", self.name);
         wait_for_predecessors(&own, |max| {
             RangeRequest::last_created_before(prefix.as_str(), max)
         })
         .await?;
-        Ok(Leadership {
+        self.session.unless_lost(Leadership {
             name: self.name.clone(),
             own,
         })
@@ -289,16 +292,17 @@ impl Leadership {
         self.own.is_owner()
     }
 
-    /// Replaces the proposal observers see, if still leader.
+    /// Replaces the proposal observers see, if still leader. A proclamation whose answer
+    /// was lost can never land over a later one: each compares the revision it follows.
     ///
     /// # Errors
     /// [`Error::NotLeader`] when the leader key is gone or is a newer incarnation; any
-    /// backend error.
+    /// backend error (the proclamation may then still be applied, before the next one).
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped proclamation may or may not have been applied.
     pub async fn proclaim(&self, proposal: impl Into<Vec<u8>>) -> Result<()> {
-        match put_if_owner(&self.own, &proposal.into()).await {
+        match self.own.put_value(&proposal.into()).await {
             Err(Error::LockLost { .. }) => Err(Error::NotLeader {
                 election: self.name.clone(),
             }),
@@ -363,28 +367,5 @@ impl std::fmt::Debug for Leadership {
             .field("key", &self.own.key())
             .field("rev", &self.own.create_revision())
             .finish()
-    }
-}
-
-async fn put_if_owner(own: &OwnedKey, value: &[u8]) -> Result<()> {
-    let session = own.session();
-    let resp = session
-        .backend()
-        .txn(
-            TxnRequest::new()
-                .when([Compare::create_revision(
-                    own.key(),
-                    CompareOp::Equal,
-                    own.create_revision(),
-                )])
-                .and_then([TxnOp::put_with_lease(own.key(), value, session.lease())]),
-        )
-        .await?;
-    if resp.succeeded {
-        Ok(())
-    } else {
-        Err(Error::LockLost {
-            key: own.key().to_owned(),
-        })
     }
 }

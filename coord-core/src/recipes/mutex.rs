@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::own_key::{OwnedKey, claim};
+use super::own_key::{OwnedKey, claim, try_claim};
 use super::wait::wait_for_predecessors;
 use super::{Session, lock_key};
 use crate::{Compare, Error, RangeRequest, Result, Revision};
@@ -16,9 +16,11 @@ use crate::{Compare, Error, RangeRequest, Result, Revision};
 /// `concurrency.Mutex` on the same name. The name is used verbatim: `"a"` and `"a/"` are
 /// different locks, as in etcd.
 ///
-/// The lock is reentrant per session: two `Mutex` values (or two `lock()` calls) on one
-/// session and name share one key and both succeed; the key is deleted when the last guard
-/// is released.
+/// The holder is a guard, not a session: two tasks that lock one name through one session
+/// exclude each other as two sessions do, and each acquisition has its own key incarnation
+/// and fencing token. (etcd's Go `concurrency.Mutex` is reentrant per session instead: a
+/// second `Lock` on the same session returns at once, and both "hold".) A session resumed
+/// from its lease id in a new process adopts the key its predecessor left.
 ///
 /// # From etcd's Go API
 ///
@@ -53,40 +55,38 @@ impl Mutex {
 
     /// Acquires the lock, waiting as long as it takes. One round trip when uncontended.
     ///
+    /// Another task holding this lock through the same session makes this call wait, as a
+    /// holder of another session would (etcd's Go `Mutex` returns at once there: both
+    /// "hold"). A task that already holds the lock and asks again waits for itself.
+    ///
     /// # Errors
-    /// [`Error::SessionExpired`] if the session is or becomes lost while waiting;
+    /// [`Error::SessionExpired`] if the session is or becomes lost before the lock is
+    /// granted, even if a backend call never answers (returned at the session's deadline);
     /// [`Error::LockLost`] if the waiting key is deleted by someone else; any backend error.
     /// On every error the waiting key is withdrawn.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the waiting key in the background, and
     /// the place in the queue is lost. A lock acquired by a dropped future is released.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use coord_core::{CoordinationBackend, Mutex, Session};
+    /// # async fn example(backend: Arc<dyn CoordinationBackend>) -> coord_core::Result<()> {
+    /// let session = Session::new(backend).await?;
+    /// let mutex = Mutex::new(&session, "jobs/nightly");
+    /// // Gives up after 5 s; the waiting key is withdrawn in the background.
+    /// let guard = tokio::time::timeout(std::time::Duration::from_secs(5), mutex.lock()).await;
+    /// # drop(guard);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
-        let prefix = format!("{}/", self.name);
-        let claim = claim(
-            &self.session,
-            lock_key(&self.name, self.session.lease()),
-            b"",
-            vec![crate::TxnOp::range(RangeRequest::first_created(
-                prefix.as_str(),
-            ))],
-        )
-        .await?;
-        let own = claim.key;
-        let first = claim.responses[0].clone().into_range();
-        let holder = first.and_then(|r| r.kvs.into_iter().next());
-        if holder.is_none_or(|h| h.create_revision == own.create_revision()) {
-            return Ok(self.guard(own));
-        }
-        wait_for_predecessors(&own, |max| {
-            RangeRequest::last_created_before(prefix.as_str(), max)
-        })
-        .await?;
-        Ok(self.guard(own))
+        self.acquire(true).await
     }
 
-    /// Acquires the lock if nobody else holds it, in one round trip (plus a background
-    /// withdrawal when it is held).
+    /// Acquires the lock if nobody else (no other session, and no other task of this
+    /// session) holds it, in one round trip (plus a background withdrawal when it is held).
     ///
     /// # Errors
     /// [`Error::Locked`] naming the holder's key when another session holds the lock; the
@@ -95,16 +95,26 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
+        self.acquire(false).await
+    }
+
+    async fn acquire(&self, wait: bool) -> Result<MutexGuard> {
         let prefix = format!("{}/", self.name);
-        let claim = claim(
-            &self.session,
-            lock_key(&self.name, self.session.lease()),
-            b"",
-            vec![crate::TxnOp::range(RangeRequest::first_created(
-                prefix.as_str(),
-            ))],
-        )
-        .await?;
+        let key = lock_key(&self.name, self.session.lease());
+        let extra = vec![crate::TxnOp::range(RangeRequest::first_created(
+            prefix.as_str(),
+        ))];
+        let claim = if wait {
+            claim(&self.session, key, b"", extra).await?
+        } else {
+            // Another task of this session holds or waits for it: held, as by anyone else.
+            try_claim(&self.session, key.clone(), b"", extra)
+                .await?
+                .ok_or_else(|| Error::Locked {
+                    name: self.name.clone(),
+                    holder: Some(key),
+                })?
+        };
         let own = claim.key;
         let holder = claim.responses[0]
             .clone()
@@ -112,17 +122,24 @@ impl Mutex {
             .and_then(|r| r.kvs.into_iter().next());
         match holder {
             Some(h) if h.create_revision != own.create_revision() => {
-                let holder = h.key_str().into_owned();
-                if let Err(e) = own.release().await {
-                    tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
+                if !wait {
+                    let holder = h.key_str().into_owned();
+                    if let Err(e) = own.release().await {
+                        tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
+                    }
+                    return Err(Error::Locked {
+                        name: self.name.clone(),
+                        holder: Some(holder),
+                    });
                 }
-                Err(Error::Locked {
-                    name: self.name.clone(),
-                    holder: Some(holder),
+                wait_for_predecessors(&own, |max| {
+                    RangeRequest::last_created_before(prefix.as_str(), max)
                 })
+                .await?;
             }
-            _ => Ok(self.guard(own)),
+            _ => {}
         }
+        self.session.unless_lost(self.guard(own))
     }
 
     /// [`Mutex::lock`] with a time limit.

@@ -1,91 +1,266 @@
-//! The keys a session creates for its locks, permits and candidacies.
+//! The keys a session creates for its locks, permits and candidacies, and the rules that
+//! keep them safe when answers are lost.
 //!
-//! Keys are per lease (`<name>/<lease hex>`, etcd's layout), so two handles of one session
-//! on one name share a key: the lock is reentrant per session, as in etcd. This module
-//! counts the handles of each key so that the key is deleted only when the last one lets
-//! go (etcd's Go `TryLock` and `Unlock` delete a key another handle of the same session
-//! still waits with or holds). Creating and deleting one key are serialised per key, so a
-//! release that is still in flight cannot delete a key a new claim has just adopted.
+//! **The holder is a handle, not a session.** Keys are per lease (`<name>/<lease hex>`,
+//! etcd's layout), so a session has one key per name. Each key has a *slot* with a FIFO
+//! *turn* that one user at a time owns: a handle that waits or holds, the release that
+//! deletes the key, or the settling of a claim whose outcome is unknown. So two tasks of one
+//! session exclude each other exactly as two sessions do, and each hold creates its own
+//! incarnation of the key, with its own fencing token. Read holds are the one exception:
+//! readers of one session may share a granted read key while no writer is queued behind it
+//! ([`join_read`]).
+//!
+//! **Unknown outcomes.** A write whose answer was lost (an error, a timeout, a dropped
+//! future) may still be applied later, after writes sent after it: an etcd follower whose
+//! link to the leader is slow forwards it late. So:
+//! - every delete names the incarnation it means (`create_revision`), never the lease alone;
+//! - a claim of unknown outcome is *settled*: under the slot's turn, whatever incarnation it
+//!   made is deleted, and then the key is watched for as long as the session lives, so that
+//!   a late claim that lands while no handle holds the key is deleted as soon as its creation
+//!   is seen (one watch event and two round trips). A late claim that lands while a handle
+//!   of the session waits on or holds the key finds the key there and changes nothing.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
+use tokio::sync::OwnedMutexGuard;
+use tokio_util::sync::CancellationToken;
 
 use super::Session;
+use super::session::LostSignal;
 use crate::{
-    BackendExt, Compare, CompareOp, Error, EventKind, Result, Revision, TxnOp, TxnOpResponse,
-    TxnRequest, WatchRequest,
+    BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, LeaseId, RangeRequest,
+    Result, Revision, TxnOp, TxnOpResponse, TxnRequest, WatchRequest,
 };
 
+/// The slots of one session's keys. A slot is registered while anyone uses it, so the map
+/// does not grow with the number of names ever used.
 #[derive(Default)]
 pub(crate) struct OwnKeys {
-    keys: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<KeyState>>>>,
+    slots: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
 }
 
-#[derive(Default)]
-struct KeyState {
-    /// Handles (waiting or holding) that use the key.
-    refs: usize,
+struct Slot {
+    /// One user of the key at a time, first come first served.
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The granted read hold that other readers of the session may join.
+    shared: std::sync::Mutex<Weak<Incarnation>>,
+    /// Bumped when a read hold is published, to wake readers waiting for the turn.
+    published: tokio::sync::watch::Sender<u64>,
+    /// Whether a settler already watches this key for late claims.
+    settling: AtomicBool,
+    /// Handles of the session that wait for or hold the turn (not background work: a
+    /// release or a settlement, which end by themselves).
+    handles: AtomicUsize,
 }
 
 impl OwnKeys {
-    fn state(&self, key: &str) -> Arc<tokio::sync::Mutex<KeyState>> {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.entry(key.to_owned()).or_default().clone()
+    pub(crate) fn len(&self) -> usize {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn slot(self: &Arc<Self>, key: &str) -> SlotRef {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    turn: Arc::default(),
+                    shared: std::sync::Mutex::new(Weak::new()),
+                    published: tokio::sync::watch::Sender::new(0),
+                    settling: AtomicBool::new(false),
+                    handles: AtomicUsize::new(0),
+                })
+            })
+            .clone();
+        SlotRef {
+            keys: self.clone(),
+            key: key.to_owned(),
+            slot: Some(slot),
+        }
+    }
+}
+
+/// A use of a key's slot; the last one unregisters the slot.
+struct SlotRef {
+    keys: Arc<OwnKeys>,
+    key: String,
+    slot: Option<Arc<Slot>>,
+}
+
+impl SlotRef {
+    fn get(&self) -> &Slot {
+        self.slot.as_ref().expect("a slot is only taken on drop")
+    }
+
+    fn share(&self) -> SlotRef {
+        let mut slots = self.keys.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = slots
+            .entry(self.key.clone())
+            .or_insert_with(|| self.slot.clone().expect("live"))
+            .clone();
+        SlotRef {
+            keys: self.keys.clone(),
+            key: self.key.clone(),
+            slot: Some(slot),
+        }
+    }
+
+    /// Waits for the turn for a handle, racing the session's loss.
+    async fn take_turn(self, lost: &LostSignal, session: &Session) -> Result<Turn> {
+        let handle = HandleCount::new(&self);
+        let turn = self.get().turn.clone();
+        let guard = tokio::select! {
+            biased;
+            _ = lost.clone().wait() => return Err(session.expired_error()),
+            guard = turn.lock_owned() => guard,
+        };
+        Ok(Turn {
+            slot: self,
+            _guard: guard,
+            handle: Some(handle),
+        })
+    }
+
+    /// The turn for a handle if no other handle of the session waits for or holds it
+    /// (waiting out a release or settlement in progress); `None` otherwise.
+    async fn try_turn(self, lost: &LostSignal, session: &Session) -> Result<Option<Turn>> {
+        if self.get().handles.load(Ordering::SeqCst) > 0 {
+            return Ok(None);
+        }
+        self.take_turn(lost, session).await.map(Some)
+    }
+}
+
+/// Counts a handle in [`Slot::handles`] while it lives.
+struct HandleCount(Arc<Slot>);
+
+impl HandleCount {
+    fn new(slot: &SlotRef) -> Self {
+        let slot = slot.slot.clone().expect("live");
+        slot.handles.fetch_add(1, Ordering::SeqCst);
+        HandleCount(slot)
+    }
+}
+
+impl Drop for HandleCount {
+    fn drop(&mut self) {
+        self.0.handles.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for SlotRef {
+    fn drop(&mut self) {
+        let mut slots = self.keys.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Counted under the map's lock, through which every other use is made: exact.
+        drop(self.slot.take());
+        if slots
+            .get(&self.key)
+            .is_some_and(|s| Arc::strong_count(s) == 1)
+        {
+            slots.remove(&self.key);
+        }
+    }
+}
+
+/// One user's turn at a key: no other user of the session touches the key meanwhile.
+pub(crate) struct Turn {
+    slot: SlotRef,
+    _guard: OwnedMutexGuard<()>,
+    /// Set while a handle (not background work) has the turn.
+    handle: Option<HandleCount>,
+}
+
+impl Turn {
+    /// The same turn, now held by background work that ends by itself.
+    fn into_background(mut self) -> Turn {
+        self.handle = None;
+        self
     }
 }
 
 /// What [`claim`] found or made.
 pub(crate) struct Claim {
     pub(crate) key: OwnedKey,
-    /// The key's value before the claim, when it already existed.
+    /// The key's value before the claim, when it already existed (a session resumed from
+    /// its lease id, or a late claim of this session that landed).
     pub(crate) existing_value: Option<Vec<u8>>,
     /// The responses of the extra operations, in order.
     pub(crate) responses: Vec<TxnOpResponse>,
 }
 
-/// Creates `key` with `value` on the session's lease, or adopts it if the session already
-/// has it, in one txn that also runs `extra` (reads that decide whether to wait).
+/// Waits for this session's turn at `key`, then creates it with `value` on the session's
+/// lease (or adopts it if it exists on the lease with no handle of this session holding
+/// it), in one txn that also runs `extra` (reads that decide whether to wait). Every step
+/// races the session's loss.
 pub(crate) async fn claim(
     session: &Session,
     key: String,
     value: &[u8],
     extra: Vec<TxnOp>,
 ) -> Result<Claim> {
-    if session.is_lost() {
-        return Err(session.expired_error());
-    }
-    let state = session.inner().keys.state(&key);
-    let mut guard = state.lock().await;
-    let backend = &session.inner().backend;
+    let lost = session.lost_signal();
+    let turn = session
+        .inner()
+        .keys
+        .slot(&key)
+        .take_turn(&lost, session)
+        .await?;
+    claim_with_turn(session, key, turn, value, extra).await
+}
+
+/// [`claim`] without waiting for the turn: `Ok(None)` when another task of the session
+/// waits on, holds or is releasing the key.
+pub(crate) async fn try_claim(
+    session: &Session,
+    key: String,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+) -> Result<Option<Claim>> {
+    let slot = session.inner().keys.slot(&key);
+    let Some(turn) = slot.try_turn(&session.lost_signal(), session).await? else {
+        return Ok(None);
+    };
+    claim_with_turn(session, key, turn, value, extra)
+        .await
+        .map(Some)
+}
+
+async fn claim_with_turn(
+    session: &Session,
+    key: String,
+    turn: Turn,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+) -> Result<Claim> {
     let mut txn = TxnRequest::new()
         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
         .and_then([TxnOp::put_with_lease(key.as_str(), value, session.lease())])
-        .or_else([TxnOp::range(crate::RangeRequest::key(key.as_str()))]);
+        .or_else([TxnOp::range(RangeRequest::key(key.as_str()))]);
     txn.success.extend(extra.iter().cloned());
     txn.failure.extend(extra);
-    // From here until the txn answers, the store may have created the key without us
-    // knowing: a dropped future or an error (a write may be applied and its answer lost)
-    // must not leave it behind on the session's lease, blocking every other session.
+    // Until the txn answers, the store may have created the key without us knowing.
     let mut pending = PendingClaim {
         session: session.clone(),
-        key: key.clone(),
-        state: Some(state.clone()),
+        key,
+        turn: Some(turn),
     };
-    let result = backend.txn(txn).await;
-    if result.is_ok() {
-        // The answer says exactly what happened; the code below owns the outcome.
-        pending.disarm();
+    let outcome = session.race(session.backend().txn(txn)).await;
+    if let Err(e) = &outcome
+        && !applied_maybe(e)
+    {
+        // Refused before anything was applied: nothing to settle.
+        pending.turn = None;
     }
-    let mut resp = match result {
-        Err(Error::LeaseNotFound { .. }) => return Err(session.expired_error()),
-        other => other?,
-    };
+    let mut resp = outcome?;
+    let turn = pending.turn.take().expect("armed until answered");
+    let key = std::mem::take(&mut pending.key);
     let first = resp.responses.remove(0);
-    let (create_revision, existing_value) = if resp.succeeded {
-        (resp.revision, None)
+    let (create_revision, mod_revision, existing_value) = if resp.succeeded {
+        (resp.revision, resp.revision, None)
     } else {
         let kv = first
             .into_range()
@@ -103,50 +278,194 @@ pub(crate) async fn claim(
                 session.lease()
             )));
         }
-        (kv.create_revision, Some(kv.value))
+        (kv.create_revision, kv.mod_revision, Some(kv.value))
     };
-    guard.refs += 1;
-    drop(guard);
     Ok(Claim {
-        key: OwnedKey {
+        key: OwnedKey::new(Incarnation {
             session: session.clone(),
             key,
             create_revision,
-            state: Some(state),
-        },
+            mod_revision: std::sync::Mutex::new(Some(mod_revision)),
+            open: AtomicBool::new(false),
+            turn: Some(turn),
+        }),
         existing_value,
         responses: resp.responses,
     })
 }
 
-/// One handle's use of a session key. Dropping it lets go of the key in the background;
-/// the key is deleted when no handle of the session uses it any more.
-pub(crate) struct OwnedKey {
+/// A read lock's way in: join the session's granted read hold of `key` if no writer is
+/// queued behind it (one round trip), else wait for the turn and claim the key anew (with
+/// `extra` as in [`claim`]). While waiting for the turn, a read hold that another task of
+/// the session gets granted meanwhile is joined instead.
+///
+/// Without `wait`, `Ok(None)` when it cannot join and another task of the session has the
+/// turn.
+pub(crate) async fn claim_read(
+    session: &Session,
+    key: String,
+    writers: &str,
+    extra: Vec<TxnOp>,
+    wait: bool,
+) -> Result<Option<ReadClaim>> {
+    let lost = session.lost_signal();
+    let slot = session.inner().keys.slot(&key);
+    let mut published = slot.get().published.subscribe();
+    loop {
+        published.borrow_and_update();
+        if let Some(joined) = join_read(session, &slot, writers).await? {
+            return Ok(Some(ReadClaim::Joined(joined)));
+        }
+        if !wait {
+            let Some(turn) = slot.try_turn(&lost, session).await? else {
+                return Ok(None);
+            };
+            let claim = claim_with_turn(session, key, turn, b"", extra).await?;
+            return Ok(Some(ReadClaim::Claimed(claim)));
+        }
+        let waiting = slot.share();
+        tokio::select! {
+            biased;
+            turn = waiting.take_turn(&lost, session) => {
+                let claim = claim_with_turn(session, key, turn?, b"", extra).await?;
+                return Ok(Some(ReadClaim::Claimed(claim)));
+            }
+            _ = published.changed() => {}
+        }
+    }
+}
+
+/// What [`claim_read`] got.
+pub(crate) enum ReadClaim {
+    /// A share of a read hold the session already has: granted.
+    Joined(OwnedKey),
+    /// A new read key, which may still have to wait for older writers.
+    Claimed(Claim),
+}
+
+/// Joins the session's granted read hold of the slot if it is still open and still alive,
+/// and no writer (of any session) has queued behind it since; closes it to later readers
+/// otherwise, so that a stream of overlapping readers cannot starve a writer.
+async fn join_read(session: &Session, slot: &SlotRef, writers: &str) -> Result<Option<OwnedKey>> {
+    let shared = slot
+        .get()
+        .shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .upgrade();
+    let Some(hold) = shared.filter(|h| h.open.load(Ordering::SeqCst)) else {
+        return Ok(None);
+    };
+    let check = TxnRequest::new().and_then([
+        TxnOp::range(RangeRequest::key(hold.key.as_str())),
+        TxnOp::range(
+            RangeRequest::prefix(writers)
+                .min_create_revision(hold.create_revision + 1)
+                .limit(1)
+                .keys_only(),
+        ),
+    ]);
+    let resp = session.race(session.backend().txn(check)).await?;
+    let alive = resp
+        .range(0)?
+        .kvs
+        .first()
+        .is_some_and(|kv| kv.create_revision == hold.create_revision);
+    let writer_behind = !resp.range(1)?.kvs.is_empty();
+    if !alive || writer_behind {
+        hold.open.store(false, Ordering::SeqCst);
+        return Ok(None);
+    }
+    Ok(Some(OwnedKey {
+        inc: Some(hold),
+        released: CancellationToken::new(),
+    }))
+}
+
+/// One incarnation of a session key: created (or adopted) by one claim, deleted once by
+/// the release of its last handle, which holds the slot's turn until the delete is settled.
+struct Incarnation {
     session: Session,
     key: String,
     create_revision: Revision,
-    state: Option<Arc<tokio::sync::Mutex<KeyState>>>,
+    /// The key's last known mod revision; `None` after a write of unknown outcome.
+    mod_revision: std::sync::Mutex<Option<Revision>>,
+    /// Whether other readers of the session may join (granted read holds only).
+    open: AtomicBool,
+    turn: Option<Turn>,
+}
+
+impl Drop for Incarnation {
+    fn drop(&mut self) {
+        let Some(turn) = self.turn.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(key = %self.key, "dropped outside a tokio runtime; the key stays until its lease ends");
+            return;
+        };
+        rt.spawn(release(
+            self.session.clone(),
+            std::mem::take(&mut self.key),
+            self.create_revision,
+            turn.into_background(),
+            None,
+        ));
+    }
+}
+
+/// One handle's hold of a session key. Dropping it lets go in the background; the key is
+/// deleted when no handle holds it any more (several only for shared read holds).
+pub(crate) struct OwnedKey {
+    inc: Option<Arc<Incarnation>>,
+    /// Cancelled when this handle lets go on purpose: its `lost()` then never fires.
+    released: CancellationToken,
 }
 
 impl OwnedKey {
+    fn new(inc: Incarnation) -> Self {
+        OwnedKey {
+            inc: Some(Arc::new(inc)),
+            released: CancellationToken::new(),
+        }
+    }
+
+    fn inc(&self) -> &Incarnation {
+        self.inc.as_ref().expect("taken only by release")
+    }
+
     pub(crate) fn key(&self) -> &str {
-        &self.key
+        &self.inc().key
     }
 
     pub(crate) fn create_revision(&self) -> Revision {
-        self.create_revision
+        self.inc().create_revision
     }
 
     pub(crate) fn session(&self) -> &Session {
-        &self.session
+        &self.inc().session
     }
 
     /// A compare that holds while this key still exists with the same create revision.
     pub(crate) fn is_owner(&self) -> Compare {
-        Compare::create_revision(self.key.as_str(), CompareOp::Equal, self.create_revision)
+        Compare::create_revision(self.key(), CompareOp::Equal, self.create_revision())
     }
 
-    /// Lets go of the key now, deleting it if no other handle of the session uses it.
+    /// Offers this granted read hold to other readers of the session.
+    pub(crate) fn publish_read(&self) {
+        let inc = self.inc.as_ref().expect("live");
+        inc.open.store(true, Ordering::SeqCst);
+        let slot = inc
+            .turn
+            .as_ref()
+            .expect("a new hold has its turn")
+            .slot
+            .get();
+        *slot.shared.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(inc);
+        slot.published.send_modify(|n| *n += 1);
+    }
+
+    /// Lets go of the key now, deleting it if no other handle holds it.
     ///
     /// The work runs in a spawned task that this call only awaits, so dropping the call
     /// does not stop it. On a backend error the task keeps retrying until it succeeds or the
@@ -154,18 +473,26 @@ impl OwnedKey {
     ///
     /// # Errors
     /// [`Error::LockLost`] when this was the last handle and the key was already gone (or
-    /// re-created by someone else) before the release: the caller had lost it. Any backend
-    /// error of the first attempt.
+    /// re-created) before the release: the caller had lost it. Any backend error of the
+    /// first attempt.
     pub(crate) async fn release(mut self) -> Result<()> {
-        let Some(state) = self.state.take() else {
+        self.released.cancel();
+        let Some(inc) = self.inc.take() else {
+            return Ok(());
+        };
+        let Ok(mut inc) = Arc::try_unwrap(inc) else {
+            // Other readers of the session still hold the key: this hold ended.
+            return Ok(());
+        };
+        let Some(turn) = inc.turn.take() else {
             return Ok(());
         };
         let (report, outcome) = tokio::sync::oneshot::channel();
-        tokio::spawn(let_go(
-            self.session.clone(),
-            std::mem::take(&mut self.key),
-            self.create_revision,
-            state,
+        tokio::spawn(release(
+            inc.session.clone(),
+            std::mem::take(&mut inc.key),
+            inc.create_revision,
+            turn.into_background(),
             Some(report),
         ));
         outcome.await.unwrap_or_else(|_| {
@@ -175,41 +502,96 @@ impl OwnedKey {
         })
     }
 
-    /// Resolves when this key is gone (deleted, or its lease expired) or the session is lost.
+    /// Resolves when this hold is lost: its key is gone (deleted, or its lease expired) or
+    /// the session is lost. Never when the hold was let go on purpose.
     pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        key_lost(self.session.clone(), self.key.clone(), self.create_revision)
+        let released = self.released.clone();
+        let lost = key_lost(
+            self.session().clone(),
+            self.key().to_owned(),
+            self.create_revision(),
+        );
+        async move {
+            tokio::select! {
+                biased;
+                _ = released.cancelled() => {}
+                _ = lost => {
+                    // The release marks the handle before it deletes: a delete seen here
+                    // after that is the release's own.
+                    if !released.is_cancelled() {
+                        return;
+                    }
+                }
+            }
+            // Nothing of the session is kept while pending forever.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Replaces the key's value, if this incarnation still exists, in a way that a write of
+    /// unknown outcome sent earlier can never land over: the put compares the mod revision
+    /// it follows, read again when the last one is unknown.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] when the key is gone or is another incarnation; any backend error
+    /// (the outcome is then unknown).
+    pub(crate) async fn put_value(&self, value: &[u8]) -> Result<()> {
+        let inc = self.inc();
+        let backend = inc.session.backend();
+        let lost = || Error::LockLost {
+            key: inc.key.clone(),
+        };
+        let known = *inc.mod_revision.lock().unwrap_or_else(|e| e.into_inner());
+        let mut after = match known {
+            Some(rev) => rev,
+            None => match backend.get(inc.key.as_bytes()).await? {
+                Some(kv) if kv.create_revision == inc.create_revision => kv.mod_revision,
+                _ => return Err(lost()),
+            },
+        };
+        loop {
+            let txn = TxnRequest::new()
+                .when([
+                    self.is_owner(),
+                    Compare::mod_revision(inc.key.as_str(), CompareOp::Equal, after),
+                ])
+                .and_then([TxnOp::put_with_lease(
+                    inc.key.as_str(),
+                    value,
+                    inc.session.lease(),
+                )])
+                .or_else([TxnOp::range(RangeRequest::key(inc.key.as_str()))]);
+            *inc.mod_revision.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let resp = backend.txn(txn).await?;
+            if resp.succeeded {
+                *inc.mod_revision.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp.revision);
+                return Ok(());
+            }
+            match resp.range(0)?.kvs.first() {
+                // Another write of ours landed since (a late one): follow it.
+                Some(kv) if kv.create_revision == inc.create_revision => after = kv.mod_revision,
+                _ => return Err(lost()),
+            }
+        }
     }
 }
 
 impl Drop for OwnedKey {
     fn drop(&mut self) {
-        let Some(state) = self.state.take() else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key = %self.key, "dropped outside a tokio runtime; the key stays until its lease ends");
-            return;
-        };
-        rt.spawn(let_go(
-            self.session.clone(),
-            std::mem::take(&mut self.key),
-            self.create_revision,
-            state,
-            None,
-        ));
+        // Dropping a hold is letting go on purpose too.
+        self.released.cancel();
     }
 }
 
-/// One handle lets go of `key`: the last one deletes it (if it is still the incarnation
-/// created at `rev`), retrying with back-off until that succeeds or the session ends. The
-/// key's state lock is held throughout, so a new claim of the key waits for the outcome
-/// instead of adopting a key that is about to be deleted. The outcome of the first attempt
-/// goes to `report`.
-async fn let_go(
+/// The last handle lets go of `key`: deletes it if it is still the incarnation created at
+/// `rev`, retrying with back-off until that succeeds or the session ends. The turn is held
+/// throughout, so a new claim of the key by this session waits for the outcome. The outcome
+/// of the first attempt goes to `report`.
+async fn release(
     session: Session,
     key: String,
     rev: Revision,
-    state: Arc<tokio::sync::Mutex<KeyState>>,
+    turn: Turn,
     mut report: Option<tokio::sync::oneshot::Sender<Result<()>>>,
 ) {
     let mut send = |outcome: Result<()>| {
@@ -217,16 +599,18 @@ async fn let_go(
             let _ = report.send(outcome);
         }
     };
-    let mut guard = state.lock_owned().await;
-    guard.refs -= 1;
-    if guard.refs > 0 {
-        return send(Ok(()));
-    }
     let mut delay = Duration::from_millis(10);
     loop {
-        match delete_if_owner(&session, &key, rev).await {
-            Ok(true) => return send(Ok(())),
-            Ok(false) => return send(Err(Error::LockLost { key })),
+        match delete_if_incarnation(session.backend().as_ref(), &key, rev).await {
+            Ok(deleted) => {
+                // Free the key for the next task of the session before its caller hears.
+                drop(turn);
+                return send(if deleted {
+                    Ok(())
+                } else {
+                    Err(Error::LockLost { key })
+                });
+            }
             Err(e) if session.is_lost() => {
                 tracing::debug!(%key, error = %e, "release abandoned: the session is gone");
                 return send(Err(e));
@@ -245,78 +629,172 @@ async fn let_go(
 }
 
 /// A claim txn whose outcome is not known yet. Dropped armed (the claim future was dropped
-/// mid-call, or the call failed), it withdraws in the background whatever key of the
-/// session's lease the txn may have created, unless a handle of the session has adopted the
-/// key since.
-///
-/// The withdrawal cannot know the create revision, so it deletes by lease: a second
-/// `Session` on the same lease in the same process (a resumed session while the old one
-/// still runs) could lose its key to it. Resuming is meant for a new process.
+/// mid-call, or the call failed), it settles the claim in the background with the turn it
+/// holds: see the module docs.
 struct PendingClaim {
     session: Session,
     key: String,
-    state: Option<Arc<tokio::sync::Mutex<KeyState>>>,
-}
-
-impl PendingClaim {
-    fn disarm(&mut self) {
-        self.state = None;
-    }
+    turn: Option<Turn>,
 }
 
 impl Drop for PendingClaim {
     fn drop(&mut self) {
-        let Some(state) = self.state.take() else {
+        let Some(turn) = self.turn.take() else {
             return;
         };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(key = %self.key, "claim dropped outside a tokio runtime; a key it made stays until its lease ends");
             return;
         };
-        let (session, key) = (self.session.clone(), std::mem::take(&mut self.key));
-        rt.spawn(async move {
-            let guard = state.lock_owned().await;
-            if guard.refs > 0 {
-                return;
-            }
-            let withdraw = TxnRequest::new()
-                .when([Compare::lease(key.as_str(), CompareOp::Equal, session.lease())])
-                .and_then([TxnOp::delete(key.as_str())]);
-            let mut delay = Duration::from_millis(10);
-            loop {
-                match session.inner().backend.txn(withdraw.clone()).await {
-                    Ok(_) => return,
-                    Err(e) if session.is_lost() => {
-                        tracing::debug!(%key, error = %e, "withdrawal abandoned: the session is gone");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%key, error = %e, "withdrawing an unanswered claim failed; retrying");
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = session.lost() => return,
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(1));
-                    }
-                }
-            }
-            // `guard` is held to here: no claim of the key interleaves with the withdrawal.
-        });
+        // The settler must not keep the session alive: it holds only what it needs.
+        let settler = Settler {
+            backend: self.session.backend().clone(),
+            lease: self.session.lease(),
+            lost: self.session.lost_signal(),
+            key: std::mem::take(&mut self.key),
+        };
+        rt.spawn(settler.run(turn.into_background()));
     }
 }
 
+/// Settles the claims of unknown outcome of one key: see the module docs.
+struct Settler {
+    backend: Arc<dyn CoordinationBackend>,
+    lease: LeaseId,
+    lost: LostSignal,
+    key: String,
+}
+
+impl Settler {
+    async fn run(self, turn: Turn) {
+        let first = !turn.slot.get().settling.swap(true, Ordering::SeqCst);
+        self.withdraw().await;
+        let slot = turn.slot.share();
+        drop(turn);
+        if !first {
+            // A settler already watches this key for the rest of the session.
+            return;
+        }
+        let mut delay = Duration::from_millis(10);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.lost.clone().wait() => return,
+                outcome = self.watch_for_late_claims(&slot) => {
+                    if let Err(e) = outcome {
+                        tracing::debug!(key = %self.key, error = %e, "watching for late claims failed; watching again");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.lost.clone().wait() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Watches the key; whenever an incarnation on this lease may have appeared (and once
+    /// at the start, for one that landed before the watch), takes the turn and withdraws
+    /// what no handle holds.
+    async fn watch_for_late_claims(&self, slot: &SlotRef) -> Result<()> {
+        let mut watch = self
+            .backend
+            .watch(WatchRequest::key(self.key.as_str()))
+            .await?;
+        let mut check = true;
+        loop {
+            if check {
+                let turn = slot.share().turn_for_settler().await;
+                self.withdraw().await;
+                drop(turn);
+            }
+            let resp = watch
+                .next()
+                .await
+                .ok_or_else(|| Error::unavailable("watch ended"))??;
+            check = resp
+                .events
+                .iter()
+                .any(|e| e.kind == EventKind::Put && e.kv.version == 1 && e.kv.lease == self.lease);
+        }
+    }
+
+    /// Under the turn (no handle of the session holds the key): deletes the incarnation on
+    /// this lease that the store has, if any, by its create revision; retries until done or
+    /// the session is lost.
+    async fn withdraw(&self) {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            let outcome = async {
+                match self.backend.get(self.key.as_bytes()).await? {
+                    Some(kv) if kv.lease == self.lease => {
+                        delete_if_incarnation(self.backend.as_ref(), &self.key, kv.create_revision)
+                            .await?;
+                        // Deleted, or replaced meanwhile: look again.
+                        Ok(false)
+                    }
+                    _ => Ok::<bool, Error>(true),
+                }
+            };
+            let outcome = tokio::select! {
+                biased;
+                _ = self.lost.clone().wait() => return,
+                outcome = outcome => outcome,
+            };
+            match outcome {
+                Ok(true) => return,
+                Ok(false) => delay = Duration::from_millis(10),
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "withdrawing an unanswered claim failed; retrying");
+                    tokio::select! {
+                        _ = self.lost.clone().wait() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+impl SlotRef {
+    /// The settler's turn: it waits however long a hold lasts.
+    async fn turn_for_settler(self) -> Turn {
+        let guard = self.get().turn.clone().lock_owned().await;
+        Turn {
+            slot: self,
+            _guard: guard,
+            handle: None,
+        }
+    }
+}
+
+/// Whether a write that failed with `error` may still have been applied (or may be later).
+fn applied_maybe(error: &Error) -> bool {
+    !matches!(
+        error,
+        Error::InvalidArgument { .. }
+            | Error::PermissionDenied { .. }
+            | Error::Unauthenticated { .. }
+    )
+}
+
 /// Deletes `key` only if it is still the incarnation created at `rev`: a retried or late
-/// release can never delete a newer acquisition.
-/// Returns whether it deleted (false: the key was already gone or is another incarnation).
-async fn delete_if_owner(session: &Session, key: &str, rev: Revision) -> Result<bool> {
+/// delete can never remove a newer one. Returns whether it deleted.
+async fn delete_if_incarnation(
+    backend: &dyn CoordinationBackend,
+    key: &str,
+    rev: Revision,
+) -> Result<bool> {
     let txn = TxnRequest::new()
         .when([Compare::create_revision(key, CompareOp::Equal, rev)])
         .and_then([TxnOp::delete(key)]);
-    Ok(session.inner().backend.txn(txn).await?.succeeded)
+    Ok(backend.txn(txn).await?.succeeded)
 }
 
 async fn key_lost(session: Session, key: String, rev: Revision) {
-    let backend = session.inner().backend.clone();
+    let backend = session.backend().clone();
     let lost = session.lost();
     tokio::pin!(lost);
     let mut delay = Duration::from_millis(10);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Session;
-use super::own_key::{OwnedKey, claim};
+use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::wait::wait_for_predecessors;
 use crate::{Compare, Error, RangeRequest, Result, Revision, TxnOp};
 
@@ -24,8 +24,12 @@ pub enum RwMode {
 /// Order is FIFO by create revision: a reader waits only for older writers, a writer waits
 /// for every older key, so a steady stream of readers cannot starve a writer.
 ///
-/// Reentrant per session and mode, like [`crate::Mutex`]. A session holding a read lock
-/// that asks for the write lock on the same name waits for itself: don't.
+/// Tasks sharing a session exclude each other as separate sessions do: a second writer
+/// waits for the first, and readers of one session share a read key only while no writer
+/// (of any session) is queued behind it, so one session's overlapping readers cannot starve
+/// another session's writer. There is no upgrade or downgrade, as in etcd's recipe: a write
+/// holder that asks for a read lock on the same name, or a reader that asks for the write
+/// lock, waits for itself.
 #[derive(Debug, Clone)]
 pub struct RwMutex {
     session: Session,
@@ -121,13 +125,25 @@ impl RwMutex {
         let key = format!("{}/{dir}/{:x}", self.name, self.session.lease());
         let blockers = self.blockers(mode);
         // The oldest blocker; if it is absent or is our own key, nothing older blocks us.
-        let claim = claim(
-            &self.session,
-            key,
-            b"",
-            vec![TxnOp::range(RangeRequest::first_created(blockers.as_str()))],
-        )
-        .await?;
+        let extra = vec![TxnOp::range(RangeRequest::first_created(blockers.as_str()))];
+        let locked = || Error::Locked {
+            name: self.name.clone(),
+            holder: None,
+        };
+        let claim = match mode {
+            RwMode::Read => {
+                let writers = self.blockers(RwMode::Read);
+                match claim_read(&self.session, key, &writers, extra, wait).await? {
+                    Some(ReadClaim::Joined(own)) => return self.guard(mode, own),
+                    Some(ReadClaim::Claimed(claim)) => claim,
+                    None => return Err(locked()),
+                }
+            }
+            RwMode::Write if wait => claim(&self.session, key, b"", extra).await?,
+            RwMode::Write => try_claim(&self.session, key, b"", extra)
+                .await?
+                .ok_or_else(locked)?,
+        };
         let own = claim.key;
         let oldest = claim.responses[0]
             .clone()
@@ -150,7 +166,14 @@ impl RwMutex {
             }
             _ => {}
         }
-        Ok(RwMutexGuard {
+        if mode == RwMode::Read {
+            own.publish_read();
+        }
+        self.guard(mode, own)
+    }
+
+    fn guard(&self, mode: RwMode, own: OwnedKey) -> Result<RwMutexGuard> {
+        self.session.unless_lost(RwMutexGuard {
             name: self.name.clone(),
             mode,
             own,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::own_key::{OwnedKey, claim};
+use super::own_key::{OwnedKey, claim, try_claim};
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
 use crate::{
@@ -16,8 +16,9 @@ use crate::{
 /// own. etcd has no semaphore recipe; this one follows the mutex's pattern. Every
 /// participant must use the same `permits` for one name.
 ///
-/// One session holds at most one permit of a name (a second `acquire` on the same session
-/// shares it, as a mutex is reentrant); use one session per permit you need.
+/// One session holds at most one permit of a name at a time (its key is per lease): a
+/// second `acquire` on the same session waits until the first permit is released. Use one
+/// session per permit a process needs at once.
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     session: Session,
@@ -101,18 +102,23 @@ impl Semaphore {
 
     async fn acquire_inner(&self, wait: bool) -> Result<SemaphorePermit> {
         let prefix = format!("{}/", self.name);
-        let claim = claim(
-            &self.session,
-            lock_key(&self.name, self.session.lease()),
-            b"",
-            vec![TxnOp::range(self.holders(&prefix))],
-        )
-        .await?;
+        let key = lock_key(&self.name, self.session.lease());
+        let extra = vec![TxnOp::range(self.holders(&prefix))];
+        let claim = if wait {
+            claim(&self.session, key, b"", extra).await?
+        } else {
+            try_claim(&self.session, key, b"", extra)
+                .await?
+                .ok_or_else(|| Error::Locked {
+                    name: self.name.clone(),
+                    holder: None,
+                })?
+        };
         let own = claim.key;
         let holders = claim.responses[0].clone().into_range().unwrap_or_default();
         let mine = own.create_revision();
         if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
-            return Ok(self.permit(own));
+            return self.permit(own);
         }
         if !wait {
             let _ = own.release().await;
@@ -140,14 +146,14 @@ impl Semaphore {
             }
         })
         .await?;
-        Ok(self.permit(own))
+        self.permit(own)
     }
 
-    fn permit(&self, own: OwnedKey) -> SemaphorePermit {
-        SemaphorePermit {
+    fn permit(&self, own: OwnedKey) -> Result<SemaphorePermit> {
+        self.session.unless_lost(SemaphorePermit {
             name: self.name.clone(),
             own,
-        }
+        })
     }
 }
 

@@ -37,13 +37,70 @@ pub(crate) struct SessionInner {
     pub(crate) backend: Arc<dyn CoordinationBackend>,
     lease: LeaseId,
     ttl: Duration,
-    /// Fires when the lease can no longer be trusted (or the session was closed/orphaned).
-    lost: CancellationToken,
+    /// When the lease can no longer be trusted.
+    lost: LostSignal,
     /// Stops the keep-alive task.
     stop: CancellationToken,
     /// Set by `orphan()`: dropping the last handle must not revoke the lease.
     orphaned: std::sync::atomic::AtomicBool,
-    pub(crate) keys: OwnKeys,
+    pub(crate) keys: Arc<OwnKeys>,
+}
+
+/// When a session's lease can no longer be trusted: at its client-side deadline, or when
+/// the session ended (closed, orphaned, dropped, the lease found gone, the keep-alive task
+/// dead). Computed from the deadline itself, so it is right even when the keep-alive task
+/// has not run for a while; and once lost, always lost.
+#[derive(Clone)]
+pub(crate) struct LostSignal {
+    ended: CancellationToken,
+    deadline: Arc<std::sync::Mutex<Instant>>,
+}
+
+impl LostSignal {
+    fn new(deadline: Instant) -> Self {
+        LostSignal {
+            ended: CancellationToken::new(),
+            deadline: Arc::new(std::sync::Mutex::new(deadline)),
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn is_lost(&self) -> bool {
+        self.ended.is_cancelled() || Instant::now() >= self.deadline()
+    }
+
+    /// Moves the deadline to `deadline`, unless it has already passed: a refresh answered
+    /// after the deadline cannot bring a lost session back. Returns false when it had.
+    fn extend(&self, deadline: Instant) -> bool {
+        let mut current = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if self.ended.is_cancelled() || Instant::now() >= *current {
+            return false;
+        }
+        *current = deadline;
+        true
+    }
+
+    fn end(&self) {
+        self.ended.cancel();
+    }
+
+    /// Resolves when the session is lost.
+    pub(crate) async fn wait(self) {
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                _ = self.ended.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if Instant::now() >= self.deadline() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -51,7 +108,7 @@ impl std::fmt::Debug for Session {
         f.debug_struct("Session")
             .field("lease", &format_args!("{:x}", self.inner.lease))
             .field("ttl", &self.inner.ttl)
-            .field("lost", &self.inner.lost.is_cancelled())
+            .field("lost", &self.inner.lost.is_lost())
             .finish()
     }
 }
@@ -124,17 +181,16 @@ impl SessionBuilder {
             backend: self.backend,
             lease,
             ttl,
-            lost: CancellationToken::new(),
+            lost: LostSignal::new(sent + ttl.saturating_sub(margin)),
             stop: CancellationToken::new(),
             orphaned: std::sync::atomic::AtomicBool::new(false),
-            keys: OwnKeys::default(),
+            keys: Arc::default(),
         });
         tokio::spawn(keep_alive(
             inner.backend.clone(),
             lease,
             ttl,
             margin,
-            sent + ttl.saturating_sub(margin),
             inner.lost.clone(),
             inner.stop.clone(),
         ));
@@ -181,18 +237,20 @@ impl Session {
     }
 
     /// Resolves when the lease can no longer be trusted (see the type docs), or the
-    /// session was closed or orphaned. The future owns what it needs, so it can be spawned
-    /// or kept after the session handle is dropped.
+    /// session was closed or orphaned, or its keep-alive task died. The future owns what it
+    /// needs, so it can be spawned or kept after the session handle is dropped.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.inner.lost.clone().cancelled_owned()
+        self.inner.lost.clone().wait()
     }
 
-    /// Whether [`Session::lost`] has fired.
+    /// Whether the session is lost: its client-side deadline has passed (computed from the
+    /// deadline itself, not from what the background task last noticed), or it ended.
+    /// Once true, always true.
     pub fn is_lost(&self) -> bool {
-        self.inner.lost.is_cancelled()
+        self.inner.lost.is_lost()
     }
 
     /// Stops the keep-alive without revoking the lease, which then expires after its TTL.
@@ -204,7 +262,7 @@ impl Session {
             .orphaned
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.stop.cancel();
-        self.inner.lost.cancel();
+        self.inner.lost.end();
     }
 
     /// Stops the keep-alive and revokes the lease, deleting every key attached to it (all
@@ -225,10 +283,50 @@ impl Session {
         }
     }
 
+    /// How many lock, permit or candidacy keys the session keeps local state for (waiting,
+    /// held, or being released or settled). For tests: it must not grow with the number of
+    /// names ever used.
+    #[doc(hidden)]
+    pub fn tracked_keys(&self) -> usize {
+        self.inner.keys.len()
+    }
+
     /// The error to report when a wait ends because this session is gone.
     pub(crate) fn expired_error(&self) -> Error {
         Error::SessionExpired {
             lease: self.inner.lease,
+        }
+    }
+
+    /// The session's loss signal, for background work that must not keep the session alive.
+    pub(crate) fn lost_signal(&self) -> LostSignal {
+        self.inner.lost.clone()
+    }
+
+    /// Runs a backend call on an acquire path, racing the session's loss: `SessionExpired`
+    /// as soon as the session is lost, whether or not the call ever answers (a call to a
+    /// cut-off server may hang far longer). The call's own `LeaseNotFound` for this lease
+    /// means the same.
+    pub(crate) async fn race<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            biased;
+            _ = self.lost() => Err(self.expired_error()),
+            outcome = call => match outcome {
+                Err(Error::LeaseNotFound { lease }) if lease == self.inner.lease => {
+                    Err(self.expired_error())
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// `Ok(value)` unless the session is lost at this moment: what every acquisition returns
+    /// through, so that nothing is granted to a lost session.
+    pub(crate) fn unless_lost<T>(&self, value: T) -> Result<T> {
+        if self.is_lost() {
+            Err(self.expired_error())
+        } else {
+            Ok(value)
         }
     }
 
@@ -240,7 +338,7 @@ impl Session {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.lost.cancel();
+        self.lost.end();
         if self.orphaned.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -257,21 +355,32 @@ impl Drop for SessionInner {
     }
 }
 
-/// Refreshes the lease every `ttl / 3` until stopped; fires `lost` at the client-side
+/// Ends the session when the keep-alive task ends, however it ends (a panic included):
+/// nobody refreshes the lease any more.
+struct EndOnExit(LostSignal);
+
+impl Drop for EndOnExit {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// Refreshes the lease every `ttl / 3` until stopped; ends the session at the client-side
 /// deadline if refreshes stop succeeding, or at once when the backend says the lease is gone.
 async fn keep_alive(
     backend: Arc<dyn CoordinationBackend>,
     lease: LeaseId,
     ttl: Duration,
     margin: Duration,
-    mut deadline: Instant,
-    lost: CancellationToken,
+    lost: LostSignal,
     stop: CancellationToken,
 ) {
+    let _end = EndOnExit(lost.clone());
     let period = ttl / 3;
     let retry = (ttl / 20).clamp(Duration::from_millis(1), Duration::from_millis(500));
     let mut next = Instant::now() + period;
     loop {
+        let deadline = lost.deadline();
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
@@ -287,7 +396,9 @@ async fn keep_alive(
         };
         match result {
             Ok(remaining) => {
-                deadline = sent + remaining.saturating_sub(margin);
+                if !lost.extend(sent + remaining.saturating_sub(margin)) {
+                    break;
+                }
                 next = sent + period;
             }
             Err(Error::LeaseNotFound { .. }) => {
@@ -295,7 +406,6 @@ async fn keep_alive(
                     lease = format_args!("{lease:x}"),
                     "session lease expired on the server"
                 );
-                lost.cancel();
                 return;
             }
             Err(e) => {
@@ -308,8 +418,42 @@ async fn keep_alive(
         lease = format_args!("{lease:x}"),
         "session lost: no successful keep-alive before the deadline"
     );
-    lost.cancel();
-    // The lease may still live on the server for up to the margin; revoking releases the
-    // keys for the next holder sooner, and is harmless if the lease is already gone.
-    let _ = backend.lease_revoke(lease).await;
+    lost.end();
+    revoke_after_loss(backend.as_ref(), lease, ttl, &stop).await;
+}
+
+/// The lease may still live on the server (for up to the drift margin, or for a whole new
+/// TTL if the server restarted or elected a new leader meanwhile, as etcd does): revoking
+/// frees its keys for the next holder now. Retried until the server answers, for as long as
+/// the lease could live on without us.
+async fn revoke_after_loss(
+    backend: &dyn CoordinationBackend,
+    lease: LeaseId,
+    ttl: Duration,
+    stop: &CancellationToken,
+) {
+    let give_up = Instant::now() + ttl * 2;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            r = backend.lease_revoke(lease) => r,
+        };
+        match outcome {
+            Ok(()) | Err(Error::LeaseNotFound { .. }) => return,
+            Err(e) if Instant::now() + delay >= give_up => {
+                tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoking the lost lease failed; it will expire");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoking the lost lease failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_millis(250));
+            }
+        }
+    }
 }

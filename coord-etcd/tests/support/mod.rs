@@ -1,7 +1,6 @@
-//! Helpers for the etcd test binaries: a per-binary shared server, a server of a test's
-//! own, and client-side fault injection.
+//! Helpers for the etcd test binaries: a per-binary shared server, and a server of a test's
+//! own.
 #![allow(dead_code, unreachable_pub)]
 
-pub mod faulty;
 pub mod own_server;
 pub mod shared;

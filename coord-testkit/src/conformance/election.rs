@@ -135,20 +135,27 @@ pub async fn scenario_14_failover_on_session_loss(backend: &dyn TestBackend) {
     lbar.resign().await.unwrap();
 }
 
-/// etcd scenario 15 (TestElectionSessionRecampaign): campaign "abc", then a new `Election`
-/// on the same session campaigns "def": it returns at once (same key), proclaiming "def",
-/// which observe and `leader()` report.
-pub async fn scenario_15_recampaign_on_one_session_proclaims(backend: &dyn TestBackend) {
+/// A session resumed from its lease id (as a restarted process does) campaigns again: it
+/// adopts the candidacy its predecessor left and proclaims the new value at once, keeping
+/// the key and its revision. (Within one process, a second campaign on the same session
+/// waits for the first candidacy to end instead.)
+pub async fn recampaign_on_a_resumed_session_proclaims_at_once(backend: &dyn TestBackend) {
     let name = unique("recampaign");
-    let s = new_session(backend).await;
+    let client = backend.client().await;
+    let s = session_with_ttl(&client, backend.short_ttl()).await;
     let l1 = Election::new(&s, name.as_str())
         .campaign("abc")
         .await
         .unwrap();
-    let e = Election::new(&s, name.as_str());
+    let resumed = Session::builder(client.clone())
+        .lease(s.lease())
+        .start()
+        .await
+        .unwrap();
+    let e = Election::new(&resumed, name.as_str());
     let l2 = tokio::time::timeout(prompt(backend), e.campaign("def"))
         .await
-        .expect("re-campaign on the same session returns at once")
+        .expect("re-campaign on the resumed session returns at once")
         .unwrap();
     assert_eq!((l1.key(), l1.rev()), (l2.key(), l2.rev()));
     let mut obs = e.observe();
@@ -157,8 +164,12 @@ pub async fn scenario_15_recampaign_on_one_session_proclaims(backend: &dyn TestB
         b"def"
     );
     assert_eq!(e.leader().await.unwrap().value, b"def");
-    l1.resign().await.unwrap();
     l2.resign().await.unwrap();
+    assert!(
+        matches!(l1.resign().await, Err(Error::NotLeader { .. })),
+        "the old handle's candidacy ended with the resumed one's"
+    );
+    resumed.orphan();
 }
 
 /// etcd scenario 16 (TestElectionOnPrefixOfExistingKey): a key `<name>a` and a candidate in

@@ -15,7 +15,8 @@
 //!
 //! Levels: [`contract`] (data model, txn, range, lease, watch), then the recipes
 //! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`]), the regression tests
-//! for the known bugs of etcd's Go recipes ([`bugs`]) and a seeded randomized schedule test
+//! for the known bugs of etcd's Go recipes ([`bugs`]), safety under lost answers, late
+//! writes, lost sessions and shared sessions ([`safety`]), and a seeded randomized schedule test
 //! ([`randomized`]).
 //!
 //! Rules every scenario follows, so that one server can serve many tests at once and the
@@ -46,6 +47,7 @@ pub mod election;
 pub mod mutex;
 pub mod randomized;
 pub mod rwmutex;
+pub mod safety;
 pub mod semaphore;
 pub mod session;
 
@@ -84,6 +86,10 @@ pub enum Capability {
     PartitionFail,
     /// [`ClientFaults::partition`] with [`Partition::Hang`].
     PartitionHang,
+    /// [`ClientFaults::delay_next`] and [`ClientFaults::apply_late`].
+    LateApply,
+    /// [`ClientFaults::break_watches`].
+    BreakWatches,
     /// [`CoordinationBackend::compact`] on the store under test without disturbing other
     /// tests that share it.
     Compaction,
@@ -141,6 +147,8 @@ pub trait Faults: Send + Sync {
 }
 
 /// The fault controls of one client made by [`Faults::faulty_client`].
+/// [`crate::faults::FaultyBackend`] implements them around any backend client.
+#[async_trait]
 pub trait ClientFaults: Send + Sync {
     /// The next `n` calls of the client fail with `Unavailable` before reaching the store.
     fn fail_next(&self, n: u64);
@@ -150,6 +158,37 @@ pub trait ClientFaults: Send + Sync {
     fn partition(&self, mode: Partition);
     /// Ends a partition.
     fn heal(&self);
+    /// The next `n` txns of the client are held back instead of reaching the store: their
+    /// answer is lost ([`LateApply`] says how the caller notices) and they are applied only
+    /// by [`apply_late`](Self::apply_late), after every write sent meanwhile. What a slow
+    /// etcd follower does to a write sent through it.
+    fn delay_next(&self, n: u64, mode: LateApply);
+    /// Applies the txns held by [`delay_next`](Self::delay_next), oldest first, and returns
+    /// how many there were. A caller still waiting gets the real answer.
+    async fn apply_late(&self) -> usize;
+    /// Ends every watch stream of the client that is open now with an error: what a watch
+    /// that broke and could not resume reports.
+    fn break_watches(&self, how: WatchBreak);
+}
+
+/// How the caller of a txn held by [`ClientFaults::delay_next`] loses its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateApply {
+    /// The call fails at once with `Unavailable` (a request timeout while the request is
+    /// still on its way).
+    Fail,
+    /// The call waits until the txn is applied: its caller gives up first (a timeout or a
+    /// dropped future around it).
+    Hang,
+}
+
+/// The error a [`ClientFaults::break_watches`] ends a watch with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchBreak {
+    /// `Compacted`: the watch resumed (after a restart, say) from a revision compacted away.
+    Compacted,
+    /// `Unavailable`: the stream broke.
+    Unavailable,
 }
 
 /// A [`TestBackend`] with capabilities declared lacking on top of what it reports itself;
@@ -342,6 +381,15 @@ pub async fn join_prompt<T>(
 pub type WatchHook =
     Arc<dyn Fn(&WatchRequest) -> Option<BoxFuture<'static, ()>> + Send + Sync + 'static>;
 
+/// A hook run by [`Spy`] after a txn returned and before its answer is handed back: a
+/// returned future is awaited first (to hold an answer back until a scenario says so).
+pub type TxnHook = Arc<
+    dyn Fn(&TxnRequest, &Result<TxnResponse>) -> Option<BoxFuture<'static, ()>>
+        + Send
+        + Sync
+        + 'static,
+>;
+
 /// One call seen by a [`Spy`].
 #[derive(Debug, Clone)]
 pub enum SpyCall {
@@ -370,6 +418,7 @@ pub struct Spy {
     inner: Arc<dyn CoordinationBackend>,
     log: Arc<std::sync::Mutex<Vec<SpyCall>>>,
     watch_hook: Option<WatchHook>,
+    txn_hook: Option<TxnHook>,
 }
 
 impl std::fmt::Debug for Spy {
@@ -385,7 +434,15 @@ impl Spy {
             inner,
             log: Arc::default(),
             watch_hook: None,
+            txn_hook: None,
         }
+    }
+
+    /// Runs `hook` after each txn returns; a returned future is awaited before the answer
+    /// is handed back.
+    pub fn with_txn_hook(mut self, hook: TxnHook) -> Self {
+        self.txn_hook = Some(hook);
+        self
     }
 
     /// Runs `hook` before forwarding each watch; a returned future is awaited first.
@@ -434,6 +491,9 @@ impl CoordinationBackend for Spy {
     }
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
         let result = self.inner.txn(request.clone()).await;
+        if let Some(fut) = self.txn_hook.as_ref().and_then(|h| h(&request, &result)) {
+            fut.await;
+        }
         self.record(SpyCall::Txn {
             request,
             ok: result.is_ok(),
@@ -550,7 +610,7 @@ macro_rules! __conformance_list {
             mutex::scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock
             mutex::scenario_03_five_sessions_lock_exclusively
             mutex::scenario_04_concurrent_try_lock_exactly_one_wins
-            mutex::scenario_05_same_session_relock_is_reentrant
+            mutex::same_session_relock_waits_for_the_first_guard
             mutex::scenario_06_waits_on_current_holder
             mutex::scenario_07_waiter_session_expiry_returns_session_expired
             mutex::scenario_08_unlock_releases_and_old_guard_is_not_owner
@@ -568,7 +628,7 @@ macro_rules! __conformance_list {
             election::scenario_12_election_order_and_observe
             election::scenario_13_followers_observe_each_leader
             election::scenario_14_failover_on_session_loss
-            election::scenario_15_recampaign_on_one_session_proclaims
+            election::recampaign_on_a_resumed_session_proclaims_at_once
             election::scenario_16_election_prefix_isolation
             election::scenario_17_resume_after_restart_from_lease_id
             election::scenario_18_observe_survives_compaction
@@ -599,6 +659,18 @@ macro_rules! __conformance_list {
             bugs::bug_6_waiters_watch_from_now
             bugs::bug_6_handoffs_are_not_paced_by_catch_up
             randomized::randomized_mutex_schedules
+            safety::stale_withdrawal_never_deletes_a_later_acquisition
+            safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
+            safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
+            safety::lock_never_returns_ok_once_the_session_is_lost
+            safety::tasks_sharing_a_session_exclude_each_other
+            safety::one_sessions_overlapping_readers_never_starve_another_sessions_writer
+            safety::session_forgets_names_it_no_longer_uses
+            safety::lost_stays_pending_after_a_voluntary_release
+            safety::waiters_watch_again_when_their_watch_breaks
+            safety::session_is_lost_when_its_keep_alive_task_dies
+            safety::lost_session_keeps_revoking_until_the_lease_is_gone
+            safety::proclaim_with_a_lost_answer_never_overwrites_a_later_one
         }
     };
 }

@@ -127,34 +127,30 @@ pub async fn scenario_04_concurrent_try_lock_exactly_one_wins(backend: &dyn Test
     .await;
 }
 
-/// etcd scenario 5 (TestMutexSessionRelock): two `Mutex` values on one session and name:
-/// the second lock returns at once (reentrant per lease), with the same key and token; the
-/// key is deleted only when the last guard goes. Go's `Unlock` of either deletes the
-/// shared key.
-pub async fn scenario_05_same_session_relock_is_reentrant(backend: &dyn TestBackend) {
+/// Two `Mutex` values on one session and name: the second `lock()` waits until the first
+/// guard is released, as it would for another session (etcd's Go `Mutex` returns at once
+/// there), and then holds a new incarnation of the key with a higher fencing token.
+pub async fn same_session_relock_waits_for_the_first_guard(backend: &dyn TestBackend) {
     let name = unique("relock");
     let s = new_session(backend).await;
     let c = backend.client().await;
     let g1 = Mutex::new(&s, name.as_str()).lock().await.unwrap();
-    let g2 = tokio::time::timeout(prompt(backend), Mutex::new(&s, name.as_str()).lock())
-        .await
-        .expect("relock on the same session does not wait")
-        .unwrap();
+    let second = tokio::spawn({
+        let m = Mutex::new(&s, name.as_str());
+        async move { m.lock().await }
+    });
+    assert_blocks(backend, &second, "relock on the same session").await;
     assert_eq!(
-        (g1.key(), g1.fencing_token()),
-        (g2.key(), g2.fencing_token())
+        keys_under(c.as_ref(), &name).await.len(),
+        1,
+        "one key per session and name"
     );
-    // Another session is still excluded.
-    let other = new_session(backend).await;
-    assert!(matches!(
-        Mutex::new(&other, name.as_str()).try_lock().await,
-        Err(Error::Locked { .. })
-    ));
+    let first_token = g1.fencing_token();
     g1.unlock().await.unwrap();
-    assert!(
-        c.get(g2.key().as_bytes()).await.unwrap().is_some(),
-        "the key stays while another guard of the session holds it"
-    );
+    let g2 = join_prompt(backend, second, "relock after the first guard let go")
+        .await
+        .unwrap();
+    assert!(g2.fencing_token() > first_token, "a new incarnation");
     assert!(
         c.txn(TxnRequest::new().when([g2.is_owner()]))
             .await
