@@ -19,6 +19,25 @@ pub enum PartitionMode {
     Hang,
 }
 
+/// How the caller of a txn held back by
+/// [`MemoryBackend::delay_next`](crate::MemoryBackend::delay_next) loses its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LateApply {
+    /// The call fails at once with [`Error::Unavailable`] (a request timeout while the
+    /// request is still on its way).
+    Fail,
+    /// The call waits until the txn is applied: its caller gives up first (a timeout or a
+    /// dropped future around it), or gets the real answer from
+    /// [`MemoryBackend::apply_late`](crate::MemoryBackend::apply_late).
+    Hang,
+}
+
+/// A txn held back by `delay_next`, with the way back to its caller (who may have given up).
+pub(crate) type HeldTxn = (
+    coord_core::TxnRequest,
+    tokio::sync::oneshot::Sender<Result<coord_core::TxnResponse>>,
+);
+
 /// What a client's watch channel carries: the partition, and how many `Fail` partitions
 /// have started so far (so that a call or stream that lived through a `Fail` partition
 /// fails even if the partition was healed before it looked).
@@ -40,6 +59,10 @@ pub(crate) struct ClientFaults {
     latency_nanos: AtomicU64,
     /// The current partition.
     partition: watch::Sender<PartitionState>,
+    /// Txns left to hold back, and how their callers lose the answer.
+    late: std::sync::Mutex<(u64, Option<LateApply>)>,
+    /// Txns held back, oldest first.
+    pub(crate) held: std::sync::Mutex<std::collections::VecDeque<HeldTxn>>,
 }
 
 impl ClientFaults {
@@ -49,7 +72,31 @@ impl ClientFaults {
             fail_next: AtomicU64::new(0),
             latency_nanos: AtomicU64::new(0),
             partition: watch::Sender::new(PartitionState::default()),
+            late: std::sync::Mutex::new((0, None)),
+            held: std::sync::Mutex::default(),
         }
+    }
+
+    pub(crate) fn set_delay_next(&self, n: u64, mode: LateApply) {
+        *self.late.lock().unwrap_or_else(|e| e.into_inner()) = (n, (n > 0).then_some(mode));
+    }
+
+    /// Takes one of the txns `delay_next` asked to hold back, if any are left.
+    pub(crate) fn take_late(&self) -> Option<LateApply> {
+        let mut late = self.late.lock().unwrap_or_else(|e| e.into_inner());
+        let mode = late.1?;
+        late.0 -= 1;
+        if late.0 == 0 {
+            late.1 = None;
+        }
+        Some(mode)
+    }
+
+    pub(crate) fn pop_held(&self) -> Option<HeldTxn> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     pub(crate) fn set_fail_next(&self, n: u64) {

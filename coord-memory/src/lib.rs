@@ -47,6 +47,7 @@
 //! | [`fail_next(n)`](MemoryBackend::fail_next) | `n` failed requests ([`Error::Unavailable`]): test your retries |
 //! | [`set_latency`](MemoryBackend::set_latency) | a slow network (on tokio time, so free on a paused clock) |
 //! | [`partition`](MemoryBackend::partition) / [`heal`](MemoryBackend::heal) | a client cut off: its keep-alives stop getting through |
+//! | [`delay_next`](MemoryBackend::delay_next) / [`apply_late`](MemoryBackend::apply_late) | a write whose answer was lost lands later, after writes sent after it (a slow etcd follower) |
 //!
 //! ```
 //! use std::sync::Arc;
@@ -180,7 +181,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use faults::PartitionMode;
+pub use faults::{LateApply, PartitionMode};
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
 pub use store::MAX_TXN_OPS;
 
@@ -353,9 +354,37 @@ impl MemoryBackend {
         self.client.partition().mode
     }
 
-    /// Removes every fault of this client: pending failures, latency and partition.
+    /// Holds back this client's next `n` txns instead of applying them: their answer is
+    /// lost ([`LateApply`] says how the caller notices), and they are applied only by
+    /// [`apply_late`](Self::apply_late), after every write sent meanwhile. This is what an
+    /// etcd follower whose link to the leader is slow does to a write sent through it, and
+    /// why a recipe must stay safe when a write it gave up on lands later.
+    pub fn delay_next(&self, n: u64, mode: LateApply) {
+        self.client.set_delay_next(n, mode);
+    }
+
+    /// Applies the txns held back by [`delay_next`](Self::delay_next), oldest first, and
+    /// returns how many there were. A caller still waiting ([`LateApply::Hang`]) gets the
+    /// real answer.
+    pub fn apply_late(&self) -> usize {
+        let mut applied = 0;
+        while let Some((request, answer)) = self.client.pop_held() {
+            let outcome = {
+                let mut state = self.shared.lock();
+                state.txn(request, Instant::now())
+            };
+            // The caller may be gone (it gave up); the write has landed all the same.
+            let _ = answer.send(outcome);
+            applied += 1;
+        }
+        applied
+    }
+
+    /// Removes every fault of this client: pending failures, latency, partition and txns
+    /// left to hold back (txns already held stay held until [`apply_late`](Self::apply_late)).
     pub fn clear_faults(&self) {
         self.fail_next(0);
+        self.delay_next(0, LateApply::Fail);
         self.set_latency(Duration::ZERO);
         self.heal();
     }
@@ -503,6 +532,23 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Atomic; a call dropped during its latency may or may not have been applied.
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        if let Some(mode) = self.client.take_late() {
+            let (answer, outcome) = tokio::sync::oneshot::channel();
+            self.client
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back((request, answer));
+            return match mode {
+                LateApply::Fail => Err(Error::unavailable(format!(
+                    "injected lost answer on memory client {} (delay_next): the txn may still be applied",
+                    self.client.id
+                ))),
+                LateApply::Hang => outcome
+                    .await
+                    .unwrap_or_else(|_| Err(Error::unavailable("held txn was discarded"))),
+            };
+        }
         self.call(|state, now| state.txn(request, now)).await
     }
 

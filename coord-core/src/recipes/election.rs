@@ -310,7 +310,8 @@ impl Leadership {
         }
     }
 
-    /// Resolves when leadership is lost (session lost or key deleted).
+    /// Resolves when leadership is lost (session lost or key deleted by someone else);
+    /// never because this handle let go (after `resign` or a drop it stays pending).
     ///
     /// # Cancel safety
     /// Cancel safe.

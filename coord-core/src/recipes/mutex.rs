@@ -200,7 +200,10 @@ impl MutexGuard {
     }
 
     /// Resolves when the lock is lost: the session is lost (which fires before the server
-    /// can expire the lease) or the key was deleted. The future owns what it needs.
+    /// can expire the lease) or the key was deleted by someone else. Never because this
+    /// guard let go: after [`unlock`](Self::unlock) or a drop it stays pending (and holds
+    /// nothing of the session), so a monitor task can tell a release from a loss. The
+    /// future owns what it needs.
     ///
     /// # Cancel safety
     /// Cancel safe.

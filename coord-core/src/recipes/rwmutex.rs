@@ -218,7 +218,8 @@ impl RwMutexGuard {
         self.own.is_owner()
     }
 
-    /// Resolves when the lock is lost (session lost or key deleted).
+    /// Resolves when the lock is lost (session lost or key deleted by someone else); never
+    /// because this guard let go (after `unlock` or a drop it stays pending).
     ///
     /// # Cancel safety
     /// Cancel safe.

@@ -187,7 +187,8 @@ impl SemaphorePermit {
         self.own.is_owner()
     }
 
-    /// Resolves when the permit is lost (session lost or key deleted).
+    /// Resolves when the permit is lost (session lost or key deleted by someone else);
+    /// never because this permit was let go (after `release` or a drop it stays pending).
     ///
     /// # Cancel safety
     /// Cancel safe.

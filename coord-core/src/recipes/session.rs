@@ -24,6 +24,12 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60);
 /// told before anybody else can take its lock. (etcd's Go `Session.Done()` fires after the
 /// server has already expired the lease.)
 ///
+/// One session can serve many tasks: a lock, permit or candidacy is held by the handle
+/// that acquired it, not by the session, so tasks that share a session exclude each other
+/// exactly as separate sessions do. Every acquisition races the session's loss: on a
+/// cut-off client it ends with [`Error::SessionExpired`] at the deadline, even if a call
+/// never answers, and nothing is granted to a lost session.
+///
 /// A lost session is never renewed: create a new one. Cloning a `Session` gives another
 /// handle to the same lease. When the last handle (and every guard made from it) is
 /// dropped, the keep-alive stops and the lease is revoked in the background, unless the

@@ -7,7 +7,7 @@ use futures::StreamExt;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::{next, quiet};
-use crate::{MemoryBackend, PartitionMode};
+use crate::{LateApply, MemoryBackend, PartitionMode};
 
 const TTL: Duration = Duration::from_secs(5);
 
@@ -184,4 +184,48 @@ async fn a_fail_partition_is_noticed_even_if_healed_before_anyone_looked() {
     let mut watch = b.watch(WatchRequest::prefix("")).await.unwrap();
     b.put(b"k", b"2", NO_LEASE).await.unwrap();
     assert_eq!(next(&mut watch).await.revision, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_next_lands_a_lost_write_after_later_ones() {
+    let b = MemoryBackend::new();
+    let other = b.new_client();
+    b.delay_next(1, LateApply::Fail);
+    assert!(unavailable(b.put(b"k", b"late", NO_LEASE).await));
+    assert!(b.get(b"k").await.unwrap().is_none(), "not applied yet");
+    b.put(b"k", b"later", NO_LEASE).await.unwrap();
+    assert!(other.get(b"k").await.unwrap().is_some());
+    // Only this client's next txn was held; the rest went through.
+    assert_eq!(b.apply_late(), 1);
+    let kv = other.get(b"k").await.unwrap().unwrap();
+    assert_eq!(
+        kv.value, b"late",
+        "the lost write landed after the later one"
+    );
+    assert_eq!(kv.version, 2);
+    assert_eq!(b.apply_late(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delay_next_hang_answers_a_waiting_caller_and_applies_for_one_that_gave_up() {
+    let b = MemoryBackend::new();
+    b.delay_next(2, LateApply::Hang);
+    let gave_up = timeout(Duration::from_secs(1), b.put(b"a", b"1", NO_LEASE)).await;
+    assert!(gave_up.is_err(), "the call hangs");
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.put(b"b", b"1", NO_LEASE).await }
+    });
+    sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished());
+    assert_eq!(b.apply_late(), 2);
+    let rev = waiting
+        .await
+        .unwrap()
+        .expect("the waiting caller gets the real answer");
+    assert_eq!(rev, 3, "applied in the order sent");
+    assert!(
+        b.get(b"a").await.unwrap().is_some(),
+        "applied though its caller gave up"
+    );
 }
