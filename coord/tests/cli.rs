@@ -308,6 +308,57 @@ fn demo_json_lines_parse_and_tokens_rise() {
 }
 
 #[test]
+fn a_kill_after_too_long_for_the_ttl_is_refused_before_cmd_runs() {
+    coord(
+        MEM,
+        &[
+            "--ttl",
+            "2s",
+            "lock",
+            "x",
+            "--kill-after",
+            "2s",
+            "--",
+            "echo",
+            "ran",
+        ],
+    )
+    .assert()
+    .code(2)
+    .stdout("")
+    .stderr(
+        predicate::str::contains("--kill-after 2s")
+            .and(predicate::str::contains("TTL 2s"))
+            .and(predicate::str::contains("--kill-after 1133ms or less"))
+            .and(predicate::str::contains("--ttl 4s or more")),
+    );
+    // The URL's ttl counts as much as --ttl; the default --kill-after 1s needs 2 s.
+    coord("memory://?ttl=1s", &["lock", "x", "--", "echo", "ran"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("--ttl 2s or more"));
+    coord(MEM, &["--ttl", "2", "lock", "x", "--", "true"])
+        .assert()
+        .success();
+    coord(
+        MEM,
+        &[
+            "--ttl",
+            "1",
+            "lock",
+            "x",
+            "--kill-after",
+            "500ms",
+            "--",
+            "true",
+        ],
+    )
+    .assert()
+    .success();
+}
+
+#[test]
 fn bad_urls_and_unavailable_backends_say_what_is_wrong() {
     coord("zk://h:1", &["leader", "x"])
         .assert()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cli_support::{LONG, Proc, SHORT, coord};
 use coord::BackendExt;
-use coord_testkit::{EtcdServer, require_backends};
+use coord_testkit::{EtcdServer, FaultProxy, require_backends};
 use predicates::prelude::*;
 
 /// The backend URL for the fixture, keys confined to its namespace.
@@ -302,6 +302,112 @@ async fn a_lost_lock_terminates_the_command_and_exits_5() {
     assert_eq!(p.wait(SHORT).code(), Some(5), "{}", p.stderr());
     let lost: serde_json::Value = serde_json::from_str(&p.line(SHORT)).unwrap();
     assert_eq!(lost["event"], "lost");
+}
+
+/// Every line of `path` (empty when it does not exist yet).
+fn marks(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_ignoring_sigterm_is_dead_before_the_next_holder_starts() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(etcd.endpoint()).await.expect("proxy");
+    let ns = etcd.namespace();
+    let partitioned = format!("etcd://{}?namespace={ns}", proxy.addr());
+    let direct = url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("marks");
+    let path = file.to_str().unwrap().to_owned();
+    let handle = proxy.handle();
+    // The `Proc` helpers block: off the runtime, so that the proxy keeps forwarding.
+    tokio::task::spawn_blocking(move || {
+        // `echo` is a shell builtin: once sh is killed nothing writes A any more.
+        let stubborn = "trap '' TERM; while :; do echo A >> \"$1\"; sleep 0.02; done";
+        let mut a = Proc::coord(
+            &partitioned,
+            &[
+                "--ttl", "2", "lock", "F", "--", "sh", "-c", stubborn, "sh", &path,
+            ],
+        );
+        a.line(SHORT);
+        a.line(SHORT);
+        let deadline = std::time::Instant::now() + SHORT;
+        while !marks(&file).iter().any(|m| m == "A") {
+            assert!(std::time::Instant::now() < deadline, "CMD never wrote");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mark = "echo B >> \"$1\"";
+        let mut b = Proc::coord(
+            &direct,
+            &[
+                "--ttl", "2", "lock", "F", "--", "sh", "-c", mark, "sh", &path,
+            ],
+        );
+        assert_eq!(b.try_line(QUIET), None, "b waits while a holds");
+
+        // a can no longer refresh its lease, which the server expires 2 s after the last
+        // refresh; then b acquires.
+        handle.blackhole();
+        assert_eq!(b.wait(LONG).code(), Some(0), "{}", b.stderr());
+        // a reaps its command before it exits; judge the marks either way, then the exit.
+        let exited = a.wait_at_most(SHORT);
+        let marks = marks(&file);
+        let first_b = marks.iter().position(|m| m == "B").expect("b wrote");
+        let late = marks[first_b..].iter().filter(|m| *m == "A").count();
+        assert_eq!(
+            late,
+            0,
+            "a's command wrote {late} times inside b's critical section (of {} marks)",
+            marks.len()
+        );
+        // Still cut off, a gives up revoking its lease rather than hang.
+        let exited = exited.unwrap_or_else(|| panic!("a still runs; stderr: {}", a.stderr()));
+        assert_eq!(exited.code(), Some(5), "{}", a.stderr());
+    })
+    .await
+    .unwrap();
+    assert_eq!(keys_under(&etcd, "F/").await, "", "no key left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_kill_after_takes_no_lock_and_leaves_no_key() {
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&etcd);
+    coord(
+        &url,
+        &[
+            "--ttl",
+            "2s",
+            "lock",
+            "R",
+            "--kill-after",
+            "2s",
+            "--",
+            "echo",
+            "ran",
+        ],
+    )
+    .assert()
+    .code(2)
+    .stdout("")
+    .stderr(
+        predicate::str::contains("--kill-after 2s")
+            .and(predicate::str::contains("TTL 2s"))
+            .and(predicate::str::contains("--ttl 4s or more")),
+    );
+    assert_eq!(keys_under(&etcd, "R/").await, "", "no key left behind");
+    coord(&url, &["--ttl", "2s", "lock", "R", "--try", "--", "true"])
+        .assert()
+        .success();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::signals::{Signals, acquire_unless_interrupted};
-use super::{CliError, Ctx, Out, WaitArgs, code};
+use super::{CliError, Ctx, Out, WaitArgs, close_lost, code};
 
 #[derive(Debug, Args)]
 pub(crate) struct ElectArgs {
@@ -73,7 +73,7 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
         }
         _ = leadership.lost() => {
             ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
-            let _ = session.close().await;
+            close_lost(&session).await;
             Err(CliError::new(
                 code::LOST,
                 format!("leadership of election {:?} lost (key {key:?} is gone: the session expired or the key was deleted)", args.name),

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::process::Child;
 
 use super::signals::{Signals, acquire_unless_interrupted, interrupted};
-use super::{CliError, Ctx, WaitArgs, code, parse_duration};
+use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration};
 
 #[derive(Debug, Args)]
 pub(crate) struct LockArgs {
@@ -31,6 +31,8 @@ pub(crate) struct LockArgs {
     pub(crate) write: bool,
 
     /// When the lock is lost while CMD runs: how long CMD gets after SIGTERM before SIGKILL.
+    /// coord gives the lock up this much earlier, so that CMD is dead before the lease can
+    /// end; TTL/10 + this must stay below two thirds of the TTL (1s fits --ttl 2 and more).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub(crate) kill_after: Duration,
 
@@ -120,10 +122,83 @@ async fn acquire(session: &Session, args: &LockArgs) -> coord::Result<Held> {
     }
 }
 
+/// Refuses (exit 2) a `--ttl` / `--kill-after` pair whose [`margin`] the session would
+/// refuse, saying what would fit. Checked before connecting, so nothing is left behind.
+fn command_margin(ttl: Duration, kill_after: Duration) -> Result<Duration, CliError> {
+    margin(ttl, kill_after).ok_or_else(|| {
+        CliError::new(
+            code::USAGE,
+            format!(
+                "--kill-after {} does not fit in the session TTL {} (--ttl): coord gives up \
+                 the lock TTL/10 + kill-after before the lease can end, and that must stay \
+                 below two thirds of the TTL; use --kill-after {} or less, or --ttl {} or more",
+                flag(kill_after),
+                flag(ttl),
+                flag(max_kill_after(ttl)),
+                flag(min_ttl(kill_after)),
+            ),
+        )
+    })
+}
+
+/// The session's drift margin while CMD runs: the usual tenth of the TTL for clock drift,
+/// plus CMD's SIGTERM grace. `lost()` then fires early enough that the SIGKILL after
+/// `kill_after` still lands while the lease is ours, before anybody else can acquire; with
+/// the default margin alone a CMD ignoring SIGTERM outlives the lease.
+///
+/// `None` when the session would refuse it: the margin must stay below two thirds of the
+/// TTL (`SessionBuilder::start`'s rule, in its arithmetic), so that the keep-alive, every
+/// third of the TTL, renews the lease before `lost()` fires.
+fn margin(ttl: Duration, kill_after: Duration) -> Option<Duration> {
+    let margin = kill_after.checked_add(ttl / 10)?;
+    (margin.checked_mul(3)? < ttl.checked_mul(2)?).then_some(margin)
+}
+
+/// The largest whole-millisecond `--kill-after` that fits `ttl`.
+fn max_kill_after(ttl: Duration) -> Duration {
+    let limit = ttl.as_nanos() * 2 - (ttl / 10).as_nanos() * 3;
+    let ms = u64::try_from((limit - 1) / 3 / 1_000_000).unwrap_or(u64::MAX);
+    Duration::from_millis(ms)
+}
+
+/// The smallest whole-second TTL (etcd grants whole seconds) that `kill_after` fits.
+fn min_ttl(kill_after: Duration) -> Duration {
+    // kill_after < 2/3 ttl - ttl/10 = 17/30 ttl; start just below and step up to be exact.
+    let secs = kill_after.as_nanos() * 30 / 17 / 1_000_000_000;
+    let mut ttl = Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX));
+    while margin(ttl, kill_after).is_none() {
+        match ttl.checked_add(Duration::from_secs(1)) {
+            Some(next) => ttl = next,
+            None => break,
+        }
+    }
+    ttl
+}
+
+/// A duration as it can be typed back as one argument: `4s`, `1133ms`.
+fn flag(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}ms", d.as_millis())
+    } else {
+        humantime::format_duration(d).to_string().replace(' ', "")
+    }
+}
+
 pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
+    let drift = if args.command.is_empty() {
+        None
+    } else {
+        Some(command_margin(ctx.ttl(), args.kill_after)?)
+    };
     let mut signals = Signals::install()?;
     let conn = ctx.connect().await?;
-    let session = conn.session().await?;
+    let mut builder = conn.session_builder();
+    if let Some(drift) = drift {
+        builder = builder.drift_margin(drift);
+    }
+    let session = builder.start().await?;
     let held =
         match acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals).await? {
             Ok(held) => held,
@@ -169,7 +244,7 @@ async fn hold(
         }
         _ = held.lost() => {
             ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
-            let _ = session.close().await;
+            close_lost(session).await;
             Err(lost_error(&args.name, &key, ""))
         }
     }
@@ -236,7 +311,7 @@ async fn exec(
             _ = &mut lost => {
                 ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
                 terminate(&mut child, args.kill_after).await;
-                let _ = session.close().await;
+                close_lost(session).await;
                 return Err(lost_error(&args.name, &key, &format!("; terminated {program:?}")));
             }
             signo = signals.recv() => forward(&child, signo),
@@ -282,4 +357,70 @@ async fn terminate(child: &mut Child, grace: Duration) {
     let _ = grace;
     let _ = child.start_kill();
     let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn margin_adds_the_kill_grace_to_a_tenth_of_the_ttl() {
+        let ttl = Duration::from_secs(2);
+        assert_eq!(margin(ttl, Duration::from_secs(1)), Some(1200 * MS));
+        assert_eq!(margin(ttl, Duration::from_secs(2)), None);
+        assert_eq!(margin(Duration::from_secs(1), Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn suggested_kill_after_is_the_largest_that_fits() {
+        for ttl in [1, 2, 3, 10, 60]
+            .map(Duration::from_secs)
+            .into_iter()
+            .chain([1500 * MS])
+        {
+            let k = max_kill_after(ttl);
+            assert!(margin(ttl, k).is_some(), "{ttl:?}: {k:?}");
+            assert!(margin(ttl, k + MS).is_none(), "{ttl:?}: {k:?}");
+        }
+        assert_eq!(max_kill_after(Duration::from_secs(2)), 1133 * MS);
+    }
+
+    #[test]
+    fn suggested_ttl_is_the_smallest_whole_second_that_fits() {
+        for kill_after in [1, 500, 1000, 1133, 1134, 2000, 17_000].map(|ms| ms * MS) {
+            let ttl = min_ttl(kill_after);
+            assert_eq!(ttl.subsec_nanos(), 0);
+            assert!(margin(ttl, kill_after).is_some(), "{kill_after:?}: {ttl:?}");
+            let less = ttl.saturating_sub(Duration::from_secs(1));
+            assert!(
+                less.is_zero() || margin(less, kill_after).is_none(),
+                "{kill_after:?}: {ttl:?}"
+            );
+        }
+        assert_eq!(min_ttl(Duration::from_secs(2)), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn refusal_names_both_values_and_what_fits() {
+        let e = command_margin(Duration::from_secs(2), Duration::from_secs(2)).unwrap_err();
+        assert_eq!(e.code, code::USAGE);
+        for part in [
+            "--kill-after 2s",
+            "TTL 2s",
+            "--kill-after 1133ms or less",
+            "--ttl 4s or more",
+        ] {
+            assert!(e.message.contains(part), "{part:?} in {}", e.message);
+        }
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_not_overflowed() {
+        let huge = Duration::MAX;
+        assert_eq!(margin(Duration::from_secs(2), huge), None);
+        assert!(command_margin(Duration::from_secs(2), huge).is_err());
+        assert!(command_margin(huge, huge).is_err());
+    }
 }

@@ -25,8 +25,8 @@ pub(crate) mod code {
     /// Any other failure: the backend is unreachable, a bad URL, a benchmark's counter is
     /// wrong (as the Go peer exits 1).
     pub(crate) const FAILURE: u8 = 1;
-    /// Bad command-line usage (clap's own code).
-    #[allow(dead_code)] // documented; clap exits with it by itself
+    /// Bad command-line usage: clap's own code, and arguments that parse but do not fit
+    /// together (a `--kill-after` too long for the `--ttl`).
     pub(crate) const USAGE: u8 = 2;
     /// `--try`: the lock is held by another session.
     pub(crate) const LOCKED: u8 = 3;
@@ -46,7 +46,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    success (or, with `lock NAME -- CMD`, CMD's own exit code)
   1    failure: backend unreachable, bad URL, benchmark counter wrong
-  2    bad usage
+  2    bad usage, or a --kill-after too long for the --ttl (TTL/10 + kill-after must
+       stay below two thirds of the TTL)
   3    --try: the lock is held elsewhere
   4    --timeout passed before the lock or leadership was acquired
   5    the lock or leadership was lost while held (CMD is terminated first)
@@ -120,6 +121,8 @@ enum Command {
     /// COORD_LEASE_ID and ETCD_LOCK_KEY set, releases the lock when it exits and exits
     /// with its code. Signals received meanwhile are passed on to CMD. If the lock is lost
     /// while CMD runs, CMD gets SIGTERM (then SIGKILL after --kill-after) and coord exits 5.
+    /// coord gives the lock up --kill-after earlier than it otherwise would, so that CMD is
+    /// dead before the lease can expire and another process acquire.
     Lock(lock::LockArgs),
     /// Campaign in an election and lead until SIGINT/SIGTERM; or watch it with --listen.
     ///
@@ -151,10 +154,24 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The session TTL every command asks for (`run` always sets one).
+    pub(crate) fn ttl(&self) -> Duration {
+        self.options.session_ttl().unwrap_or(DEFAULT_TTL)
+    }
+
     /// A new connection (a new client of the backend) with the global options applied.
     pub(crate) async fn connect(&self) -> Result<Connection, CliError> {
         Ok(self.options.clone().connect().await?)
     }
+}
+
+/// Closes the session of a lost lock or leadership. The revoke only lets the next holder in
+/// sooner: a lease lost to its deadline ends by itself within the drift margin (a tenth of
+/// the TTL by default; less is left of a wider margin once CMD has been terminated), so the
+/// revoke is not waited for longer. Without a request timeout a revoke sent into a partition
+/// would otherwise never return, and coord would hang instead of exiting 5.
+pub(crate) async fn close_lost(session: &coord::Session) {
+    let _ = tokio::time::timeout(session.ttl() / 10, session.close()).await;
 }
 
 /// A failure with its exit code and message.

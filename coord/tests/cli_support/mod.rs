@@ -116,18 +116,28 @@ impl Proc {
 
     /// Waits for the exit, or panics after `timeout` (killing the process).
     pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
+        match self.wait_at_most(timeout) {
+            Some(status) => status,
+            None => {
                 let _ = self.child.kill();
                 panic!(
                     "`{}` still running after {timeout:?}; stderr: {}",
                     self.what,
                     self.stderr()
                 );
+            }
+        }
+    }
+
+    /// Waits for the exit for up to `timeout`; `None` if still running.
+    pub(crate) fn wait_at_most(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
