@@ -63,8 +63,8 @@ elif [ ! -x "$go_peer" ]; then
   fi
 fi
 
-echo "== building coord (release, features cli,etcd)"
-cargo build --release --quiet -p coord --features cli,etcd
+echo "== building coord (release, features etcd)"
+cargo build --release --quiet -p coord-cli --features etcd
 coord_bin="$root/target/release/coord"
 
 work="$(mktemp -d -t coord-bench.XXXXXX)"

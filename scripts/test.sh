@@ -31,7 +31,7 @@ fi
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
-# --all-features: the CLI tests against etcd (coord/tests/cli_etcd.rs) need coord's `etcd`
+# --all-features: the CLI tests against etcd (coord-cli/tests/cli_etcd.rs) need coord-cli's `etcd`
 # feature, and the code behind every feature has to be linted.
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings

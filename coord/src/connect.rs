@@ -805,25 +805,23 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `10` (seconds), `10s`, `500ms`, `2m`, `1h`, `1.5s`.
-pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+/// Parses a duration as the command line and URL options write it: a bare number of
+/// seconds (`10`, as etcdctl's `--ttl`) or humantime's grammar (`10s`, `500ms`, `1.5s`,
+/// `1h30m`, `2min`).
+///
+/// # Errors
+/// A message naming the text and the accepted forms.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (expected e.g. 10s, 500ms, 2m)"))?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" => 1e-6,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (use ms, s, m or h)")),
-    };
-    Duration::try_from_secs_f64(n * scale).map_err(|_| format!("duration {s:?} out of range"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {s:?} out of range"));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("bad duration {s:?}: {e} (expected e.g. 10 (seconds), 10s, 500ms, 1h30m)")
+    })
 }
 
 fn format_duration(d: Duration) -> String {
@@ -945,9 +943,11 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5d").is_err());
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }

@@ -51,11 +51,15 @@
 //! | `memory` (default) | `memory://` URLs and [`memory::MemoryBackend`] |
 //! | `etcd` | `etcd://` and `etcds://` URLs and the `etcd` module (`EtcdBackend`, `EtcdOptions`) |
 //! | `redis` | `redis://` and `rediss://` URLs (the backend is not written yet: connecting says so) |
-//! | `cli` (default) | the `coord` command-line tool (implies `memory`); a library that only wants the recipes sets `default-features = false, features = ["memory"]` (or `"etcd"`) |
+//!
+//! The `coord` command-line tool is the `coord-cli` package, so this library pulls in no
+//! command-line dependencies.
 
 mod connect;
 
-pub use connect::{ConnectOptions, Connection, DEFAULT_ETCD_PORT, DEFAULT_REDIS_PORT, connect};
+pub use connect::{
+    ConnectOptions, Connection, DEFAULT_ETCD_PORT, DEFAULT_REDIS_PORT, connect, parse_duration,
+};
 pub use coord_core::*;
 
 /// The in-process backend: exact etcd semantics, tokio time, fault hooks for tests.

@@ -1,7 +1,6 @@
-//! The interactive election program (the seed's): several nodes in one process, each with
-//! its own session, driven by lines `<node> <command> [argument]` on
-//! standard input. `coord repl NAME` and `examples/election.rs` both run it; the example
-//! includes this file by path, so it uses only `coord`'s public API.
+//! The interactive election program: several nodes in one process, each with its own
+//! session, driven by lines `<node> <command> [argument]` on standard input. `coord repl
+//! NAME` and the `election` example both run it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
 /// The commands, as `help` prints them.
-pub(crate) const HELP: &str =
+pub const HELP: &str =
     "<node> elect [value] | proclaim <value> | resign | watch | query | rev | crash; help; quit";
 
 /// One participant: its connection and session, and its candidacy or leadership.
@@ -33,7 +32,7 @@ struct Node {
 ///
 /// # Errors
 /// Reading standard input, or making a node. A failed command is printed, not returned.
-pub(crate) async fn run<F, Fut>(
+pub async fn run<F, Fut>(
     name: &str,
     mut new_node: F,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>

@@ -15,9 +15,9 @@
 //! help | quit
 //! ```
 //!
-//! Try: `printf '1 watch\n1 elect\n2 elect\n1 resign\n2 query\n' | cargo run -p coord --example election`
+//! Try: `printf '1 watch\n1 elect\n2 elect\n1 resign\n2 query\n' | cargo run -p coord-cli --example election`
 //!
-//! On a server: `cargo run -p coord --features etcd --example election -- --backend
+//! On a server: `cargo run -p coord-cli --features etcd --example election -- --backend
 //! etcd://127.0.0.1:2379` (or set `COORD_BACKEND`). `coord repl NAME` is the same program
 //! in the command-line tool.
 
@@ -26,8 +26,7 @@ use std::time::Duration;
 use coord::Session;
 
 // The program itself is shared with `coord repl`.
-#[path = "../src/cli/interactive.rs"]
-mod interactive;
+use coord_cli::interactive;
 
 const ELECTION: &str = "example-election";
 

@@ -1,10 +1,12 @@
 //! The `coord` command line: argument parsing, backend connection, output and exit codes.
-//! One module per command.
+//! One module per command. The binary is `coord`; this library exists so that the
+//! interactive election program is written once, for `coord repl` and the `election`
+//! example.
 
 mod bench;
 mod demo;
 mod elect;
-mod interactive;
+pub mod interactive;
 mod lock;
 mod output;
 mod repl;
@@ -214,11 +216,7 @@ impl From<coord::Error> for CliError {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let d = if s.bytes().all(|b| b.is_ascii_digit()) {
-        Duration::from_secs(s.parse().map_err(|e| format!("{e}"))?)
-    } else {
-        humantime::parse_duration(s).map_err(|e| format!("{e}"))?
-    };
+    let d = parse_duration(s)?;
     if d.is_zero() {
         return Err("the TTL must be positive".into());
     }
@@ -226,17 +224,13 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 /// Parses durations like `10s`, `500ms`, `1m30s` (humantime), or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() {
-        return Ok(Duration::from_secs(s.parse().map_err(|e| format!("{e}"))?));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e}"))
-}
+pub(crate) use coord::parse_duration;
 
 /// The default TTL of the command line, as etcdctl lock's.
 const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
-pub(crate) fn main() -> ExitCode {
+/// Runs the command line with the process's arguments.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
