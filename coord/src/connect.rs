@@ -806,7 +806,7 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// Parses a duration as the command line and URL options write it: a bare number of
-/// seconds (`10`, as etcdctl's `--ttl`) or humantime's grammar (`10s`, `500ms`, `1.5s`,
+/// seconds (`10`, as etcdctl's `--ttl`) or humantime's grammar (`10s`, `500ms`,
 /// `1h30m`, `2min`).
 ///
 /// # Errors
