@@ -16,7 +16,7 @@ mod ext;
 mod kv;
 mod lease;
 mod range;
-pub mod recipes;
+mod recipes;
 mod txn;
 mod watch;
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 
-use super::own_key::{OwnedKey, claim};
+use super::hold::{Hold, within};
+use super::own_key::claim;
 use super::wait::wait_for_predecessors;
 use super::{Session, lock_key};
 use crate::{
@@ -79,10 +80,8 @@ impl Election {
             RangeRequest::last_created_before(prefix.as_str(), max)
         })
         .await?;
-        self.session.unless_lost(Leadership {
-            name: self.name.clone(),
-            own,
-        })
+        self.session
+            .unless_lost(Leadership(Hold::new(&self.name, own)))
     }
 
     /// [`Election::campaign`] with a time limit.
@@ -98,11 +97,8 @@ impl Election {
         proposal: impl Into<Vec<u8>>,
         limit: Duration,
     ) -> Result<Leadership> {
-        tokio::time::timeout(limit, self.campaign(proposal))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("campaign in election {:?} within {limit:?}", self.name),
-            })?
+        let what = || format!("campaign in election {:?}", self.name);
+        within(limit, what, self.campaign(proposal)).await
     }
 
     /// The current leader.
@@ -260,36 +256,26 @@ impl Observer {
     }
 }
 
-/// Leadership of an [`Election`], held until resigned, dropped or lost.
+/// Leadership of an [`Election`], held until resigned, dropped or lost: a [`Hold`] (key,
+/// fencing token, `is_owner`, `lost`), with etcd's names [`rev`](Self::rev) and
+/// [`is_leader`](Self::is_leader) for the last two.
 ///
 /// Dropping it resigns in the background.
 #[must_use = "if unused, leadership is resigned at once"]
 #[clippy::has_significant_drop]
-pub struct Leadership {
-    name: String,
-    own: OwnedKey,
-}
+#[derive(Debug)]
+pub struct Leadership(Hold);
 
 impl Leadership {
-    /// The election's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The leader key, `<name>/<lease hex>`.
-    pub fn key(&self) -> &str {
-        self.own.key()
-    }
-
-    /// The leader key's create revision (etcd's `Election.Rev()`); a fencing token that
+    /// The leader key's create revision (etcd's `Election.Rev()`): the fencing token, which
     /// strictly rises across successive leaders.
     pub fn rev(&self) -> Revision {
-        self.own.create_revision()
+        self.0.fencing_token()
     }
 
-    /// A compare that holds while this leadership lasts.
+    /// A compare that holds while this leadership lasts ([`Hold::is_owner`]).
     pub fn is_leader(&self) -> Compare {
-        self.own.is_owner()
+        self.0.is_owner()
     }
 
     /// Replaces the proposal observers see, if still leader. A proclamation whose answer
@@ -302,21 +288,7 @@ impl Leadership {
     /// # Cancel safety
     /// Cancel safe: a dropped proclamation may or may not have been applied.
     pub async fn proclaim(&self, proposal: impl Into<Vec<u8>>) -> Result<()> {
-        match self.own.put_value(&proposal.into()).await {
-            Err(Error::LockLost { .. }) => Err(Error::NotLeader {
-                election: self.name.clone(),
-            }),
-            other => other,
-        }
-    }
-
-    /// Resolves when leadership is lost (session lost or key deleted by someone else);
-    /// never because this handle let go (after `resign` or a drop it stays pending).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.own.lost()
+        self.not_leader(self.0.own().put_value(&proposal.into()).await)
     }
 
     /// Gives up leadership: deletes the key if it is still this incarnation, letting the
@@ -331,10 +303,9 @@ impl Leadership {
     /// # Cancel safety
     /// Cancel safe: a dropped call resigns in the background.
     pub async fn resign(self) -> Result<()> {
-        match self.own.release().await {
-            Err(Error::LockLost { .. }) => Err(Error::NotLeader {
-                election: self.name.clone(),
-            }),
+        let name = self.0.name().to_owned();
+        match self.0.release().await {
+            Err(Error::LockLost { .. }) => Err(Error::NotLeader { election: name }),
             other => other,
         }
     }
@@ -347,26 +318,28 @@ impl Leadership {
     /// # Cancel safety
     /// Cancel safe: read only.
     pub async fn current(&self) -> Result<KeyValue> {
-        match self
-            .own
-            .session()
-            .backend()
-            .get(self.own.key().as_bytes())
-            .await?
-        {
-            Some(kv) if kv.create_revision == self.own.create_revision() => Ok(kv),
-            _ => Err(Error::NotLeader {
-                election: self.name.clone(),
+        match self.session().backend().get(self.key().as_bytes()).await? {
+            Some(kv) if kv.create_revision == self.fencing_token() => Ok(kv),
+            _ => self.not_leader(Err(Error::LockLost {
+                key: self.key().to_owned(),
+            })),
+        }
+    }
+
+    fn not_leader<T>(&self, outcome: Result<T>) -> Result<T> {
+        match outcome {
+            Err(Error::LockLost { .. }) => Err(Error::NotLeader {
+                election: self.0.name().to_owned(),
             }),
+            other => other,
         }
     }
 }
 
-impl std::fmt::Debug for Leadership {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leadership")
-            .field("key", &self.own.key())
-            .field("rev", &self.own.create_revision())
-            .finish()
+impl std::ops::Deref for Leadership {
+    type Target = Hold;
+
+    fn deref(&self) -> &Hold {
+        &self.0
     }
 }

@@ -2,6 +2,7 @@
 //! module each.
 
 mod election;
+mod hold;
 mod mutex;
 mod own_key;
 mod rwmutex;
@@ -10,6 +11,7 @@ mod session;
 mod wait;
 
 pub use election::{Election, LeaderUpdate, Leadership, leader, observe};
+pub use hold::Hold;
 pub use mutex::{Mutex, MutexGuard};
 pub use rwmutex::{RwMode, RwMutex, RwMutexGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use super::own_key::{OwnedKey, claim, try_claim};
+use super::hold::{Hold, within};
+use super::own_key::{claim, try_claim};
 use super::wait::wait_for_predecessors;
 use super::{Session, lock_key};
-use crate::{Compare, Error, RangeRequest, Result, Revision};
+use crate::{Error, RangeRequest, Result};
 
 /// A distributed mutual-exclusion lock on a name.
 ///
@@ -29,10 +30,10 @@ use crate::{Compare, Error, RangeRequest, Result, Revision};
 /// | `m.Lock(ctx)` | `let guard = m.lock().await?` (cancel by dropping the future or with [`Mutex::lock_timeout`]) |
 /// | `m.TryLock(ctx)`, `ErrLocked` | [`Mutex::try_lock`], [`Error::Locked`] |
 /// | `m.Unlock(ctx)` | [`MutexGuard::unlock`], or drop the guard (released in the background) |
-/// | `m.Key()`, `m.IsOwner()` | [`MutexGuard::key`], [`MutexGuard::is_owner`] |
-/// | `m.Header().Revision` | [`MutexGuard::fencing_token`] (the key's create revision) |
+/// | `m.Key()`, `m.IsOwner()` | [`Hold::key`], [`Hold::is_owner`] (a guard dereferences to its [`Hold`]) |
+/// | `m.Header().Revision` | [`Hold::fencing_token`] (the key's create revision) |
 /// | `NewLocker(s, name)`: `Lock()` / `Unlock()` without a context | `lock()` returns the guard; unlocking is dropping it (or `unlock()`), so it cannot be unlocked twice or by a non-holder, and no `ErrLockReleased` exists |
-/// | `Session.Done()` while holding | [`MutexGuard::lost`], which fires *before* the server can expire the lease |
+/// | `Session.Done()` while holding | [`Hold::lost`], which fires *before* the server can expire the lease |
 #[derive(Debug, Clone)]
 pub struct Mutex {
     session: Session,
@@ -139,7 +140,8 @@ impl Mutex {
             }
             _ => {}
         }
-        self.session.unless_lost(self.guard(own))
+        self.session
+            .unless_lost(MutexGuard(Hold::new(&self.name, own)))
     }
 
     /// [`Mutex::lock`] with a time limit.
@@ -151,73 +153,20 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
-        tokio::time::timeout(limit, self.lock())
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("lock {:?} within {limit:?}", self.name),
-            })?
-    }
-
-    fn guard(&self, own: OwnedKey) -> MutexGuard {
-        MutexGuard {
-            name: self.name.clone(),
-            own,
-        }
+        within(limit, || format!("lock {:?}", self.name), self.lock()).await
     }
 }
 
-/// Proof of holding a [`Mutex`]. Dropping it releases the lock in the background; prefer
-/// [`MutexGuard::unlock`] to learn whether the release reached the backend.
+/// Proof of holding a [`Mutex`]: a [`Hold`] (key, fencing token, `is_owner`, `lost`).
+/// Dropping it releases the lock in the background; prefer [`MutexGuard::unlock`] to learn
+/// whether the release reached the backend.
 #[must_use = "if unused the lock is released at once"]
 #[clippy::has_significant_drop]
-pub struct MutexGuard {
-    name: String,
-    own: OwnedKey,
-}
+#[derive(Debug)]
+pub struct MutexGuard(Hold);
 
 impl MutexGuard {
-    /// The lock's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The lock key, `<name>/<lease hex>` (what `etcdctl lock` prints).
-    pub fn key(&self) -> &str {
-        self.own.key()
-    }
-
-    /// The fencing token: the lock key's create revision. Strictly greater for every later
-    /// holder of this name, so a resource that remembers the highest token it has seen can
-    /// refuse writes from a holder that lost the lock without knowing it.
-    pub fn fencing_token(&self) -> Revision {
-        self.own.create_revision()
-    }
-
-    /// A compare that holds only while this guard's acquisition still holds the lock. Put
-    /// it in your own txn so that a write happens only while you still hold the lock.
-    pub fn is_owner(&self) -> Compare {
-        self.own.is_owner()
-    }
-
-    /// Resolves when the lock is lost: the session is lost (which fires before the server
-    /// can expire the lease) or the key was deleted by someone else. Never because this
-    /// guard let go: after [`unlock`](Self::unlock) or a drop it stays pending (and holds
-    /// nothing of the session), so a monitor task can tell a release from a loss. The
-    /// future owns what it needs.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.own.lost()
-    }
-
-    /// The session holding the lock.
-    pub fn session(&self) -> &Session {
-        self.own.session()
-    }
-
-    /// Releases the lock now. The key is deleted only if it is still this acquisition
-    /// (create revision unchanged) and no other guard of the session shares it.
+    /// Releases the lock now: see [`Hold`]'s release rules.
     ///
     /// # Errors
     /// [`Error::LockLost`] when the lock had already been lost (the key was gone or
@@ -228,15 +177,14 @@ impl MutexGuard {
     /// # Cancel safety
     /// Cancel safe: a dropped call releases in the background.
     pub async fn unlock(self) -> Result<()> {
-        self.own.release().await
+        self.0.release().await
     }
 }
 
-impl std::fmt::Debug for MutexGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MutexGuard")
-            .field("key", &self.own.key())
-            .field("fencing_token", &self.own.create_revision())
-            .finish()
+impl std::ops::Deref for MutexGuard {
+    type Target = Hold;
+
+    fn deref(&self) -> &Hold {
+        &self.0
     }
 }

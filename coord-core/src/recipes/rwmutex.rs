@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use super::Session;
+use super::hold::{Hold, within};
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::wait::wait_for_predecessors;
-use crate::{Compare, Error, RangeRequest, Result, Revision, TxnOp};
+use crate::{Error, RangeRequest, Result, TxnOp};
 
 /// Whether a guard reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,11 +103,8 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_timeout(&self, mode: RwMode, limit: Duration) -> Result<RwMutexGuard> {
-        tokio::time::timeout(limit, self.acquire(mode, true))
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("{mode:?} lock {:?} within {limit:?}", self.name),
-            })?
+        let what = || format!("{mode:?} lock {:?}", self.name);
+        within(limit, what, self.acquire(mode, true)).await
     }
 
     /// The prefix whose older keys block `mode`.
@@ -174,79 +172,46 @@ impl RwMutex {
 
     fn guard(&self, mode: RwMode, own: OwnedKey) -> Result<RwMutexGuard> {
         self.session.unless_lost(RwMutexGuard {
-            name: self.name.clone(),
+            hold: Hold::new(&self.name, own),
             mode,
-            own,
         })
     }
 }
 
-/// Proof of holding an [`RwMutex`] in some [`RwMode`]. Dropping it releases in the
-/// background.
+/// Proof of holding an [`RwMutex`] in some [`RwMode`]: a [`Hold`] (key, fencing token,
+/// `is_owner`, `lost`). Dropping it releases in the background.
 #[must_use = "if unused the lock is released at once"]
 #[clippy::has_significant_drop]
+#[derive(Debug)]
 pub struct RwMutexGuard {
-    name: String,
+    hold: Hold,
     mode: RwMode,
-    own: OwnedKey,
 }
 
 impl RwMutexGuard {
-    /// The lock's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Read or write.
     pub fn mode(&self) -> RwMode {
         self.mode
     }
 
-    /// The key, `<name>/read/<lease hex>` or `<name>/write/<lease hex>`.
-    pub fn key(&self) -> &str {
-        self.own.key()
-    }
-
-    /// The key's create revision. Write tokens strictly rise across writers; a reader's
-    /// token is above every writer before it and below every writer after it.
-    pub fn fencing_token(&self) -> Revision {
-        self.own.create_revision()
-    }
-
-    /// A compare that holds while this acquisition still holds the lock.
-    pub fn is_owner(&self) -> Compare {
-        self.own.is_owner()
-    }
-
-    /// Resolves when the lock is lost (session lost or key deleted by someone else); never
-    /// because this guard let go (after `unlock` or a drop it stays pending).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.own.lost()
-    }
-
-    /// Releases now.
+    /// Releases now: see [`crate::MutexGuard::unlock`]. A read key shared with other
+    /// readers of the session stays until the last of them lets go.
     ///
     /// # Errors
-    /// [`Error::LockLost`](crate::Error::LockLost) when it had already been lost (the key
-    /// was gone or re-created): nothing is deleted. Any backend error; the release is then
-    /// retried in the background.
+    /// [`Error::LockLost`] when it had already been lost (the key was gone or re-created):
+    /// nothing is deleted. Any backend error; the release is then retried in the background.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call releases in the background.
     pub async fn unlock(self) -> Result<()> {
-        self.own.release().await
+        self.hold.release().await
     }
 }
 
-impl std::fmt::Debug for RwMutexGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RwMutexGuard")
-            .field("key", &self.own.key())
-            .field("mode", &self.mode)
-            .field("fencing_token", &self.own.create_revision())
-            .finish()
+impl std::ops::Deref for RwMutexGuard {
+    type Target = Hold;
+
+    fn deref(&self) -> &Hold {
+        &self.hold
     }
 }

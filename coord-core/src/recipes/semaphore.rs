@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
+use super::hold::{Hold, within};
 use super::own_key::{OwnedKey, claim, try_claim};
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
-use crate::{
-    Compare, Error, RangeRequest, Result, Revision, SortOrder, SortTarget, TxnOp, TxnRequest,
-};
+use crate::{Error, RangeRequest, Result, SortOrder, SortTarget, TxnOp, TxnRequest};
 
 /// A distributed counting semaphore: at most `permits` sessions hold it at once.
 ///
@@ -85,11 +84,8 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire_timeout(&self, limit: Duration) -> Result<SemaphorePermit> {
-        tokio::time::timeout(limit, self.acquire())
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("acquire semaphore {:?} within {limit:?}", self.name),
-            })?
+        let what = || format!("acquire semaphore {:?}", self.name);
+        within(limit, what, self.acquire()).await
     }
 
     /// The oldest `permits` keys: the holders, if we are among them.
@@ -150,71 +146,36 @@ impl Semaphore {
     }
 
     fn permit(&self, own: OwnedKey) -> Result<SemaphorePermit> {
-        self.session.unless_lost(SemaphorePermit {
-            name: self.name.clone(),
-            own,
-        })
+        self.session
+            .unless_lost(SemaphorePermit(Hold::new(&self.name, own)))
     }
 }
 
-/// A held permit of a [`Semaphore`]. Dropping it releases in the background.
+/// A held permit of a [`Semaphore`]: a [`Hold`] (key, fencing token, `is_owner`, `lost`).
+/// Dropping it releases in the background.
 #[must_use = "if unused the permit is released at once"]
 #[clippy::has_significant_drop]
-pub struct SemaphorePermit {
-    name: String,
-    own: OwnedKey,
-}
+#[derive(Debug)]
+pub struct SemaphorePermit(Hold);
 
 impl SemaphorePermit {
-    /// The semaphore's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The permit's key, `<name>/<lease hex>`.
-    pub fn key(&self) -> &str {
-        self.own.key()
-    }
-
-    /// The permit key's create revision: unique per acquisition and greater than the token
-    /// of every permit released before this one was requested.
-    pub fn fencing_token(&self) -> Revision {
-        self.own.create_revision()
-    }
-
-    /// A compare that holds while this permit is still held.
-    pub fn is_owner(&self) -> Compare {
-        self.own.is_owner()
-    }
-
-    /// Resolves when the permit is lost (session lost or key deleted by someone else);
-    /// never because this permit was let go (after `release` or a drop it stays pending).
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.own.lost()
-    }
-
-    /// Releases now.
+    /// Releases now: see [`crate::MutexGuard::unlock`].
     ///
     /// # Errors
-    /// [`Error::LockLost`](crate::Error::LockLost) when it had already been lost (the key
-    /// was gone or re-created): nothing is deleted. Any backend error; the release is then
-    /// retried in the background.
+    /// [`Error::LockLost`] when it had already been lost (the key was gone or re-created):
+    /// nothing is deleted. Any backend error; the release is then retried in the background.
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped call releases in the background.
     pub async fn release(self) -> Result<()> {
-        self.own.release().await
+        self.0.release().await
     }
 }
 
-impl std::fmt::Debug for SemaphorePermit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SemaphorePermit")
-            .field("key", &self.own.key())
-            .field("fencing_token", &self.own.create_revision())
-            .finish()
+impl std::ops::Deref for SemaphorePermit {
+    type Target = Hold;
+
+    fn deref(&self) -> &Hold {
+        &self.0
     }
 }

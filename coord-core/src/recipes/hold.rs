@@ -1,0 +1,111 @@
+//! `Hold`: what every granted lock, read/write lock, permit and leadership is.
+
+use super::Session;
+use super::own_key::OwnedKey;
+use crate::{Compare, Result, Revision};
+
+/// One granted hold of a name: a [`MutexGuard`](crate::MutexGuard),
+/// [`RwMutexGuard`](crate::RwMutexGuard), [`SemaphorePermit`](crate::SemaphorePermit) and
+/// [`Leadership`](crate::Leadership) are each a `Hold` (they dereference to it) with the
+/// recipe's own name for letting go (`unlock`, `release`, `resign`).
+///
+/// A hold is a key `<name>/.../<lease hex>` on its session's lease. Its fencing token is the
+/// key's create revision: strictly greater for every later holder of the name, so a
+/// resource that remembers the highest token it has seen can refuse a stale holder.
+/// Dropping the recipe's handle lets go in the background.
+pub struct Hold {
+    name: String,
+    own: OwnedKey,
+}
+
+impl Hold {
+    pub(crate) fn new(name: &str, own: OwnedKey) -> Self {
+        Hold {
+            name: name.to_owned(),
+            own,
+        }
+    }
+
+    /// The name of the lock, semaphore or election.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key this hold is: `<name>/<lease hex>` (`<name>/read/…` and `<name>/write/…` for
+    /// read/write locks), what `etcdctl lock` prints.
+    pub fn key(&self) -> &str {
+        self.own.key()
+    }
+
+    /// The fencing token: the key's create revision. Strictly greater for every later
+    /// holder of the name (for a read lock: above every writer before it and below every
+    /// writer after it; for a permit: above every permit released before it was asked for).
+    pub fn fencing_token(&self) -> Revision {
+        self.own.create_revision()
+    }
+
+    /// A compare that holds only while this hold lasts (its key exists with the same create
+    /// revision). Put it in your own txn so that a write happens only while you still hold.
+    pub fn is_owner(&self) -> Compare {
+        self.own.is_owner()
+    }
+
+    /// Resolves when the hold is lost: the session is lost (which fires before the server
+    /// can expire the lease) or the key was deleted by someone else. Never because the
+    /// holder let go: after the recipe's `unlock` / `release` / `resign`, or a drop, it
+    /// stays pending and keeps nothing of the session alive, so a monitor task can tell a
+    /// release from a loss. The future owns what it needs.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.own.lost()
+    }
+
+    /// The session the hold is on.
+    pub fn session(&self) -> &Session {
+        self.own.session()
+    }
+
+    /// Lets go now: deletes the key if it is still this incarnation (and no other reader of
+    /// the session shares it).
+    ///
+    /// # Errors
+    /// [`Error::LockLost`](crate::Error::LockLost) when the hold had already been lost (the
+    /// key was gone or re-created): nothing is deleted, and the caller learns that its
+    /// critical section was not fully covered. Any backend error: the release is then
+    /// retried in the background until it succeeds or the session ends.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call still lets go, in the background.
+    pub(crate) async fn release(self) -> Result<()> {
+        self.own.release().await
+    }
+
+    pub(crate) fn own(&self) -> &OwnedKey {
+        &self.own
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hold")
+            .field("key", &self.key())
+            .field("fencing_token", &self.fencing_token())
+            .finish()
+    }
+}
+
+/// `tokio::time::timeout` with the recipes' error: [`Error::Timeout`](crate::Error::Timeout)
+/// naming what did not finish.
+pub(crate) async fn within<T>(
+    limit: std::time::Duration,
+    what: impl FnOnce() -> String,
+    acquire: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, acquire)
+        .await
+        .map_err(|_| crate::Error::Timeout {
+            operation: format!("{} within {limit:?}", what()),
+        })?
+}
