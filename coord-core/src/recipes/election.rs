@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 
+use super::backoff::Backoff;
 use super::hold::{Hold, within};
 use super::own_key::claim;
 use super::wait::wait_for_predecessors;
@@ -154,7 +155,7 @@ pub fn observe(
             last: None,
             tx,
         };
-        let mut delay = Duration::from_millis(10);
+        let mut backoff = Backoff::default();
         loop {
             let err = match observer.run().await {
                 Ok(()) => return,
@@ -167,9 +168,8 @@ pub fn observe(
             tracing::debug!(election = %name, error = %err, "observe: resyncing");
             tokio::select! {
                 _ = observer.tx.closed() => return,
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.pause()) => {}
             }
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
     });
     tokio_stream_from(rx)

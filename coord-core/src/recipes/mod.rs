@@ -1,6 +1,7 @@
 //! The coordination recipes, written once against [`crate::CoordinationBackend`], one small
 //! module each.
 
+mod backoff;
 mod election;
 mod hold;
 mod mutex;

@@ -116,11 +116,8 @@ impl Mutex {
                     holder: Some(key),
                 })?
         };
+        let holder = claim.read(0)?.kvs.into_iter().next();
         let own = claim.key;
-        let holder = claim.responses[0]
-            .clone()
-            .into_range()
-            .and_then(|r| r.kvs.into_iter().next());
         match holder {
             Some(h) if h.create_revision != own.create_revision() => {
                 if !wait {

@@ -23,13 +23,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::OwnedMutexGuard;
 use tokio_util::sync::CancellationToken;
 
 use super::Session;
+use super::backoff::Backoff;
 use super::session::LostSignal;
 use crate::{
     BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, LeaseId, RangeRequest,
@@ -41,6 +41,8 @@ use crate::{
 #[derive(Default)]
 pub(crate) struct OwnKeys {
     slots: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
+    /// Keys watched for late claims (see [`MAX_SETTLED_KEYS`]).
+    settlers: Arc<AtomicUsize>,
 }
 
 struct Slot {
@@ -54,7 +56,7 @@ struct Slot {
     settling: AtomicBool,
     /// Handles of the session that wait for or hold the turn (not background work: a
     /// release or a settlement, which end by themselves).
-    handles: AtomicUsize,
+    handles: Arc<AtomicUsize>,
 }
 
 impl OwnKeys {
@@ -72,7 +74,7 @@ impl OwnKeys {
                     shared: std::sync::Mutex::new(Weak::new()),
                     published: tokio::sync::watch::Sender::new(0),
                     settling: AtomicBool::new(false),
-                    handles: AtomicUsize::new(0),
+                    handles: Arc::default(),
                 })
             })
             .clone();
@@ -111,7 +113,31 @@ impl SlotRef {
 
     /// Waits for the turn for a handle, racing the session's loss.
     async fn take_turn(self, lost: &LostSignal, session: &Session) -> Result<Turn> {
-        let handle = HandleCount::new(&self);
+        let handle = Counted::add(&self.get().handles);
+        self.wait_turn(handle, lost, session).await
+    }
+
+    /// The turn for a handle if no other handle of the session waits for or holds it
+    /// (waiting out a release or settlement in progress); `None` otherwise.
+    async fn try_turn(self, lost: &LostSignal, session: &Session) -> Result<Option<Turn>> {
+        let handles = self.get().handles.clone();
+        if handles
+            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        self.wait_turn(Counted(handles), lost, session)
+            .await
+            .map(Some)
+    }
+
+    async fn wait_turn(
+        self,
+        handle: Counted,
+        lost: &LostSignal,
+        session: &Session,
+    ) -> Result<Turn> {
         let turn = self.get().turn.clone();
         let guard = tokio::select! {
             biased;
@@ -124,31 +150,22 @@ impl SlotRef {
             handle: Some(handle),
         })
     }
+}
 
-    /// The turn for a handle if no other handle of the session waits for or holds it
-    /// (waiting out a release or settlement in progress); `None` otherwise.
-    async fn try_turn(self, lost: &LostSignal, session: &Session) -> Result<Option<Turn>> {
-        if self.get().handles.load(Ordering::SeqCst) > 0 {
-            return Ok(None);
-        }
-        self.take_turn(lost, session).await.map(Some)
+/// One count in a counter, given back on drop. It holds the counter, not the slot, so that
+/// only [`SlotRef`]s (made under the map's lock) hold a slot.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn add(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted(counter.clone())
     }
 }
 
-/// Counts a handle in [`Slot::handles`] while it lives.
-struct HandleCount(Arc<Slot>);
-
-impl HandleCount {
-    fn new(slot: &SlotRef) -> Self {
-        let slot = slot.slot.clone().expect("live");
-        slot.handles.fetch_add(1, Ordering::SeqCst);
-        HandleCount(slot)
-    }
-}
-
-impl Drop for HandleCount {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.handles.fetch_sub(1, Ordering::SeqCst);
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -171,7 +188,7 @@ pub(crate) struct Turn {
     slot: SlotRef,
     _guard: OwnedMutexGuard<()>,
     /// Set while a handle (not background work) has the turn.
-    handle: Option<HandleCount>,
+    handle: Option<Counted>,
 }
 
 impl Turn {
@@ -190,6 +207,19 @@ pub(crate) struct Claim {
     pub(crate) existing_value: Option<Vec<u8>>,
     /// The responses of the extra operations, in order.
     pub(crate) responses: Vec<TxnOpResponse>,
+}
+
+impl Claim {
+    /// The range read by the `i`th extra operation.
+    pub(crate) fn read(&self, i: usize) -> Result<crate::RangeResponse> {
+        self.responses
+            .get(i)
+            .cloned()
+            .and_then(TxnOpResponse::into_range)
+            .ok_or_else(|| {
+                Error::backend("contract", "a txn answered a range with another response")
+            })
+    }
 }
 
 /// Waits for this session's turn at `key`, then creates it with `value` on the session's
@@ -258,6 +288,12 @@ async fn claim_with_turn(
     let mut resp = outcome?;
     let turn = pending.turn.take().expect("armed until answered");
     let key = std::mem::take(&mut pending.key);
+    if resp.responses.is_empty() {
+        return Err(Error::backend(
+            "contract",
+            "a txn answered with fewer responses than it has operations",
+        ));
+    }
     let first = resp.responses.remove(0);
     let (create_revision, mod_revision, existing_value) = if resp.succeeded {
         (resp.revision, resp.revision, None)
@@ -347,20 +383,26 @@ pub(crate) enum ReadClaim {
 /// and no writer (of any session) has queued behind it since; closes it to later readers
 /// otherwise, so that a stream of overlapping readers cannot starve a writer.
 async fn join_read(session: &Session, slot: &SlotRef, writers: &str) -> Result<Option<OwnedKey>> {
+    // Only a weak reference across the check: its holders may let go meanwhile, and their
+    // release must then really delete (and report) rather than leave it to this task.
     let shared = slot
         .get()
         .shared
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .upgrade();
-    let Some(hold) = shared.filter(|h| h.open.load(Ordering::SeqCst)) else {
+        .clone();
+    let Some((key, rev)) = shared
+        .upgrade()
+        .filter(|h| h.open.load(Ordering::SeqCst))
+        .map(|h| (h.key.clone(), h.create_revision))
+    else {
         return Ok(None);
     };
     let check = TxnRequest::new().and_then([
-        TxnOp::range(RangeRequest::key(hold.key.as_str())),
+        TxnOp::range(RangeRequest::key(key.as_str())),
         TxnOp::range(
             RangeRequest::prefix(writers)
-                .min_create_revision(hold.create_revision + 1)
+                .min_create_revision(rev + 1)
                 .limit(1)
                 .keys_only(),
         ),
@@ -370,10 +412,16 @@ async fn join_read(session: &Session, slot: &SlotRef, writers: &str) -> Result<O
         .range(0)?
         .kvs
         .first()
-        .is_some_and(|kv| kv.create_revision == hold.create_revision);
+        .is_some_and(|kv| kv.create_revision == rev);
     let writer_behind = !resp.range(1)?.kvs.is_empty();
+    let Some(hold) = shared.upgrade() else {
+        return Ok(None);
+    };
     if !alive || writer_behind {
         hold.open.store(false, Ordering::SeqCst);
+        return Ok(None);
+    }
+    if !hold.open.load(Ordering::SeqCst) {
         return Ok(None);
     }
     Ok(Some(OwnedKey {
@@ -405,7 +453,7 @@ impl Drop for Incarnation {
             return;
         };
         rt.spawn(release(
-            self.session.clone(),
+            Releaser::of(&self.session),
             std::mem::take(&mut self.key),
             self.create_revision,
             turn.into_background(),
@@ -488,13 +536,19 @@ impl OwnedKey {
             return Ok(());
         };
         let (report, outcome) = tokio::sync::oneshot::channel();
-        tokio::spawn(release(
-            inc.session.clone(),
+        let work = release(
+            Releaser::of(&inc.session),
             std::mem::take(&mut inc.key),
             inc.create_revision,
             turn.into_background(),
             Some(report),
-        ));
+        );
+        // In a task of its own when there is a runtime, so that dropping this call does not
+        // stop the release; inline otherwise.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(work)),
+            Err(_) => work.await,
+        }
         outcome.await.unwrap_or_else(|_| {
             Err(Error::unavailable(
                 "the release task was stopped (runtime shutting down)",
@@ -583,12 +637,33 @@ impl Drop for OwnedKey {
     }
 }
 
+/// What a release needs of its session, without keeping the session alive.
+struct Releaser {
+    backend: Arc<dyn CoordinationBackend>,
+    lost: LostSignal,
+    /// How long one last delete may take once the session is lost.
+    last_try: std::time::Duration,
+}
+
+impl Releaser {
+    fn of(session: &Session) -> Self {
+        Releaser {
+            backend: session.backend().clone(),
+            lost: session.lost_signal(),
+            last_try: session.ttl() / 3,
+        }
+    }
+}
+
 /// The last handle lets go of `key`: deletes it if it is still the incarnation created at
-/// `rev`, retrying with back-off until that succeeds or the session ends. The turn is held
-/// throughout, so a new claim of the key by this session waits for the outcome. The outcome
-/// of the first attempt goes to `report`.
+/// `rev`, retrying retryable errors with back-off while the session lives. Once the session
+/// is lost the hold is over, but its lease may live on (orphaned, or until the server
+/// notices): one last delete, bounded in time, frees the key for the next holder sooner.
+/// The turn is held throughout, so a new claim of the key by this session waits for the
+/// outcome. The outcome of the first attempt goes to `report`: `LockLost` when the key was
+/// already gone, or the session was lost first.
 async fn release(
-    session: Session,
+    ctx: Releaser,
     key: String,
     rev: Revision,
     turn: Turn,
@@ -599,30 +674,48 @@ async fn release(
             let _ = report.send(outcome);
         }
     };
-    let mut delay = Duration::from_millis(10);
+    let lost_it = || Error::LockLost { key: key.clone() };
+    let mut backoff = Backoff::default();
     loop {
-        match delete_if_incarnation(session.backend().as_ref(), &key, rev).await {
+        let delete = delete_if_incarnation(ctx.backend.as_ref(), &key, rev);
+        let (outcome, lost) = if ctx.lost.is_lost() {
+            match tokio::time::timeout(ctx.last_try, delete).await {
+                Ok(outcome) => (outcome, true),
+                Err(_) => return send(Err(lost_it())),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                outcome = delete => (outcome, false),
+                // Lost while the delete hangs: the caller hears now; the next round is
+                // the last try, in the background.
+                _ = ctx.lost.clone().wait() => {
+                    send(Err(lost_it()));
+                    continue;
+                }
+            }
+        };
+        match outcome {
             Ok(deleted) => {
                 // Free the key for the next task of the session before its caller hears.
                 drop(turn);
-                return send(if deleted {
+                return send(if deleted && !lost {
                     Ok(())
                 } else {
-                    Err(Error::LockLost { key })
+                    Err(lost_it())
                 });
             }
-            Err(e) if session.is_lost() => {
-                tracing::debug!(%key, error = %e, "release abandoned: the session is gone");
-                return send(Err(e));
+            Err(e) if lost || !e.is_retryable() => {
+                tracing::warn!(%key, error = %e, "release failed; the key stays until the session's lease ends");
+                return send(Err(if lost { lost_it() } else { e }));
             }
             Err(e) => {
                 tracing::warn!(%key, error = %e, "release failed; retrying in the background");
                 send(Err(e));
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = session.lost() => return,
+                    _ = tokio::time::sleep(backoff.pause()) => {}
+                    _ = ctx.lost.clone().wait() => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(1));
             }
         }
     }
@@ -665,6 +758,11 @@ struct Settler {
     key: String,
 }
 
+/// How many keys one session may watch for late claims. One more unknown outcome on yet
+/// another key ends the session instead (its lease is revoked, so whatever lands late goes
+/// with it): resources stay bounded and no key can outlive its handle unwatched.
+pub(crate) const MAX_SETTLED_KEYS: usize = 64;
+
 impl Settler {
     async fn run(self, turn: Turn) {
         let first = !turn.slot.get().settling.swap(true, Ordering::SeqCst);
@@ -675,29 +773,34 @@ impl Settler {
             // A settler already watches this key for the rest of the session.
             return;
         }
-        let mut delay = Duration::from_millis(10);
+        let settlers = slot.keys.settlers.clone();
+        let _count = Counted::add(&settlers);
+        if settlers.load(Ordering::SeqCst) > MAX_SETTLED_KEYS {
+            tracing::warn!(key = %self.key, "too many keys with claims of unknown outcome; ending the session");
+            self.lost.end();
+            return;
+        }
+        let mut backoff = Backoff::default();
         loop {
             tokio::select! {
                 biased;
                 _ = self.lost.clone().wait() => return,
-                outcome = self.watch_for_late_claims(&slot) => {
+                outcome = self.watch_for_late_claims(&slot, &mut backoff) => {
                     if let Err(e) = outcome {
                         tracing::debug!(key = %self.key, error = %e, "watching for late claims failed; watching again");
                     }
                 }
             }
-            tokio::select! {
-                _ = self.lost.clone().wait() => return,
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.sleep_unless_lost(&self.lost).await {
+                return;
             }
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
     }
 
     /// Watches the key; whenever an incarnation on this lease may have appeared (and once
     /// at the start, for one that landed before the watch), takes the turn and withdraws
     /// what no handle holds.
-    async fn watch_for_late_claims(&self, slot: &SlotRef) -> Result<()> {
+    async fn watch_for_late_claims(&self, slot: &SlotRef, backoff: &mut Backoff) -> Result<()> {
         let mut watch = self
             .backend
             .watch(WatchRequest::key(self.key.as_str()))
@@ -708,6 +811,7 @@ impl Settler {
                 let turn = slot.share().turn_for_settler().await;
                 self.withdraw().await;
                 drop(turn);
+                backoff.reset();
             }
             let resp = watch
                 .next()
@@ -724,7 +828,7 @@ impl Settler {
     /// this lease that the store has, if any, by its create revision; retries until done or
     /// the session is lost.
     async fn withdraw(&self) {
-        let mut delay = Duration::from_millis(10);
+        let mut backoff = Backoff::default();
         loop {
             let outcome = async {
                 match self.backend.get(self.key.as_bytes()).await? {
@@ -744,14 +848,12 @@ impl Settler {
             };
             match outcome {
                 Ok(true) => return,
-                Ok(false) => delay = Duration::from_millis(10),
+                Ok(false) => backoff.reset(),
                 Err(e) => {
                     tracing::warn!(key = %self.key, error = %e, "withdrawing an unanswered claim failed; retrying");
-                    tokio::select! {
-                        _ = self.lost.clone().wait() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !backoff.sleep_unless_lost(&self.lost).await {
+                        return;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -795,9 +897,11 @@ async fn delete_if_incarnation(
 
 async fn key_lost(session: Session, key: String, rev: Revision) {
     let backend = session.backend().clone();
-    let lost = session.lost();
+    let signal = session.lost_signal();
+    drop(session);
+    let lost = signal.clone().wait();
     tokio::pin!(lost);
-    let mut delay = Duration::from_millis(10);
+    let mut backoff = Backoff::default();
     loop {
         let watched = async {
             let mut watch = backend.watch(WatchRequest::key(key.as_str())).await?;
@@ -820,10 +924,8 @@ async fn key_lost(session: Session, key: String, rev: Revision) {
                 Err(e) => tracing::debug!(%key, error = %e, "watching own key failed; retrying"),
             }
         }
-        tokio::select! {
-            _ = &mut lost => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.sleep_unless_lost(&signal).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }

@@ -30,7 +30,9 @@ pub enum RwMode {
 /// (of any session) is queued behind it, so one session's overlapping readers cannot starve
 /// another session's writer. There is no upgrade or downgrade, as in etcd's recipe: a write
 /// holder that asks for a read lock on the same name, or a reader that asks for the write
-/// lock, waits for itself.
+/// lock, waits for itself. So may a task that holds a read lock and asks for another one
+/// on the same session and name while a writer is queued: it may not join its own read key
+/// then, and waits for it to end.
 #[derive(Debug, Clone)]
 pub struct RwMutex {
     session: Session,
@@ -142,11 +144,8 @@ impl RwMutex {
                 .await?
                 .ok_or_else(locked)?,
         };
+        let oldest = claim.read(0)?.kvs.into_iter().next();
         let own = claim.key;
-        let oldest = claim.responses[0]
-            .clone()
-            .into_range()
-            .and_then(|r| r.kvs.into_iter().next());
         match oldest {
             Some(o) if o.create_revision < own.create_revision() => {
                 if !wait {

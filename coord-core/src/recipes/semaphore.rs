@@ -110,8 +110,8 @@ impl Semaphore {
                     holder: None,
                 })?
         };
+        let holders = claim.read(0)?;
         let own = claim.key;
-        let holders = claim.responses[0].clone().into_range().unwrap_or_default();
         let mine = own.create_revision();
         if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
             return self.permit(own);

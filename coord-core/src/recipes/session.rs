@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::own_key::OwnKeys;
 use crate::{CoordinationBackend, Error, LeaseId, Result};
 
@@ -89,7 +90,8 @@ impl LostSignal {
         true
     }
 
-    fn end(&self) {
+    /// Ends the session now (the keep-alive task then revokes the lease).
+    pub(crate) fn end(&self) {
         self.ended.cancel();
     }
 
@@ -319,6 +321,8 @@ impl Session {
             _ = self.lost() => Err(self.expired_error()),
             outcome = call => match outcome {
                 Err(Error::LeaseNotFound { lease }) if lease == self.inner.lease => {
+                    // The server says the lease is gone: the session is, at once.
+                    self.inner.lost.end();
                     Err(self.expired_error())
                 }
                 other => other,
@@ -390,6 +394,7 @@ async fn keep_alive(
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            _ = lost.ended.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tokio::time::sleep_until(next) => {}
         }
@@ -397,6 +402,7 @@ async fn keep_alive(
         let result = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            _ = lost.ended.cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             r = backend.lease_keep_alive(lease) => r,
         };
@@ -439,7 +445,7 @@ async fn revoke_after_loss(
     stop: &CancellationToken,
 ) {
     let give_up = Instant::now() + ttl * 2;
-    let mut delay = Duration::from_millis(10);
+    let mut backoff = Backoff::up_to(Duration::from_millis(250));
     loop {
         let outcome = tokio::select! {
             biased;
@@ -448,7 +454,7 @@ async fn revoke_after_loss(
         };
         match outcome {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => return,
-            Err(e) if Instant::now() + delay >= give_up => {
+            Err(e) if Instant::now() >= give_up => {
                 tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoking the lost lease failed; it will expire");
                 return;
             }
@@ -456,9 +462,8 @@ async fn revoke_after_loss(
                 tracing::debug!(lease = format_args!("{lease:x}"), error = %e, "revoking the lost lease failed; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.pause()) => {}
                 }
-                delay = (delay * 2).min(Duration::from_millis(250));
             }
         }
     }

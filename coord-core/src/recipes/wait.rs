@@ -1,13 +1,12 @@
 //! Waiting for one's turn in a queue of keys ordered by create revision.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 
+use super::backoff::Backoff;
 use super::own_key::OwnedKey;
 use crate::{
     Error, Event, EventKind, KeyValue, RangeRequest, Result, Revision, TxnOp, TxnRequest,
-    WatchRequest, WatchResponse, WatchStream,
+    WatchRequest, WatchResponse,
 };
 
 /// Waits until the query `predecessor(my_rev - 1)` finds no key: every key that blocks us
@@ -25,7 +24,9 @@ use crate::{
 /// - watches start "now" and the state is re-read afterwards, so etcd never serves them
 ///   from its 100 ms catch-up loop for past revisions;
 /// - a watch that breaks (`Compacted` after a restart past a compaction, or a retryable
-///   error) is set up again from now and the state re-read, as a holder would carry on.
+///   error), or a call that fails in a way a retry may fix, is followed by a pause, a new
+///   watch from now and a re-read: a waiter survives what a holder survives, and keeps its
+///   place until its session is lost.
 ///
 /// Returns the revision at which the turn was confirmed.
 pub(crate) async fn wait_for_predecessors(
@@ -37,31 +38,47 @@ pub(crate) async fn wait_for_predecessors(
     let my_rev = own.create_revision();
     let lost = session.lost();
     tokio::pin!(lost);
-    let mut pause = Backoff::default();
+    let mut backoff = Backoff::default();
     'watch: loop {
-        let mut own_watch = session
+        let own_watch = session
             .race(backend.watch(WatchRequest::key(own.key())))
-            .await?;
+            .await;
+        let Some(mut own_watch) = recoverable(own_watch)? else {
+            pause(&mut backoff, session).await?;
+            continue 'watch;
+        };
         loop {
-            let resp = session
+            let read = session
                 .race(backend.txn(TxnRequest::new().and_then([
                     TxnOp::range(RangeRequest::key(own.key())),
                     TxnOp::range(predecessor(my_rev - 1)),
                 ])))
-                .await?;
+                .await;
+            let Some(resp) = recoverable(read)? else {
+                pause(&mut backoff, session).await?;
+                continue 'watch;
+            };
             check_own(own, resp.range(0)?.kvs.first())?;
+            backoff.reset();
             let Some(pred) = resp.range(1)?.kvs.first().cloned() else {
                 return Ok(resp.revision);
             };
-            let mut pred_watch = session
-                .race(backend.watch(WatchRequest::key(pred.key.clone())))
-                .await?;
-            let recheck = session
-                .race(backend.txn(TxnRequest::new().and_then([
-                    TxnOp::range(RangeRequest::key(own.key())),
-                    TxnOp::range(RangeRequest::key(pred.key.clone()).keys_only()),
-                ])))
-                .await?;
+            let set_up = async {
+                let watch = session
+                    .race(backend.watch(WatchRequest::key(pred.key.clone())))
+                    .await?;
+                let recheck = session
+                    .race(backend.txn(TxnRequest::new().and_then([
+                        TxnOp::range(RangeRequest::key(own.key())),
+                        TxnOp::range(RangeRequest::key(pred.key.clone()).keys_only()),
+                    ])))
+                    .await?;
+                Ok((watch, recheck))
+            };
+            let Some((mut pred_watch, recheck)) = recoverable(set_up.await)? else {
+                pause(&mut backoff, session).await?;
+                continue 'watch;
+            };
             check_own(own, recheck.range(0)?.kvs.first())?;
             if !same_incarnation(recheck.range(1)?.kvs.first(), &pred) {
                 continue;
@@ -74,7 +91,7 @@ pub(crate) async fn wait_for_predecessors(
                         Some(resp) if deletes(&resp, own.key()) => return Err(lock_lost(own)),
                         Some(_) => {}
                         None => {
-                            pause.wait(session).await?;
+                            pause(&mut backoff, session).await?;
                             continue 'watch;
                         }
                     },
@@ -82,7 +99,7 @@ pub(crate) async fn wait_for_predecessors(
                         Some(resp) if predecessor_gone(&resp, &pred) => break,
                         Some(_) => {}
                         None => {
-                            pause.wait(session).await?;
+                            pause(&mut backoff, session).await?;
                             continue 'watch;
                         }
                     },
@@ -94,7 +111,8 @@ pub(crate) async fn wait_for_predecessors(
 
 /// Waits until `ready()` gives a revision: re-evaluated after every DELETE under
 /// `watch_prefix` (used where any of several keys may free the way, as for semaphores).
-/// Races the session's loss and survives broken watches as [`wait_for_predecessors`] does.
+/// Races the session's loss and survives broken watches and failed calls as
+/// [`wait_for_predecessors`] does.
 pub(crate) async fn wait_for_deletes<F, Fut>(
     own: &OwnedKey,
     watch_prefix: &str,
@@ -108,14 +126,23 @@ where
     let backend = session.backend();
     let lost = session.lost();
     tokio::pin!(lost);
-    let mut pause = Backoff::default();
+    let mut backoff = Backoff::default();
     'watch: loop {
-        let mut watch: WatchStream = session
+        let watch = session
             .race(backend.watch(WatchRequest::prefix(watch_prefix)))
-            .await?;
+            .await;
+        let Some(mut watch) = recoverable(watch)? else {
+            pause(&mut backoff, session).await?;
+            continue 'watch;
+        };
         loop {
-            if let Some(rev) = session.race(ready()).await? {
-                return Ok(rev);
+            match recoverable(session.race(ready()).await)? {
+                Some(Some(rev)) => return Ok(rev),
+                Some(None) => backoff.reset(),
+                None => {
+                    pause(&mut backoff, session).await?;
+                    continue 'watch;
+                }
             }
             loop {
                 tokio::select! {
@@ -126,7 +153,7 @@ where
                         Some(resp) if resp.events.iter().any(|e| e.kind == EventKind::Delete) => break,
                         Some(_) => {}
                         None => {
-                            pause.wait(session).await?;
+                            pause(&mut backoff, session).await?;
                             continue 'watch;
                         }
                     },
@@ -136,40 +163,39 @@ where
     }
 }
 
-/// A watch item: `Ok(None)` when the watch broke in a way that watching again from now
-/// (and re-reading) recovers from; other errors end the wait.
-fn watched(next: Option<Result<WatchResponse>>) -> Result<Option<WatchResponse>> {
-    match next {
-        Some(Ok(resp)) => Ok(Some(resp)),
-        None => Ok(None),
-        Some(Err(e)) if e.is_retryable() || matches!(e, Error::Compacted { .. }) => {
-            tracing::debug!(error = %e, "a waiter's watch broke; watching again from now");
+/// Whether a waiter carries on after `error` by watching again from now and re-reading:
+/// what a holder survives (a retryable failure, or a watch that resumed past a compaction),
+/// a waiter survives too.
+fn survivable(error: &Error) -> bool {
+    error.is_retryable() || matches!(error, Error::Compacted { .. })
+}
+
+/// `Ok(None)` for an outcome the waiter survives ([`survivable`]); other errors end the wait.
+fn recoverable<T>(outcome: Result<T>) -> Result<Option<T>> {
+    match outcome {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if survivable(&e) => {
+            tracing::debug!(error = %e, "a waiter's call failed; watching again from now");
             Ok(None)
         }
-        Some(Err(e)) => Err(e),
+        Err(e) => Err(e),
     }
 }
 
-/// A growing pause between attempts to watch again, so a watch that keeps breaking does
-/// not spin.
-struct Backoff(Duration);
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff(Duration::from_millis(10))
+/// A watch item: `Ok(None)` when the watch broke in a way the waiter survives.
+fn watched(next: Option<Result<WatchResponse>>) -> Result<Option<WatchResponse>> {
+    match next {
+        None => Ok(None),
+        Some(item) => recoverable(item),
     }
 }
 
-impl Backoff {
-    async fn wait(&mut self, session: &super::Session) -> Result<()> {
-        let pause = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(1));
-        session
-            .race(async {
-                tokio::time::sleep(pause).await;
-                Ok(())
-            })
-            .await
+/// The pause before watching again; `SessionExpired` if the session is lost meanwhile.
+async fn pause(backoff: &mut Backoff, session: &super::Session) -> Result<()> {
+    if backoff.sleep_unless_lost(&session.lost_signal()).await {
+        Ok(())
+    } else {
+        Err(session.expired_error())
     }
 }
 

@@ -566,10 +566,11 @@ pub async fn bug_4_election_failed_wait_withdraws_own_key(backend: &dyn TestBack
     failed_wait_withdraws(backend, Recipe::Election).await;
 }
 
-/// Bug 4 on a backend error (#21128's case: the watch fails): the waiter's client is cut
-/// off (partition Fail) so its watches end with an error and the wait fails; after the
-/// heal, and while its session is still alive, its key must be withdrawn. Go's `Campaign`
-/// leaves it (the session keeps it alive forever, blocking every later candidate).
+/// Bug 4 on a backend error (#21128's case: the watch fails). A waiter whose client is cut
+/// off (calls and watches fail at once) keeps its place while its session lives, as a
+/// holder would, and is served once the client is back; cut off until its session is lost,
+/// its wait fails and its key goes (Go's `Campaign` leaves it, and the session keeps it
+/// alive forever, blocking every later candidate).
 pub async fn bug_4_failed_wait_on_watch_error_withdraws_own_key(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
@@ -585,26 +586,46 @@ pub async fn bug_4_failed_wait_on_watch_error_withdraws_own_key(backend: &dyn Te
         let a = new_session(backend).await;
         let held = acquire(recipe, &a, &name).await.unwrap();
         let (wc, wf) = faults.faulty_client().await;
-        let w = session_with_ttl(&wc, backend.short_ttl() * 10).await;
+        let w = session_with_ttl(&wc, backend.short_ttl()).await;
+        let wait = spawn_acquire(recipe, &w, &name);
+        assert_blocks(backend, &wait, "waiter behind the holder").await;
+        // A blip shorter than the session's refresh period: the waiter keeps its place.
+        wf.partition(Partition::Fail);
+        tokio::time::sleep(backend.short_ttl() / 6).await;
+        wf.heal();
+        assert!(!wait.is_finished(), "{recipe:?}: a blip ended the wait");
+        held.release().await.unwrap();
+        let served = join_prompt(backend, wait, "the waiter is served after the blip").await;
+        served
+            .unwrap_or_else(|e| panic!("{recipe:?}: {e}"))
+            .release()
+            .await
+            .unwrap();
+
+        // Cut off for good: the wait ends with the session, and the key goes.
+        let held = acquire(recipe, &a, &name).await.unwrap();
+        let w = session_with_ttl(&wc, backend.short_ttl()).await;
         let wait = spawn_acquire(recipe, &w, &name);
         assert_blocks(backend, &wait, "waiter behind the holder").await;
         wf.partition(Partition::Fail);
-        let r = join_prompt(backend, wait, "the wait fails when its watch fails").await;
-        assert!(r.is_err(), "{recipe:?}: {}", describe(&r));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = tokio::time::timeout(backend.short_ttl() * 2, wait)
+            .await
+            .expect("the wait ends with the session")
+            .unwrap();
+        assert!(
+            matches!(r, Err(Error::SessionExpired { .. })),
+            "{recipe:?}: {}",
+            describe(&r)
+        );
         wf.heal();
         no_key_of(
             backend,
             c.as_ref(),
             &name,
             w.lease(),
-            &format!("{recipe:?}: the failed wait's key is withdrawn after the heal"),
+            &format!("{recipe:?}: the failed wait's key is gone"),
         )
         .await;
-        assert!(
-            !w.is_lost(),
-            "withdrawn by the recipe, not by the lease ending"
-        );
         held.release().await.unwrap();
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use coord_core::{
     BackendExt, BackendInfo, CoordinationBackend, Election, Error, LeaseGrant, LeaseId,
     LeaseStatus, Mutex, RangeRequest, RangeResponse, Result, Revision, RwMode, RwMutex, Semaphore,
-    TxnOp, TxnRequest, TxnResponse, WatchRequest, WatchStream,
+    TxnOp, TxnRequest, TxnResponse, WatchRequest, WatchStream, lock_key,
 };
 use futures::FutureExt;
 use tokio::sync::Notify;
@@ -455,11 +455,65 @@ pub async fn session_forgets_names_it_no_longer_uses(backend: &dyn TestBackend) 
             .unwrap();
         guard.unlock().await.unwrap();
     }
+    // A refused claim (the key belongs to another lease) leaves nothing behind either.
+    let foreign = new_session(backend).await;
+    let client = backend.client().await;
+    let taken = format!("{name}-foreign");
+    client
+        .put(
+            lock_key(&taken, session.lease()).as_bytes(),
+            b"",
+            foreign.lease(),
+        )
+        .await
+        .unwrap();
+    let refused = Mutex::new(&session, taken.as_str()).lock().await;
+    assert!(
+        matches!(refused, Err(Error::InvalidArgument { .. })),
+        "{refused:?}"
+    );
     assert_eq!(
         session.tracked_keys(),
         0,
         "per-name state outlives the holds"
     );
+}
+
+/// `try_lock` that finds the lock held, on a client cut off right after its claim answered:
+/// its withdrawal cannot get through, and it still returns by the session's deadline.
+pub async fn try_lock_cut_off_after_its_claim_returns_by_the_deadline(backend: &dyn TestBackend) {
+    let test = "try_lock_cut_off_after_its_claim_returns_by_the_deadline";
+    if skip_unless(backend, test, &[Capability::PartitionHang]) {
+        return;
+    }
+    let faults = backend.faults().unwrap();
+    let name = unique("try-cut-off");
+    let holder = new_session(backend).await;
+    let held = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
+    let (client, controls) = faults.faulty_client().await;
+    let armed = Arc::new(AtomicBool::new(false));
+    let spy = Spy::new(client).with_txn_hook(Arc::new({
+        let (armed, controls) = (armed.clone(), controls.clone());
+        move |request: &TxnRequest, _: &Result<TxnResponse>| {
+            // The claim (the only txn with a compare) answered: cut the client off now.
+            if !request.compares.is_empty() && armed.swap(false, Ordering::SeqCst) {
+                controls.partition(Partition::Hang);
+            }
+            None
+        }
+    }));
+    let spy: Arc<dyn CoordinationBackend> = Arc::new(spy);
+    let session = session_with_ttl(&spy, backend.short_ttl()).await;
+    armed.store(true, Ordering::SeqCst);
+    let outcome = tokio::time::timeout(
+        backend.short_ttl() + prompt(backend),
+        Mutex::new(&session, name.as_str()).try_lock(),
+    )
+    .await
+    .expect("try_lock returns by the session's deadline");
+    assert!(outcome.is_err(), "{outcome:?}");
+    controls.heal();
+    held.unlock().await.unwrap();
 }
 
 /// `lost()` resolves only when a hold is lost, never because its holder let go: a monitor
@@ -563,8 +617,10 @@ pub async fn waiters_watch_again_when_their_watch_breaks(backend: &dyn TestBacke
             })
             .await;
         }
-        // Let every waiter reach its watch, then break them all.
+        // Let every waiter reach its watch, then break them all; the first call after that
+        // fails too, as it would in the same network blip.
         tokio::time::sleep(prompt(backend)).await;
+        controls.fail_next(1);
         controls.break_watches(how);
         tokio::time::sleep(prompt(backend)).await;
         lock.unlock().await.unwrap();
