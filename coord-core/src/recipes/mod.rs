@@ -14,6 +14,7 @@ mod wait;
 pub use election::{Election, LeaderUpdate, Leadership, leader, observe};
 pub use hold::Hold;
 pub use mutex::{Mutex, MutexGuard};
+pub use own_key::MAX_SETTLED_KEYS;
 pub use rwmutex::{RwMode, RwMutex, RwMutexGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use session::{DEFAULT_SESSION_TTL, Session, SessionBuilder};

@@ -758,10 +758,13 @@ struct Settler {
     key: String,
 }
 
-/// How many keys one session may watch for late claims. One more unknown outcome on yet
-/// another key ends the session instead (its lease is revoked, so whatever lands late goes
-/// with it): resources stay bounded and no key can outlive its handle unwatched.
-pub(crate) const MAX_SETTLED_KEYS: usize = 64;
+/// How many keys one session watches at most for late claims: a claim whose answer was
+/// lost (an error, a timeout, a dropped `lock()` future) may still be applied later, so its
+/// key is watched for the rest of the session and deleted if it lands while no handle of
+/// the session holds it. An unknown outcome on yet another key ends the session instead
+/// (its lease is revoked, so whatever lands late goes with it): resources stay bounded and
+/// no key can outlive its handle unwatched.
+pub const MAX_SETTLED_KEYS: usize = 64;
 
 impl Settler {
     async fn run(self, turn: Turn) {

@@ -666,6 +666,7 @@ macro_rules! __conformance_list {
             safety::tasks_sharing_a_session_exclude_each_other
             safety::one_sessions_overlapping_readers_never_starve_another_sessions_writer
             safety::session_forgets_names_it_no_longer_uses
+            safety::too_many_unsettled_claims_end_the_session
             safety::try_lock_cut_off_after_its_claim_returns_by_the_deadline
             safety::lost_stays_pending_after_a_voluntary_release
             safety::waiters_watch_again_when_their_watch_breaks

@@ -444,6 +444,57 @@ pub async fn one_sessions_overlapping_readers_never_starve_another_sessions_writ
     );
 }
 
+/// Every key with a claim of unknown outcome is watched for the rest of the session, up
+/// to a bound; one more ends the session (its lease revoked, so whatever lands late goes
+/// with it) rather than leaving a key that could land unwatched.
+pub async fn too_many_unsettled_claims_end_the_session(backend: &dyn TestBackend) {
+    let test = "too_many_unsettled_claims_end_the_session";
+    if skip_unless(backend, test, &[Capability::LateApply]) {
+        return;
+    }
+    let faults = backend.faults().unwrap();
+    let name = unique("unsettled");
+    let (client, controls) = faults.faulty_client().await;
+    let session = session_with_ttl(&client, backend.short_ttl() * 10).await;
+    for i in 0..coord_core::MAX_SETTLED_KEYS {
+        controls.delay_next(1, LateApply::Fail);
+        let lost_answer = Mutex::new(&session, format!("{name}-{i}")).lock().await;
+        assert!(lost_answer.is_err());
+    }
+    eventually(
+        settle(backend),
+        "every unsettled key is watched",
+        || async { session.tracked_keys() == coord_core::MAX_SETTLED_KEYS },
+    )
+    .await;
+    assert!(!session.is_lost(), "within the bound the session lives on");
+    controls.delay_next(1, LateApply::Fail);
+    let one_more = Mutex::new(&session, format!("{name}-last")).lock().await;
+    assert!(one_more.is_err());
+    tokio::time::timeout(prompt(backend), session.lost())
+        .await
+        .expect("one more unsettled key ends the session");
+    let observer = backend.client().await;
+    eventually(
+        settle(backend),
+        "the ended session's lease is revoked",
+        || async {
+            matches!(
+                observer.lease_time_to_live(session.lease()).await,
+                Err(Error::LeaseNotFound { .. })
+            )
+        },
+    )
+    .await;
+    controls.apply_late().await;
+    eventually(
+        settle(backend),
+        "late claims land on no live lease",
+        || async { keys_under(observer.as_ref(), &name).await.is_empty() },
+    )
+    .await;
+}
+
 /// A session keeps no state for names it no longer uses.
 pub async fn session_forgets_names_it_no_longer_uses(backend: &dyn TestBackend) {
     let session = new_session(backend).await;
