@@ -1,5 +1,6 @@
 //! The backend contract every store implements.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -163,3 +164,46 @@ pub trait CoordinationBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Cancel safe: compaction is idempotent.
     async fn compact(&self, revision: Revision) -> Result<()>;
 }
+
+/// Forwards every call to the backend behind a smart pointer, so `Arc<B>`, `Box<B>`,
+/// `Arc<dyn CoordinationBackend>` and `Box<dyn CoordinationBackend>` are backends too (and
+/// can be wrapped again).
+macro_rules! forward_through {
+    ($($pointer:ident),*) => {$(
+        #[async_trait]
+        impl<B: CoordinationBackend + ?Sized> CoordinationBackend for $pointer<B> {
+            fn info(&self) -> BackendInfo {
+                (**self).info()
+            }
+            async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+                (**self).lease_grant(ttl).await
+            }
+            async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+                (**self).lease_keep_alive(lease).await
+            }
+            async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+                (**self).lease_revoke(lease).await
+            }
+            async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
+                (**self).lease_time_to_live(lease).await
+            }
+            async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+                (**self).range(request).await
+            }
+            async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+                (**self).txn(request).await
+            }
+            async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+                (**self).watch(request).await
+            }
+            async fn current_revision(&self) -> Result<Revision> {
+                (**self).current_revision().await
+            }
+            async fn compact(&self, revision: Revision) -> Result<()> {
+                (**self).compact(revision).await
+            }
+        }
+    )*};
+}
+
+forward_through!(Arc, Box);
