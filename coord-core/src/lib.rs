@@ -15,6 +15,7 @@ mod error;
 mod ext;
 mod kv;
 mod lease;
+mod namespace;
 mod range;
 mod recipes;
 mod txn;
@@ -25,6 +26,7 @@ pub use error::{Error, Result};
 pub use ext::BackendExt;
 pub use kv::{KeyRange, KeyValue, LeaseId, NO_LEASE, Revision, prefix_end};
 pub use lease::{LeaseGrant, LeaseStatus};
+pub use namespace::Namespaced;
 pub use range::{RangeRequest, RangeResponse, SortOrder, SortTarget};
 pub use recipes::*;
 pub use txn::{

@@ -426,15 +426,18 @@ impl ConnectOptions {
     fn connect_memory(&self, store: &str) -> Result<Connection> {
         use std::collections::HashMap;
         use std::sync::{Mutex, OnceLock, PoisonError};
-        static STORES: OnceLock<Mutex<HashMap<(String, String), coord_memory::MemoryBackend>>> =
+        static STORES: OnceLock<Mutex<HashMap<String, coord_memory::MemoryBackend>>> =
             OnceLock::new();
         let mut stores = STORES
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let id = (store.to_owned(), self.namespace.clone().unwrap_or_default());
-        let client = stores.entry(id).or_default().new_client();
-        Ok(Connection::from_memory(client, DEFAULT_SESSION_TTL))
+        let client = stores.entry(store.to_owned()).or_default().new_client();
+        let mut conn = Connection::from_memory(client.clone(), DEFAULT_SESSION_TTL);
+        if let Some(namespace) = &self.namespace {
+            conn.backend = Arc::new(coord_core::Namespaced::new(client, namespace.as_bytes()));
+        }
+        Ok(conn)
     }
 
     #[cfg(not(feature = "memory"))]
@@ -964,7 +967,7 @@ mod tests {
 
     #[cfg(feature = "memory")]
     #[tokio::test]
-    async fn memory_connections_share_a_store_by_name_and_namespace() {
+    async fn memory_connections_share_a_store_by_name_and_prefix_keys_by_namespace() {
         use coord_core::{BackendExt, NO_LEASE};
         let a = connect("memory://share-test").await.unwrap();
         let b = connect("memory://share-test").await.unwrap();
@@ -972,6 +975,11 @@ mod tests {
         a.backend().put(b"k", b"v", NO_LEASE).await.unwrap();
         assert!(b.backend().get(b"k").await.unwrap().is_some());
         assert!(c.backend().get(b"k").await.unwrap().is_none());
+        c.backend().put(b"k", b"in x", NO_LEASE).await.unwrap();
+        assert_eq!(
+            a.backend().get(b"x/k").await.unwrap().unwrap().value,
+            b"in x"
+        );
         assert_eq!(a.session_ttl(), DEFAULT_SESSION_TTL);
         assert!(a.memory().is_some());
         assert_eq!(a.to_string(), "memory://share-test");
