@@ -40,6 +40,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Fixture {
     cluster: EtcdCluster,
+    leader: usize,
     follower: usize,
     /// The session under test, on the steered client (steered to the leader for now).
     session: Session,
@@ -79,6 +80,7 @@ impl Fixture {
         let observer = Arc::new(member_client(&cluster, leader).await);
         Some(Fixture {
             cluster,
+            leader,
             follower,
             session,
             steering,
@@ -89,6 +91,16 @@ impl Fixture {
     /// From now on, what the session sends through the follower lands [`SLOW`] late.
     fn slow_follower(&self) {
         self.cluster.peer_link(self.follower).set_latency(SLOW);
+    }
+
+    /// The scenarios need the leader they started with: had the slow member become
+    /// leader, the late writes would land in the order they were sent.
+    async fn check_same_leader(&self) {
+        let now = self.cluster.leader().await.expect("a leader");
+        assert_eq!(
+            now, self.leader,
+            "the leader changed during the scenario, which then proves nothing"
+        );
     }
 
     async fn other_session(&self) -> Session {
@@ -156,6 +168,7 @@ async fn a_late_withdrawal_leaves_the_lock_its_session_took_again() {
         ),
         _ = sleep_until(landed) => {}
     }
+    f.check_same_leader().await;
     let kv = f.observer.get(guard.key().as_bytes()).await.expect("get");
     assert!(
         kv.as_ref().is_some_and(|kv| kv.create_revision == token),
@@ -191,6 +204,7 @@ async fn a_lock_claim_that_lands_after_its_withdrawal_leaves_no_key_behind() {
         "the claim through the slow follower is cancelled: {first:?}"
     );
     sleep_until(sent + SLOW + Duration::from_millis(1500)).await;
+    f.check_same_leader().await;
 
     let other = f.other_session().await;
     let keys = f.keys("m/").await;
@@ -237,6 +251,7 @@ async fn a_candidacy_that_lands_after_its_withdrawal_leaves_no_phantom_leader() 
         "the campaign through the slow follower is cancelled: {first:?}"
     );
     sleep_until(sent + SLOW + Duration::from_millis(1500)).await;
+    f.check_same_leader().await;
 
     let other = f.other_session().await;
     let election = Election::new(&other, "e");

@@ -182,6 +182,11 @@ async fn launch_members(opts: &LaunchOpts<'_>, n: usize) -> Result<Vec<Launched>
             } else {
                 Probe::EtcdHealth { port: client_port }
             };
+            if opts.peer_proxies {
+                // A member cut off and back (or slowed) must not depose a healthy leader
+                // with the terms it raised alone: that would end the scenario under test.
+                args.push("--pre-vote".into());
+            }
             args.extend(opts.extra_args.iter().map(OsString::from));
             let process = ManagedProcess::new(
                 format!("etcd {name} (127.0.0.1:{client_port})"),
@@ -855,6 +860,8 @@ impl EtcdClusterBuilder {
     /// pipeline requests that others send to it), so that proxy's latency delays what
     /// member i says, proposals it forwards to the leader included, and its blackhole
     /// mutes i (i still hears the others). [`EtcdCluster::isolate_member`] cuts both ways.
+    /// Such members run with `--pre-vote`, so that a member cut off and back does not
+    /// depose the leader.
     pub fn peer_proxies(mut self, on: bool) -> Self {
         self.peer_proxies = on;
         self
@@ -933,6 +940,7 @@ impl EtcdClusterBuilder {
             members,
             namespace: random_namespace(),
             startup_timeout: self.startup_timeout,
+            timing: self.timing,
             dir: Some(dir),
         })
     }
@@ -1005,6 +1013,7 @@ pub struct EtcdCluster {
     members: Vec<ClusterMember>,
     namespace: String,
     startup_timeout: Duration,
+    timing: Timing,
     dir: Option<TempDir>,
 }
 
@@ -1158,16 +1167,20 @@ impl EtcdCluster {
             })
     }
 
-    /// The index of the leader: waits (up to the startup timeout) until exactly one member
-    /// says it leads, e.g. while an election is under way.
+    /// The index of the leader, once the cluster has settled on one: every member that
+    /// answers knows a leader, exactly one says it leads, and it has kept leading for an
+    /// election timeout (members that start apart can depose the first leader they
+    /// elect). Waits up to the startup timeout.
     ///
     /// # Errors
     ///
-    /// [`FixtureError::NotReady`] when no single leader shows within the startup timeout.
+    /// [`FixtureError::NotReady`] when no leader settles within the startup timeout.
     pub async fn leader(&self) -> Result<usize, FixtureError> {
         let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        let mut since: Option<(usize, tokio::time::Instant)> = None;
         loop {
             let mut leaders = Vec::new();
+            let mut leaderless = false;
             let mut seen = Vec::new();
             for i in 0..self.len() {
                 match self.member_status(i).await {
@@ -1175,15 +1188,24 @@ impl EtcdCluster {
                         if s.is_leader {
                             leaders.push(i);
                         }
+                        leaderless |= !s.has_leader;
                         seen.push(format!("{}: {s:?}", self.member_name(i)));
                     }
                     Err(e) => seen.push(format!("{}: {e}", self.member_name(i))),
                 }
             }
-            if let [leader] = leaders[..] {
-                return Ok(leader);
-            }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            since = match (&leaders[..], leaderless, since) {
+                (&[leader], false, Some((l, t))) if l == leader => {
+                    if now.duration_since(t) >= self.timing.election {
+                        return Ok(leader);
+                    }
+                    Some((l, t))
+                }
+                (&[leader], false, _) => Some((leader, now)),
+                _ => None,
+            };
+            if now >= deadline {
                 return Err(FixtureError::NotReady {
                     what: "etcd cluster leader".into(),
                     timeout: self.startup_timeout,
