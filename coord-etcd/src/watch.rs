@@ -16,6 +16,9 @@
 //!   resumes after a restart may report `Compacted` although it missed nothing.
 //! - A `canceled` response with a compaction revision ends the stream with
 //!   [`Error::Compacted`]; any other cancellation ends it with the mapped error.
+//! - Watches are created with etcd's `hasleader`: a member that has had no leader for
+//!   three election timeouts (cut off from the quorum, so its store no longer moves)
+//!   ends them with "no leader", which resumes them like a break, on another member.
 //! - When the stream breaks (etcd restart, connection reset, h2 error) a new etcd watch is
 //!   opened from the revision after the last one delivered, with backoff, until it works or
 //!   the consumer drops the stream. If that revision has been compacted meanwhile the
@@ -112,16 +115,18 @@ pub(crate) async fn watch(
 }
 
 /// [`open`], sent again for up to [`crate::READ_RETRY`] while it fails with `Unavailable`
-/// and other members may answer (several endpoints): creating a watch changes nothing, so
-/// it is as safe to repeat as a read. (With one endpoint a dead server is reported at
-/// once.)
+/// and other members may answer (several endpoints) or the member has no leader yet (etcd
+/// refuses watches then, as they are created with `hasleader`): creating a watch changes
+/// nothing, so it is as safe to repeat as a read. (With one endpoint a dead server is
+/// reported at once.)
 async fn open_first(params: &Params, start: Revision) -> Result<(ec::WatchStream, Revision)> {
     let deadline = tokio::time::Instant::now() + crate::READ_RETRY;
     let mut delay = Duration::from_millis(25);
     loop {
         match open(params, start).await {
             Err(Error::Unavailable { message })
-                if params.attempts > 1 && tokio::time::Instant::now() + delay < deadline =>
+                if (params.attempts > 1 || crate::error::leaderless_message(&message))
+                    && tokio::time::Instant::now() + delay < deadline =>
             {
                 tracing::debug!(watch = %params.what, error = %message, "etcd watch creation failed; sending again");
                 tokio::time::sleep(delay).await;
