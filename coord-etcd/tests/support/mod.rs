@@ -1,7 +1,9 @@
-//! Helpers for the etcd test binaries: a per-binary shared server, a server of a test's
-//! own, client-side fault injection, and a multi-member client steered by the test.
+//! Helpers for the etcd test binaries: a per-binary shared server or cluster, the
+//! conformance suite's backend on it, a server of a test's own, client-side fault
+//! injection, and a multi-member client steered by the test.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod conformance;
 pub mod faulty;
 pub mod own_server;
 pub mod shared;
