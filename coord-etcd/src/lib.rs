@@ -489,10 +489,21 @@ impl CoordinationBackend for EtcdBackend {
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        // A member's store may lag the one a caller last read from: "now" on a lagging
+        // member is in the caller's past, and such a watch would replay events the caller
+        // has already seen (a deleted earlier incarnation of its own key, say). A
+        // linearizable read gives a "now" no older than anything read before the call.
+        let floor = match request.start {
+            coord_core::WatchStart::Now if self.inner.endpoints.len() > 1 => {
+                Some(self.read_revision().await?)
+            }
+            _ => None,
+        };
         watch::watch(
             &self.inner.client,
             &self.inner.ns,
             request,
+            floor,
             self.inner.request_timeout,
             self.inner.attempts,
         )

@@ -1,9 +1,12 @@
 //! Watches over etcd's `Watch` stream, resumed transparently when the stream breaks.
 //!
-//! - A watch "from now" is created with etcd's start revision 0: etcd then watches from
-//!   `R + 1` where `R` is the revision in the `created` response's header, so the
-//!   [`WatchStream::start_revision`] is exact without an extra round trip (and without the
-//!   100 ms catch-up delay etcd 3.4 adds to a watch whose start is already in the past).
+//! - A watch "from now" with one endpoint is created with etcd's start revision 0: etcd
+//!   then watches from `R + 1` where `R` is the revision in the `created` response's
+//!   header, so the [`WatchStream::start_revision`] is exact without an extra round trip
+//!   (and without the 100 ms catch-up delay etcd 3.4 adds to a watch whose start is
+//!   already in the past). With several endpoints the member that creates the watch may
+//!   lag the one the caller last read from, so "now" is a linearizable read's revision
+//!   plus one instead (a start ahead of a lagging member is fine: etcd waits for it).
 //! - `watch()` returns only after etcd's `created` response.
 //! - One etcd response may carry events of several revisions (etcd batches catch-up
 //!   events); they are split into one [`WatchResponse`] per revision. Without etcd's
@@ -60,17 +63,20 @@ struct Params {
     what: String,
 }
 
-/// Establishes a watch; see the module docs.
+/// Establishes a watch; see the module docs. A watch from now starts after `now_floor`
+/// when given (a revision the cluster had reached before the call), else at the answering
+/// member's revision.
 pub(crate) async fn watch(
     client: &ec::Client,
     ns: &Namespace,
     request: WatchRequest,
+    now_floor: Option<Revision>,
     request_timeout: Option<Duration>,
     attempts: u32,
 ) -> Result<WatchStream> {
     request.range.validate()?;
     let start = match request.start {
-        WatchStart::Now => 0,
+        WatchStart::Now => now_floor.map_or(0, |r| r + 1),
         WatchStart::Revision(r) if r > 0 => r,
         WatchStart::Revision(r) => {
             return Err(Error::invalid_argument(format!(
