@@ -105,6 +105,11 @@ fn from_status(ctx: Context<'_>, status: &tonic::Status) -> Error {
         // Internal with an h2/transport message.
         Code::Cancelled => Error::unavailable(what),
         Code::Unknown | Code::Internal if is_transport_message(message) => Error::unavailable(what),
+        // etcd's own deadline for a request it could not complete (e.g. a member without a
+        // leader); whether a write was applied is unknown, as for any timeout.
+        Code::Unknown if message.contains("context deadline exceeded") => {
+            Error::Timeout { operation: what }
+        }
         Code::ResourceExhausted if message.contains("too many requests") => {
             Error::unavailable(what)
         }
@@ -175,11 +180,15 @@ fn never_sent(err: &etcd_client::Error) -> bool {
 pub(crate) fn leaderless(err: &etcd_client::Error) -> bool {
     match err {
         etcd_client::Error::GRpcStatus(s) => {
-            s.code() == Code::Unavailable
-                && (s.message().contains("leader changed") || s.message().contains("no leader"))
+            s.code() == Code::Unavailable && leaderless_message(s.message())
         }
         _ => false,
     }
+}
+
+/// Whether a mapped error's message says the member had no leader.
+pub(crate) fn leaderless_message(message: &str) -> bool {
+    message.contains("leader changed") || message.contains("no leader")
 }
 
 /// How many times a call is sent when it fails without reaching a server: once per

@@ -42,6 +42,13 @@
 //!   revision) and watch creations are also sent again for up to 5 s while the cluster
 //!   elects a leader, and, with several endpoints, while they fail with `Unavailable`. Any other failed write is
 //!   reported as [`Error::Unavailable`]: it may or may not have been applied.
+//! - **A member cut off from its leader** is skipped. Every call asks etcd to refuse it
+//!   when the member has no leader (`hasleader`), so calls to an isolated member fail at
+//!   once instead of after etcd's request timeout, and etcd cancels the watches and
+//!   keep-alive streams of a member that has been leaderless for three election timeouts:
+//!   they are resumed on another member. With several endpoints, a read attempt that gets
+//!   no answer within 1 s (a member that still thinks it has a leader but cannot reach
+//!   it) is sent to the other members in turn, within the 5 s window.
 //! - **Txn limits are etcd's.** etcd refuses a txn whose branch writes one key twice (two
 //!   puts, or a put and a delete of it) with
 //!   [`Error::InvalidArgument`] ("duplicate key given in txn request"); a read after a write
@@ -81,6 +88,11 @@ pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
 /// How long a read is retried while the cluster fails over: a leader election takes about
 /// one election timeout (1 s by default), a few on a busy machine.
 pub(crate) const READ_RETRY: Duration = Duration::from_secs(5);
+/// With several endpoints, how long one read attempt may take before it is sent to
+/// another member while the read-retry window lasts. A member cut off from its leader
+/// takes etcd's request timeout (7 s with default settings) to fail a linearizable read,
+/// longer than the whole window; a healthy member answers in milliseconds.
+pub(crate) const READ_ATTEMPT: Duration = Duration::from_secs(1);
 /// The shortest TTL an etcd server with default settings grants (`--heartbeat-interval`
 /// 100 ms, `--election-timeout` 1000 ms): shorter requests are raised to it. Servers with
 /// other settings grant `ceil(1.5 × election timeout)`.
@@ -101,6 +113,14 @@ struct Inner {
     keepers: lease::Keepers,
     /// How often a call that never reached a server is sent ([`error::retry_unsent`]).
     attempts: u32,
+    /// With several endpoints, a client of each member alone, connected on first use:
+    /// a read retried because its member did not answer in time goes to the next one of
+    /// these in turn, as the balanced client may pick the stuck member again and again.
+    members: Vec<tokio::sync::OnceCell<etcd_client::Client>>,
+    connect_options: etcd_client::ConnectOptions,
+    connect_timeout: Duration,
+    /// Where the next read retry starts in `members`.
+    next_member: std::sync::atomic::AtomicUsize,
 }
 
 impl EtcdBackend {
@@ -120,7 +140,7 @@ impl EtcdBackend {
         let limit = options.connect_timeout.max(Duration::from_millis(1));
         let connected = tokio::time::timeout(
             limit,
-            etcd_client::Client::connect(&endpoints, Some(connect_options)),
+            etcd_client::Client::connect(&endpoints, Some(connect_options.clone())),
         )
         .await;
         let client = match connected {
@@ -140,6 +160,14 @@ impl EtcdBackend {
                 request_timeout: options.request_timeout,
                 keepers: lease::Keepers::default(),
                 attempts: error::send_attempts(endpoints.len()),
+                members: if endpoints.len() > 1 {
+                    endpoints.iter().map(|_| Default::default()).collect()
+                } else {
+                    Vec::new()
+                },
+                connect_options,
+                connect_timeout: limit,
+                next_member: Default::default(),
             }),
         };
         // etcd-client connects lazily: make one read so a wrong endpoint fails here.
@@ -188,32 +216,99 @@ impl EtcdBackend {
         }
     }
 
+    /// The client of member `i` alone (several endpoints only), connected on first use.
+    async fn member(
+        &self,
+        i: usize,
+    ) -> std::result::Result<etcd_client::Client, etcd_client::Error> {
+        let endpoint = &self.inner.endpoints[i];
+        self.inner.members[i]
+            .get_or_try_init(|| async {
+                let connect = etcd_client::Client::connect(
+                    [endpoint],
+                    Some(self.inner.connect_options.clone()),
+                );
+                match tokio::time::timeout(self.inner.connect_timeout, connect).await {
+                    Ok(client) => client,
+                    Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connect to {endpoint}: timed out"),
+                    ))),
+                }
+            })
+            .await
+            .cloned()
+    }
+
     /// Sends the call `call` makes on a client handle under the request timeout, again when
     /// it never reached a server ([`error::retry_unsent`]), and, for a `read`, again for up
     /// to [`READ_RETRY`] while the cluster elects a leader or (with several endpoints) while
-    /// it fails with `Unavailable`; maps its error with `ctx`.
+    /// it fails with `Unavailable` or a member does not answer within [`READ_ATTEMPT`];
+    /// maps its error with `ctx`.
     async fn send<T, F, Fut>(&self, ctx: Context<'_>, read: bool, mut call: F) -> Result<T>
     where
         F: FnMut(etcd_client::Client) -> Fut + Send,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>> + Send,
         T: Send,
     {
-        let client = &self.inner.client;
+        let several = self.inner.endpoints.len() > 1;
+        // Half the request timeout at most, so that a stuck member leaves time to ask
+        // another.
+        let attempt_limit = self
+            .inner
+            .request_timeout
+            .map_or(READ_ATTEMPT, |t| READ_ATTEMPT.min(t / 2));
         self.unary(ctx.operation, async {
             let deadline = tokio::time::Instant::now() + READ_RETRY;
             let mut delay = Duration::from_millis(25);
+            // The first attempt goes through the balanced client; retries of a read with
+            // several endpoints go to one member after the other.
+            let mut member: Option<usize> = None;
             loop {
-                let e = match error::retry_unsent(self.inner.attempts, || call(client.clone()))
-                    .await
-                {
+                let client = match member {
+                    None => Ok(self.inner.client.clone()),
+                    Some(i) => self.member(i).await,
+                };
+                let attempt = async {
+                    let client = client?;
+                    error::retry_unsent(self.inner.attempts, || call(client.clone())).await
+                };
+                // Bounded while another attempt fits in the window; the last one may take
+                // as long as the request timeout allows (a slow but healthy answer).
+                let bounded = read
+                    && several
+                    && tokio::time::Instant::now() + attempt_limit * 2 < deadline;
+                let outcome = if bounded {
+                    match tokio::time::timeout(attempt_limit, attempt).await {
+                        Ok(outcome) => outcome.map_err(Some),
+                        Err(_) => Err(None),
+                    }
+                } else {
+                    attempt.await.map_err(Some)
+                };
+                let e = match outcome {
                     Ok(v) => return Ok(v),
                     Err(e) => e,
+                };
+                if read && several {
+                    let next = match member {
+                        Some(i) => i + 1,
+                        None => self
+                            .inner
+                            .next_member
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                    };
+                    member = Some(next % self.inner.endpoints.len());
+                }
+                let Some(e) = e else {
+                    tracing::debug!(operation = ctx.operation, limit = ?attempt_limit, "etcd read not answered in time; asking another member");
+                    continue;
                 };
                 // A read may be sent again whatever became of it. Another member may answer
                 // it when the one it went to died; with one endpoint, only waiting out an
                 // election is worth it (a dead server is reported at once).
                 let again = read
-                    && (error::leaderless(&e) || self.inner.endpoints.len() > 1)
+                    && (error::leaderless(&e) || several)
                     && tokio::time::Instant::now() + delay < deadline;
                 let mapped = map_err(ctx, e);
                 if !(again && matches!(mapped, Error::Unavailable { .. })) {
@@ -394,10 +489,21 @@ impl CoordinationBackend for EtcdBackend {
     }
 
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        // A member's store may lag the one a caller last read from: "now" on a lagging
+        // member is in the caller's past, and such a watch would replay events the caller
+        // has already seen (a deleted earlier incarnation of its own key, say). A
+        // linearizable read gives a "now" no older than anything read before the call.
+        let floor = match request.start {
+            coord_core::WatchStart::Now if self.inner.endpoints.len() > 1 => {
+                Some(self.read_revision().await?)
+            }
+            _ => None,
+        };
         watch::watch(
             &self.inner.client,
             &self.inner.ns,
             request,
+            floor,
             self.inner.request_timeout,
             self.inner.attempts,
         )

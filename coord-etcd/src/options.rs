@@ -196,8 +196,15 @@ impl EtcdOptions {
 
     /// Builds etcd-client's options. Never sets etcd-client's own request timeout, which
     /// would also cut blocking calls; coord applies `request_timeout` per call itself.
+    ///
+    /// Every call requires a leader: a member cut off from the quorum then refuses calls at
+    /// once, and cancels watches and keep-alive streams it can no longer feed (after three
+    /// election timeouts), which coord resumes on another member. Without it such a watch
+    /// stays open and silent for as long as the partition lasts.
     pub(crate) fn to_connect_options(&self) -> Result<etcd_client::ConnectOptions> {
-        let mut o = etcd_client::ConnectOptions::new().with_connect_timeout(self.connect_timeout);
+        let mut o = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_require_leader(true);
         if let Some((interval, timeout)) = self.keep_alive {
             o = o
                 .with_keep_alive(interval, timeout)

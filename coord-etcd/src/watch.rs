@@ -1,9 +1,12 @@
 //! Watches over etcd's `Watch` stream, resumed transparently when the stream breaks.
 //!
-//! - A watch "from now" is created with etcd's start revision 0: etcd then watches from
-//!   `R + 1` where `R` is the revision in the `created` response's header, so the
-//!   [`WatchStream::start_revision`] is exact without an extra round trip (and without the
-//!   100 ms catch-up delay etcd 3.4 adds to a watch whose start is already in the past).
+//! - A watch "from now" with one endpoint is created with etcd's start revision 0: etcd
+//!   then watches from `R + 1` where `R` is the revision in the `created` response's
+//!   header, so the [`WatchStream::start_revision`] is exact without an extra round trip
+//!   (and without the 100 ms catch-up delay etcd 3.4 adds to a watch whose start is
+//!   already in the past). With several endpoints the member that creates the watch may
+//!   lag the one the caller last read from, so "now" is a linearizable read's revision
+//!   plus one instead (a start ahead of a lagging member is fine: etcd waits for it).
 //! - `watch()` returns only after etcd's `created` response.
 //! - One etcd response may carry events of several revisions (etcd batches catch-up
 //!   events); they are split into one [`WatchResponse`] per revision. Without etcd's
@@ -16,6 +19,9 @@
 //!   resumes after a restart may report `Compacted` although it missed nothing.
 //! - A `canceled` response with a compaction revision ends the stream with
 //!   [`Error::Compacted`]; any other cancellation ends it with the mapped error.
+//! - Watches are created with etcd's `hasleader`: a member that has had no leader for
+//!   three election timeouts (cut off from the quorum, so its store no longer moves)
+//!   ends them with "no leader", which resumes them like a break, on another member.
 //! - When the stream breaks (etcd restart, connection reset, h2 error) a new etcd watch is
 //!   opened from the revision after the last one delivered, with backoff, until it works or
 //!   the consumer drops the stream. If that revision has been compacted meanwhile the
@@ -57,17 +63,20 @@ struct Params {
     what: String,
 }
 
-/// Establishes a watch; see the module docs.
+/// Establishes a watch; see the module docs. A watch from now starts after `now_floor`
+/// when given (a revision the cluster had reached before the call), else at the answering
+/// member's revision.
 pub(crate) async fn watch(
     client: &ec::Client,
     ns: &Namespace,
     request: WatchRequest,
+    now_floor: Option<Revision>,
     request_timeout: Option<Duration>,
     attempts: u32,
 ) -> Result<WatchStream> {
     request.range.validate()?;
     let start = match request.start {
-        WatchStart::Now => 0,
+        WatchStart::Now => now_floor.map_or(0, |r| r + 1),
         WatchStart::Revision(r) if r > 0 => r,
         WatchStart::Revision(r) => {
             return Err(Error::invalid_argument(format!(
@@ -112,16 +121,18 @@ pub(crate) async fn watch(
 }
 
 /// [`open`], sent again for up to [`crate::READ_RETRY`] while it fails with `Unavailable`
-/// and other members may answer (several endpoints): creating a watch changes nothing, so
-/// it is as safe to repeat as a read. (With one endpoint a dead server is reported at
-/// once.)
+/// and other members may answer (several endpoints) or the member has no leader yet (etcd
+/// refuses watches then, as they are created with `hasleader`): creating a watch changes
+/// nothing, so it is as safe to repeat as a read. (With one endpoint a dead server is
+/// reported at once.)
 async fn open_first(params: &Params, start: Revision) -> Result<(ec::WatchStream, Revision)> {
     let deadline = tokio::time::Instant::now() + crate::READ_RETRY;
     let mut delay = Duration::from_millis(25);
     loop {
         match open(params, start).await {
             Err(Error::Unavailable { message })
-                if params.attempts > 1 && tokio::time::Instant::now() + delay < deadline =>
+                if (params.attempts > 1 || crate::error::leaderless_message(&message))
+                    && tokio::time::Instant::now() + delay < deadline =>
             {
                 tracing::debug!(watch = %params.what, error = %message, "etcd watch creation failed; sending again");
                 tokio::time::sleep(delay).await;

@@ -32,5 +32,6 @@ pub use history::{EventKind, History, HistoryEvent, Violation};
 pub use proxy::{FaultProxy, FaultProxyHandle};
 pub use servers::{
     Credentials, EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser,
-    FixtureError, RedisServer, RedisServerBuilder, ServerMode, TlsMaterial, require_backends,
+    FixtureError, MemberStatus, RedisServer, RedisServerBuilder, ServerMode, TlsMaterial,
+    require_backends,
 };

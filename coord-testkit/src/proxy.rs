@@ -16,6 +16,11 @@
 //! Dropping the [`FaultProxy`] stops the listener and closes all its connections; handles
 //! that outlive it become inert.
 //!
+//! A proxy started with [`FaultProxy::start_tagging`] also tells its clients apart by an
+//! HTTP request header they send first (etcd members name themselves in `X-Server-From`
+//! on their peer connections), so a test can cut one client's connections only
+//! ([`blackhole_tag`](FaultProxyHandle::blackhole_tag)) while the others keep flowing.
+//!
 //! ```no_run
 //! # async fn t() -> std::io::Result<()> {
 //! use std::time::Duration;
@@ -29,6 +34,7 @@
 //! # let _ = client_url; Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -43,8 +49,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Chunks buffered per direction between the reader and the (delayed) writer.
-const PIPE_DEPTH: usize = 64;
+/// Chunks buffered per direction between the reader and the (delayed) writer. Enough for
+/// seconds of latency on a chatty link (raft heartbeats): a full pipe stalls the reader,
+/// which adds delay on top of the configured latency.
+const PIPE_DEPTH: usize = 1024;
+/// How much of a tagging proxy's first client bytes are searched for the tag header.
+const SNIFF_LIMIT: usize = 16 * 1024;
+/// How long a tagging proxy waits for a client's first request head before forwarding
+/// the connection untagged.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
 /// Read buffer size.
 const CHUNK: usize = 16 * 1024;
 
@@ -65,6 +78,21 @@ struct Shared {
     generation: Mutex<CancellationToken>,
     active: AtomicUsize,
     accepted: AtomicUsize,
+    /// The HTTP request header whose value tags a connection (tagging proxies only).
+    tag_header: Option<String>,
+    /// Per-tag faults, created on first use.
+    tags: Mutex<HashMap<String, watch::Sender<Faults>>>,
+}
+
+impl Shared {
+    fn tag(&self, tag: &str) -> watch::Sender<Faults> {
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(tag.to_owned())
+            .or_insert_with(|| watch::Sender::new(Faults::default()))
+            .clone()
+    }
 }
 
 /// A cloneable controller for a [`FaultProxy`]. Every control takes effect at once for
@@ -123,6 +151,24 @@ impl FaultProxyHandle {
         *generation = self.shared.shutdown.child_token();
     }
 
+    /// Stops forwarding the connections tagged `tag` (current and future ones), as
+    /// [`blackhole`](Self::blackhole) does for all. Only a proxy started with
+    /// [`FaultProxy::start_tagging`] tags connections.
+    pub fn blackhole_tag(&self, tag: &str) {
+        self.shared.tag(tag).send_modify(|f| f.blackhole = true);
+    }
+
+    /// Forwards the connections tagged `tag` again after
+    /// [`blackhole_tag`](Self::blackhole_tag).
+    pub fn heal_tag(&self, tag: &str) {
+        self.shared.tag(tag).send_modify(|f| f.blackhole = false);
+    }
+
+    /// Whether the connections tagged `tag` are blackholed.
+    pub fn is_tag_blackholed(&self, tag: &str) -> bool {
+        self.shared.tag(tag).borrow().blackhole
+    }
+
     /// Number of client connections currently open through the proxy.
     pub fn active_connections(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
@@ -163,17 +209,39 @@ impl FaultProxy {
     ///
     /// When binding the listener fails.
     pub async fn start(upstream: impl Into<String>) -> io::Result<Self> {
+        Self::start_with(upstream.into(), None).await
+    }
+
+    /// Like [`start`](Self::start), and tags each connection with the value of the HTTP
+    /// request header `header` (case-insensitive) found in the first bytes its client
+    /// sends, for [`blackhole_tag`](FaultProxyHandle::blackhole_tag). A connection whose
+    /// client sends no such header within a second is forwarded untagged. Only for
+    /// protocols where the client speaks first.
+    ///
+    /// # Errors
+    ///
+    /// When binding the listener fails.
+    pub async fn start_tagging(
+        upstream: impl Into<String>,
+        header: impl Into<String>,
+    ) -> io::Result<Self> {
+        Self::start_with(upstream.into(), Some(header.into())).await
+    }
+
+    async fn start_with(upstream: String, tag_header: Option<String>) -> io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             addr,
-            upstream: upstream.into(),
+            upstream,
             faults: watch::Sender::new(Faults::default()),
             generation: Mutex::new(shutdown.child_token()),
             shutdown,
             active: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
+            tag_header,
+            tags: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Self {
@@ -221,10 +289,26 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-async fn connection(client: TcpStream, shared: Arc<Shared>, generation: CancellationToken) {
+async fn connection(mut client: TcpStream, shared: Arc<Shared>, generation: CancellationToken) {
     shared.active.fetch_add(1, Ordering::SeqCst);
     let _guard = ActiveGuard(&shared.active);
-    let mut faults = shared.faults.subscribe();
+
+    let (tag, head) = match &shared.tag_header {
+        Some(header) => {
+            tokio::select! {
+                _ = generation.cancelled() => {
+                    abort(&client);
+                    return;
+                }
+                sniffed = sniff(&mut client, header) => sniffed,
+            }
+        }
+        None => (None, Vec::new()),
+    };
+    let mut link = Link {
+        all: shared.faults.subscribe(),
+        tagged: tag.map(|t| shared.tag(&t).subscribe()),
+    };
 
     // While blackholed, hold the client without connecting upstream.
     let upstream = tokio::select! {
@@ -233,7 +317,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, generation: Cancella
             return;
         }
         r = async {
-            let _ = faults.wait_for(|f| !f.blackhole).await;
+            link.wait_open().await;
             TcpStream::connect(shared.upstream.as_str()).await
         } => r,
     };
@@ -250,8 +334,8 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, generation: Cancella
     let (mut client_r, mut client_w) = client.into_split();
     let (mut up_r, mut up_w) = upstream.into_split();
     let reset = {
-        let to_upstream = pump(&mut client_r, &mut up_w, shared.faults.subscribe());
-        let to_client = pump(&mut up_r, &mut client_w, shared.faults.subscribe());
+        let to_upstream = pump(&mut client_r, &mut up_w, link.clone(), head);
+        let to_client = pump(&mut up_r, &mut client_w, link, Vec::new());
         tokio::select! {
             _ = generation.cancelled() => true,
             _ = futures::future::join(to_upstream, to_client) => false,
@@ -263,26 +347,92 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, generation: Cancella
     }
 }
 
+/// The faults that apply to one connection: the proxy's, and its tag's if it has one.
+#[derive(Clone)]
+struct Link {
+    all: watch::Receiver<Faults>,
+    tagged: Option<watch::Receiver<Faults>>,
+}
+
+impl Link {
+    /// Waits until neither the proxy nor the tag is blackholed; `false` once the proxy is
+    /// gone.
+    async fn wait_open(&mut self) -> bool {
+        loop {
+            if self.all.wait_for(|f| !f.blackhole).await.is_err() {
+                return false;
+            }
+            let Some(tagged) = self.tagged.as_mut() else {
+                return true;
+            };
+            if tagged.wait_for(|f| !f.blackhole).await.is_err() {
+                return false;
+            }
+            // The proxy may have been blackholed while the tag was.
+            if !self.all.borrow().blackhole {
+                return true;
+            }
+        }
+    }
+
+    fn latency(&self) -> Duration {
+        self.all.borrow().latency
+            + self
+                .tagged
+                .as_ref()
+                .map_or(Duration::ZERO, |t| t.borrow().latency)
+    }
+}
+
+/// Reads the client's first bytes until the end of an HTTP request head (or a limit, EOF,
+/// or a second of silence) and returns the value of `header` in it, with the bytes read
+/// (to forward first).
+async fn sniff(client: &mut TcpStream, header: &str) -> (Option<String>, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let deadline = Instant::now() + SNIFF_TIMEOUT;
+    while head.len() < SNIFF_LIMIT && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, client.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let tag = String::from_utf8_lossy(&head)
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case(header))
+        .map(|(_, value)| value.trim().to_owned());
+    (tag, head)
+}
+
 /// Arms an abortive close: the socket sends RST when it is dropped.
 fn abort(s: &TcpStream) {
     let _ = s.set_zero_linger();
 }
 
-/// Forwards one direction: reads chunks, stamps them with their due time, and writes
-/// them once due and not blackholed. Ends after forwarding EOF (as a write shutdown) or
-/// on an error (after shutting the write side down).
-async fn pump(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, faults: watch::Receiver<Faults>) {
+/// Forwards one direction: `first` (bytes already read from `r`), then reads chunks,
+/// stamps them with their due time, and writes them once due and not blackholed. Ends
+/// after forwarding EOF (as a write shutdown) or on an error (after shutting the write
+/// side down).
+async fn pump(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, link: Link, first: Vec<u8>) {
     let (tx, mut rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>(PIPE_DEPTH);
-    let mut read_faults = faults.clone();
-    let mut write_faults = faults;
+    let mut read_link = link.clone();
+    let mut write_link = link;
     let reader = async move {
+        if !first.is_empty() {
+            let due = Instant::now() + read_link.latency();
+            if tx.send((due, Some(first))).await.is_err() {
+                return;
+            }
+        }
         let mut buf = vec![0u8; CHUNK];
         loop {
-            if read_faults.wait_for(|f| !f.blackhole).await.is_err() {
+            if !read_link.wait_open().await {
                 return;
             }
             let n = r.read(&mut buf).await.unwrap_or(0);
-            let due = Instant::now() + read_faults.borrow().latency;
+            let due = Instant::now() + read_link.latency();
             let item = (n > 0).then(|| buf[..n].to_vec());
             if tx.send((due, item)).await.is_err() || n == 0 {
                 return;
@@ -292,7 +442,7 @@ async fn pump(r: &mut OwnedReadHalf, w: &mut OwnedWriteHalf, faults: watch::Rece
     let writer = async move {
         while let Some((due, item)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
-            if write_faults.wait_for(|f| !f.blackhole).await.is_err() {
+            if !write_link.wait_open().await {
                 return;
             }
             match item {
@@ -485,5 +635,53 @@ mod tests {
         // The handle is inert but harmless.
         handle.set_latency(Duration::from_millis(1));
         handle.reset_all();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tagged_connections_are_cut_alone() {
+        let up = echo_server().await;
+        let proxy = FaultProxy::start_tagging(up.to_string(), "x-from")
+            .await
+            .unwrap();
+        let head = |who: &str| format!("GET / HTTP/1.1\r\nHost: h\r\nX-From: {who}\r\n\r\n");
+        let mut a = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut b = TcpStream::connect(proxy.addr()).await.unwrap();
+        // The head is forwarded as sent.
+        let ha = head("a");
+        assert_eq!(
+            roundtrip(&mut a, ha.as_bytes()).await.unwrap(),
+            ha.as_bytes()
+        );
+        let hb = head("b");
+        assert_eq!(
+            roundtrip(&mut b, hb.as_bytes()).await.unwrap(),
+            hb.as_bytes()
+        );
+
+        proxy.blackhole_tag("a");
+        assert!(proxy.is_tag_blackholed("a") && !proxy.is_tag_blackholed("b"));
+        let r = tokio::time::timeout(Duration::from_millis(300), roundtrip(&mut a, b"cut")).await;
+        assert!(r.is_err(), "a's connection is cut");
+        assert_eq!(roundtrip(&mut b, b"flows").await.unwrap(), b"flows");
+        // A new connection of a's is held too, one without the header is not.
+        let mut a2 = TcpStream::connect(proxy.addr()).await.unwrap();
+        let ha2 = head("a");
+        let r = tokio::time::timeout(
+            Duration::from_millis(300),
+            roundtrip(&mut a2, ha2.as_bytes()),
+        )
+        .await;
+        assert!(r.is_err(), "a's new connection is cut");
+        let mut anon = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(roundtrip(&mut anon, b"no head").await.unwrap(), b"no head");
+
+        proxy.heal_tag("a");
+        let mut held = [0u8; 3];
+        tokio::time::timeout(Duration::from_secs(5), a.read_exact(&mut held))
+            .await
+            .expect("held data delivered after heal")
+            .unwrap();
+        assert_eq!(&held, b"cut");
+        assert_eq!(roundtrip(&mut a, b"again").await.unwrap(), b"again");
     }
 }

@@ -1,49 +1,122 @@
-//! One etcd server shared by every test of a test binary.
+//! One etcd (a single server, or a three-member cluster) shared by every test of a test
+//! binary.
 //!
-//! Starting etcd takes about a second; the conformance suite has 70+ tests, so they share
-//! one server and keep apart by key prefix (each test gets its own namespace). The server
+//! Starting etcd takes a second or more; the conformance suite has 70+ tests, so they
+//! share one and keep apart by key prefix (each test gets its own namespace). The server
 //! lives in a static, which Rust never drops: a small watchdog process (`sh`, blocked
 //! reading a pipe whose only writer is this process) kills it and removes its directory
 //! when the test binary exits, however it exits.
 
+use std::any::Any;
+use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use coord_testkit::{EtcdServer, ServerMode, require_backends};
+use coord_testkit::{EtcdCluster, EtcdServer, FixtureError, ServerMode, require_backends};
 use tokio::sync::OnceCell;
 
-/// The shared server and what keeps it from outliving the test binary.
+/// The shared etcd and what keeps it from outliving the test binary.
 pub struct Shared {
-    server: EtcdServer,
+    urls: Vec<String>,
+    namespace: String,
+    mode: ServerMode,
+    /// The fixture, kept alive for good.
+    _fixture: Box<dyn Any + Send + Sync>,
     /// Held, never written: the watchdog's `read` returns when this process exits.
     _watchdog: Option<ChildStdin>,
 }
 
 impl Shared {
-    /// The server.
-    pub fn server(&self) -> &EtcdServer {
-        &self.server
+    /// Every member's client URL.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
     }
 
-    /// A namespace no other test of this binary uses, under the server's random one.
+    /// Where the etcd comes from (an external one may be shared with other processes).
+    pub fn mode(&self) -> ServerMode {
+        self.mode
+    }
+
+    /// A namespace no other test of this binary uses, under the fixture's random one.
     pub fn fresh_namespace(&self) -> String {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         format!(
             "{}t{}/",
-            self.server.namespace(),
+            self.namespace,
             NEXT.fetch_add(1, Ordering::Relaxed)
         )
     }
 }
 
-/// The shared server, started on first use; `None` (after a skip line naming the test)
-/// when etcd is unavailable and `COORD_TEST_REQUIRE_BACKENDS` is not set (panics when it
-/// is).
+/// What a launch on the fixture thread hands back.
+struct Launched {
+    fixture: Box<dyn Any + Send + Sync>,
+    urls: Vec<String>,
+    namespace: String,
+    mode: ServerMode,
+    /// The local processes to kill when the binary exits.
+    pids: Vec<u32>,
+    /// The fixture's directory, to remove then.
+    dir: Option<PathBuf>,
+}
+
+type Launch = fn() -> Pin<Box<dyn Future<Output = Result<Launched, FixtureError>> + Send>>;
+
+/// The shared single server, started on first use; `None` (after a skip line naming the
+/// test) when etcd is unavailable and `COORD_TEST_REQUIRE_BACKENDS` is not set (panics
+/// when it is).
 pub async fn shared_etcd() -> Option<&'static Shared> {
     static SHARED: OnceCell<Result<Shared, String>> = OnceCell::const_new();
-    match SHARED.get_or_init(start).await {
+    skip_line(SHARED.get_or_init(|| start(launch_server)).await)
+}
+
+/// The shared three-member cluster (etcd's default raft timing), as [`shared_etcd`].
+pub async fn shared_cluster() -> Option<&'static Shared> {
+    static SHARED: OnceCell<Result<Shared, String>> = OnceCell::const_new();
+    skip_line(SHARED.get_or_init(|| start(launch_cluster)).await)
+}
+
+fn launch_server() -> Pin<Box<dyn Future<Output = Result<Launched, FixtureError>> + Send>> {
+    Box::pin(async {
+        let server = EtcdServer::builder().start().await?;
+        Ok(Launched {
+            urls: server.urls(),
+            namespace: server.namespace().to_owned(),
+            mode: server.mode(),
+            pids: server.pid().await.into_iter().collect(),
+            dir: server
+                .data_dir()
+                .and_then(|d| d.parent())
+                .map(PathBuf::from),
+            fixture: Box::new(server),
+        })
+    })
+}
+
+fn launch_cluster() -> Pin<Box<dyn Future<Output = Result<Launched, FixtureError>> + Send>> {
+    Box::pin(async {
+        let cluster = EtcdCluster::start().await?;
+        let mut pids = Vec::new();
+        for i in 0..cluster.len() {
+            pids.extend(cluster.pid(i).await);
+        }
+        Ok(Launched {
+            urls: cluster.urls(),
+            namespace: cluster.namespace().to_owned(),
+            mode: ServerMode::Local,
+            pids,
+            dir: cluster.data_dir(0).parent().map(PathBuf::from),
+            fixture: Box::new(cluster),
+        })
+    })
+}
+
+fn skip_line(shared: &'static Result<Shared, String>) -> Option<&'static Shared> {
+    match shared {
         Ok(shared) => Some(shared),
         Err(unavailable) => {
             let test = std::thread::current()
@@ -60,9 +133,9 @@ pub async fn shared_etcd() -> Option<&'static Shared> {
     }
 }
 
-async fn start() -> Result<Shared, String> {
-    // The server gets a runtime of its own: each test has its own runtime, and the one
-    // that happens to start the server ends with its test.
+async fn start(launch: Launch) -> Result<Shared, String> {
+    // The fixture gets a runtime of its own: each test has its own runtime, and the one
+    // that happens to start the fixture ends with its test.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("shared-etcd".into())
@@ -72,54 +145,57 @@ async fn start() -> Result<Shared, String> {
                 .build()
                 .expect("runtime for the shared etcd");
             rt.block_on(async move {
-                let result = EtcdServer::builder().start().await;
-                let pid = match &result {
-                    Ok(server) => server.pid().await,
-                    Err(_) => None,
-                };
-                if tx.send((result, pid)).is_err() {
+                if tx.send(launch().await).is_err() {
                     return;
                 }
-                // Keep the runtime (and the child process it reaps) alive for good.
+                // Keep the runtime (and the child processes it reaps) alive for good.
                 std::future::pending::<()>().await
             });
         })
         .expect("spawn the shared etcd thread");
-    let (result, pid) = rx.await.expect("the shared etcd thread answers");
-    let server = match result {
-        Ok(server) => server,
+    let launched = match rx.await.expect("the shared etcd thread answers") {
+        Ok(launched) => launched,
         Err(e) if e.is_unavailable() && !require_backends() => return Err(e.to_string()),
         Err(e) => panic!("shared etcd: {e}"),
     };
-    let watchdog = match (server.mode(), pid) {
-        (ServerMode::Local, Some(pid)) => watchdog(pid, &server),
+    let watchdog = match launched.mode {
+        ServerMode::Local if !launched.pids.is_empty() => {
+            watchdog(&launched.pids, launched.dir.as_ref())
+        }
         _ => None,
     };
     Ok(Shared {
-        server,
+        urls: launched.urls,
+        namespace: launched.namespace,
+        mode: launched.mode,
+        _fixture: launched.fixture,
         _watchdog: watchdog,
     })
 }
 
 /// Starts `sh` blocked on reading its stdin: when this process exits the pipe closes and
-/// it kills the server and removes its directory (unless `COORD_TEST_KEEP_DIR=1`).
-fn watchdog(pid: u32, server: &EtcdServer) -> Option<ChildStdin> {
+/// it kills the servers and removes their directory (unless `COORD_TEST_KEEP_DIR=1`).
+fn watchdog(pids: &[u32], dir: Option<&PathBuf>) -> Option<ChildStdin> {
     let keep = matches!(
         std::env::var("COORD_TEST_KEEP_DIR").as_deref(),
         Ok("1") | Ok("true")
     );
-    let dir = server
-        .data_dir()
-        .and_then(|d| d.parent())
+    let dir = dir
         .filter(|_| !keep)
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let pids = pids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ");
     let spawned = Command::new("sh")
         .args([
             "-c",
-            r#"read _ignored; kill -9 "$0"; if [ -n "$1" ]; then rm -rf "$1"; fi"#,
+            // `$0` unquoted: one word per pid.
+            r#"read _ignored; kill -9 $0; if [ -n "$1" ]; then rm -rf "$1"; fi"#,
         ])
-        .arg(pid.to_string())
+        .arg(&pids)
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -133,7 +209,7 @@ fn watchdog(pid: u32, server: &EtcdServer) -> Option<ChildStdin> {
         Err(e) => {
             let _ = writeln!(
                 std::io::stderr().lock(),
-                "warning: no watchdog for the shared etcd (pid {pid}): {e}; it may outlive the tests"
+                "warning: no watchdog for the shared etcd (pids {pids}): {e}; it may outlive the tests"
             );
             None
         }

@@ -9,13 +9,14 @@ use futures::future::try_join_all;
 use tempfile::TempDir;
 use tokio::sync::Mutex;
 
-use super::probe::Probe;
+use super::probe::{Probe, http_get};
 use super::process::{Backing, ManagedProcess, run_command};
 use super::{
     Credentials, DEFAULT_STARTUP_TIMEOUT, ENV_ETCD, ENV_ETCD_BIN, ENV_ETCDCTL_BIN, FixtureError,
     PORT_ATTEMPTS, ServerMode, TlsMaterial, find_binary, finish_temp_dir, free_ports, host_port,
     is_port_clash, make_temp_dir, random_namespace, random_u64, skip_or_panic,
 };
+use crate::proxy::{FaultProxy, FaultProxyHandle};
 
 /// Timeout for one `etcdctl` invocation.
 const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,7 +64,13 @@ struct LaunchOpts<'a> {
     timing: Timing,
     extra_args: &'a [String],
     timeout: Duration,
+    /// Put a [`FaultProxy`] in front of each member's peer listener and advertise it.
+    peer_proxies: bool,
 }
+
+/// The header in which etcd members name themselves (their member id in hex) on the
+/// HTTP requests of their peer connections (raft streams and pipelines).
+const PEER_FROM_HEADER: &str = "X-Server-From";
 
 /// One spawned member's ports and paths.
 #[derive(Clone, Debug)]
@@ -79,12 +86,12 @@ impl MemberSpec {
     }
 }
 
+/// A spawned member with its peer proxy, if any.
+type Launched = (MemberSpec, ManagedProcess, Option<FaultProxy>);
+
 /// Spawns `n` members forming one new cluster and waits until all answer `/health`.
 /// Picks new ports and retries when a member dies because its port was taken.
-async fn launch_members(
-    opts: &LaunchOpts<'_>,
-    n: usize,
-) -> Result<Vec<(MemberSpec, ManagedProcess)>, FixtureError> {
+async fn launch_members(opts: &LaunchOpts<'_>, n: usize) -> Result<Vec<Launched>, FixtureError> {
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let ports_per_member = if opts.tls.is_some() { 3 } else { 2 };
     let mut attempt = 0;
@@ -93,8 +100,26 @@ async fn launch_members(
         let ports = free_ports(n * ports_per_member)?;
         let token = format!("coord-test-{:08x}", random_u64() as u32);
         let peer_url = |i: usize| format!("http://127.0.0.1:{}", ports[i * ports_per_member + 1]);
+        let mut proxies = Vec::with_capacity(n);
+        for i in 0..n {
+            proxies.push(if opts.peer_proxies {
+                let upstream = format!("127.0.0.1:{}", ports[i * ports_per_member + 1]);
+                Some(
+                    FaultProxy::start_tagging(upstream, PEER_FROM_HEADER)
+                        .await
+                        .map_err(|e| FixtureError::io("starting a peer proxy", e))?,
+                )
+            } else {
+                None
+            });
+        }
+        // Other members reach member i (and it names itself to them) at this URL.
+        let advertised = |i: usize| match &proxies[i] {
+            Some(proxy) => format!("http://{}", proxy.addr()),
+            None => peer_url(i),
+        };
         let initial_cluster = (0..n)
-            .map(|i| format!("n{i}={}", peer_url(i)))
+            .map(|i| format!("n{i}={}", advertised(i)))
             .collect::<Vec<_>>()
             .join(",");
         let mut members = Vec::with_capacity(n);
@@ -117,7 +142,7 @@ async fn launch_members(
                 "--listen-peer-urls",
                 &peer_url(i),
                 "--initial-advertise-peer-urls",
-                &peer_url(i),
+                &advertised(i),
                 "--initial-cluster",
                 &initial_cluster,
                 "--initial-cluster-state",
@@ -157,6 +182,11 @@ async fn launch_members(
             } else {
                 Probe::EtcdHealth { port: client_port }
             };
+            if opts.peer_proxies {
+                // A member cut off and back (or slowed) must not depose a healthy leader
+                // with the terms it raised alone: that would end the scenario under test.
+                args.push("--pre-vote".into());
+            }
             args.extend(opts.extra_args.iter().map(OsString::from));
             let process = ManagedProcess::new(
                 format!("etcd {name} (127.0.0.1:{client_port})"),
@@ -190,7 +220,13 @@ async fn launch_members(
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => return Ok(members),
+            Ok(()) => {
+                return Ok(members
+                    .into_iter()
+                    .zip(proxies)
+                    .map(|((spec, p), proxy)| (spec, p, proxy))
+                    .collect());
+            }
             Err(e) => {
                 for (_, p) in members.iter_mut() {
                     let _ = p.kill().await;
@@ -405,9 +441,10 @@ impl EtcdServerBuilder {
             timing: self.timing,
             extra_args: &self.extra_args,
             timeout: self.startup_timeout,
+            peer_proxies: false,
         };
         let mut members = launch_members(&opts, 1).await?;
-        let (spec, process) = members.remove(0);
+        let (spec, process, _) = members.remove(0);
         let root = wants_auth.then(|| {
             Credentials::new(
                 "root",
@@ -796,6 +833,7 @@ pub struct EtcdClusterBuilder {
     startup_timeout: Duration,
     extra_args: Vec<String>,
     timing: Timing,
+    peer_proxies: bool,
 }
 
 impl Default for EtcdClusterBuilder {
@@ -809,11 +847,26 @@ impl Default for EtcdClusterBuilder {
                 heartbeat: Duration::from_millis(100),
                 election: Duration::from_millis(1000),
             },
+            peer_proxies: false,
         }
     }
 }
 
 impl EtcdClusterBuilder {
+    /// Route the members' peer (raft) traffic through fault proxies: each member listens
+    /// on a peer port of its own but advertises a [`FaultProxy`] in front of it, which
+    /// [`EtcdCluster::peer_link`] returns. etcd's raft transport carries member i's
+    /// messages on connections the *other* members open to i's advertised URL (plus
+    /// pipeline requests that others send to it), so that proxy's latency delays what
+    /// member i says, proposals it forwards to the leader included, and its blackhole
+    /// mutes i (i still hears the others). [`EtcdCluster::isolate_member`] cuts both ways.
+    /// Such members run with `--pre-vote`, so that a member cut off and back does not
+    /// depose the leader.
+    pub fn peer_proxies(mut self, on: bool) -> Self {
+        self.peer_proxies = on;
+        self
+    }
+
     /// Number of members (default 3).
     pub fn members(mut self, n: usize) -> Self {
         self.members = n.max(1);
@@ -860,20 +913,34 @@ impl EtcdClusterBuilder {
             timing: self.timing,
             extra_args: &self.extra_args,
             timeout: self.startup_timeout,
+            peer_proxies: self.peer_proxies,
         };
-        let members = launch_members(&opts, self.members)
-            .await?
-            .into_iter()
-            .map(|(spec, p)| ClusterMember {
+        let launched = launch_members(&opts, self.members).await?;
+        let mut members = Vec::with_capacity(launched.len());
+        for (spec, p, peer_proxy) in launched {
+            let id = match member_metrics(&spec.endpoint()).await {
+                Ok(m) => m.id,
+                Err(e) => {
+                    return Err(FixtureError::Command {
+                        command: format!("GET http://{}/metrics", spec.endpoint()),
+                        status: "no etcd_server_id".into(),
+                        output: e,
+                    });
+                }
+            };
+            members.push(ClusterMember {
                 log_path: p.log_path().to_path_buf(),
                 spec,
+                id,
+                peer_proxy,
                 process: Mutex::new(p),
-            })
-            .collect();
+            });
+        }
         Ok(EtcdCluster {
             members,
             namespace: random_namespace(),
             startup_timeout: self.startup_timeout,
+            timing: self.timing,
             dir: Some(dir),
         })
     }
@@ -887,8 +954,52 @@ impl EtcdClusterBuilder {
 #[derive(Debug)]
 struct ClusterMember {
     spec: MemberSpec,
+    /// The member id, in hex as etcd prints it.
+    id: String,
     log_path: PathBuf,
+    peer_proxy: Option<FaultProxy>,
     process: Mutex<ManagedProcess>,
+}
+
+/// What a cluster member says about itself (from its `/metrics`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member id in hex, as etcd prints it.
+    pub id: String,
+    /// Whether the member knows a leader (etcd refuses requests that require one when not).
+    pub has_leader: bool,
+    /// Whether the member is the leader.
+    pub is_leader: bool,
+}
+
+/// Reads a member's id and leader state from its `/metrics` (no raft round trip, so an
+/// isolated member answers too).
+async fn member_metrics(endpoint: &str) -> Result<MemberStatus, String> {
+    let body = http_get(endpoint, "/metrics").await?;
+    let gauge = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(|v| v.trim() == "1")
+    };
+    let id = body
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_server_id{server_id=\""))
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(id, _)| id.to_owned());
+    match (
+        id,
+        gauge("etcd_server_has_leader"),
+        gauge("etcd_server_is_leader"),
+    ) {
+        (Some(id), Some(has_leader), Some(is_leader)) => Ok(MemberStatus {
+            id,
+            has_leader,
+            is_leader,
+        }),
+        _ => Err(format!(
+            "{endpoint}/metrics lacks etcd_server_id, etcd_server_has_leader or etcd_server_is_leader"
+        )),
+    }
 }
 
 /// A local multi-member etcd cluster (3 members by default) on loopback ports.
@@ -902,6 +1013,7 @@ pub struct EtcdCluster {
     members: Vec<ClusterMember>,
     namespace: String,
     startup_timeout: Duration,
+    timing: Timing,
     dir: Option<TempDir>,
 }
 
@@ -975,6 +1087,134 @@ impl EtcdCluster {
     /// A random key prefix unique to this fixture.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// Member `i`'s id in hex, as etcd prints it (`etcdctl member list -w table`).
+    pub fn member_id(&self, i: usize) -> &str {
+        &self.members[i].id
+    }
+
+    /// Whether the cluster was built with [`EtcdClusterBuilder::peer_proxies`].
+    pub fn has_peer_proxies(&self) -> bool {
+        self.members.iter().all(|m| m.peer_proxy.is_some())
+    }
+
+    /// The fault proxy in front of member `i`'s peer listener: its latency delays what
+    /// member `i` says to the others (a slow follower: proposals it forwards land late),
+    /// its blackhole mutes member `i`; see [`EtcdClusterBuilder::peer_proxies`].
+    ///
+    /// # Panics
+    ///
+    /// When the cluster was built without peer proxies.
+    pub fn peer_link(&self, i: usize) -> FaultProxyHandle {
+        self.members[i]
+            .peer_proxy
+            .as_ref()
+            .expect("EtcdCluster::peer_link needs EtcdClusterBuilder::peer_proxies(true)")
+            .handle()
+    }
+
+    /// Cuts member `i` off from the others both ways: what it says (its peer proxy) and
+    /// what it hears (its connections through the others' peer proxies). It loses its
+    /// leader after an election timeout, keeps campaigning in vain, and stops serving
+    /// linearizable requests; its clients stay connected. Held raft messages are delivered
+    /// on [`rejoin_member`](Self::rejoin_member).
+    ///
+    /// # Panics
+    ///
+    /// When the cluster was built without peer proxies.
+    pub fn isolate_member(&self, i: usize) {
+        self.set_isolated(i, true);
+    }
+
+    /// Undoes [`isolate_member`](Self::isolate_member) (and a blackhole of
+    /// [`peer_link(i)`](Self::peer_link)).
+    ///
+    /// # Panics
+    ///
+    /// When the cluster was built without peer proxies.
+    pub fn rejoin_member(&self, i: usize) {
+        self.set_isolated(i, false);
+    }
+
+    fn set_isolated(&self, i: usize, isolated: bool) {
+        let id = self.member_id(i).to_owned();
+        for j in 0..self.len() {
+            let link = self.peer_link(j);
+            match (j == i, isolated) {
+                (true, true) => link.blackhole(),
+                (true, false) => link.heal(),
+                (false, true) => link.blackhole_tag(&id),
+                (false, false) => link.heal_tag(&id),
+            }
+        }
+    }
+
+    /// What member `i` says about itself: its id and whether it has or is the leader.
+    ///
+    /// # Errors
+    ///
+    /// [`FixtureError::Command`] when its `/metrics` does not answer (it is down or
+    /// paused).
+    pub async fn member_status(&self, i: usize) -> Result<MemberStatus, FixtureError> {
+        let endpoint = self.endpoint(i);
+        member_metrics(&endpoint)
+            .await
+            .map_err(|e| FixtureError::Command {
+                command: format!("GET http://{endpoint}/metrics"),
+                status: "failed".into(),
+                output: e,
+            })
+    }
+
+    /// The index of the leader, once the cluster has settled on one: every member that
+    /// answers knows a leader, exactly one says it leads, and it has kept leading for an
+    /// election timeout (members that start apart can depose the first leader they
+    /// elect). Waits up to the startup timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`FixtureError::NotReady`] when no leader settles within the startup timeout.
+    pub async fn leader(&self) -> Result<usize, FixtureError> {
+        let deadline = tokio::time::Instant::now() + self.startup_timeout;
+        let mut since: Option<(usize, tokio::time::Instant)> = None;
+        loop {
+            let mut leaders = Vec::new();
+            let mut leaderless = false;
+            let mut seen = Vec::new();
+            for i in 0..self.len() {
+                match self.member_status(i).await {
+                    Ok(s) => {
+                        if s.is_leader {
+                            leaders.push(i);
+                        }
+                        leaderless |= !s.has_leader;
+                        seen.push(format!("{}: {s:?}", self.member_name(i)));
+                    }
+                    Err(e) => seen.push(format!("{}: {e}", self.member_name(i))),
+                }
+            }
+            let now = tokio::time::Instant::now();
+            since = match (&leaders[..], leaderless, since) {
+                (&[leader], false, Some((l, t))) if l == leader => {
+                    if now.duration_since(t) >= self.timing.election {
+                        return Ok(leader);
+                    }
+                    Some((l, t))
+                }
+                (&[leader], false, _) => Some((leader, now)),
+                _ => None,
+            };
+            if now >= deadline {
+                return Err(FixtureError::NotReady {
+                    what: "etcd cluster leader".into(),
+                    timeout: self.startup_timeout,
+                    last_probe: seen.join("; "),
+                    log_tail: String::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Member `i`'s data dir.

@@ -45,7 +45,9 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use etcd::{EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser};
+pub use etcd::{
+    EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser, MemberStatus,
+};
 pub use redis::{RedisServer, RedisServerBuilder};
 pub use tls::{CLIENT_COMMON_NAME, TlsMaterial};
 

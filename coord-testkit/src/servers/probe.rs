@@ -126,6 +126,38 @@ pub(crate) async fn etcd_health(addr: &str) -> Result<(), String> {
         .unwrap_or_else(|_| Err("health probe timed out".into()))
 }
 
+/// Plain HTTP/1.0 `GET path` against `addr` (`host:port`): the body of a 200 answer.
+/// HTTP/1.0, so that the body comes unchunked, up to the close.
+pub(crate) async fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let resp = String::from_utf8_lossy(&resp);
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        if head
+            .lines()
+            .next()
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"))
+        {
+            Ok(body.to_owned())
+        } else {
+            Err(format!("GET {path}: {}", head.replace("\r\n", " | ")))
+        }
+    };
+    timeout(PROBE_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path} timed out")))
+}
+
 /// Raw RESP `PING` against redis at `addr` (`host:port`).
 pub(crate) async fn redis_ping(addr: &str) -> Result<(), String> {
     let fut = async {
