@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks coord against etcd's own Go recipes (shared/peers/etcd-go) on ONE temporary
+# Benchmarks coord against etcd's own Go recipes (a Go program driving clientv3/concurrency,
+# whose source GO_PEER_SRC names; it is not in this repository yet) on ONE temporary
 # etcd server, in one run, so the ratios compare like with like.
 #
 #   scripts/bench.sh [--build-go] [--coord-only]
@@ -56,7 +57,11 @@ if ((coord_only)); then
   go_peer=""
 elif [ ! -x "$go_peer" ]; then
   if ((build_go)); then
-    bash "${GO_PEER_SRC:-$root/../shared/peers/etcd-go}/build.sh" "$go_peer"
+    if [ -z "${GO_PEER_SRC:-}" ]; then
+      echo "--build-go needs GO_PEER_SRC: the directory of the Go peer's source and build.sh" >&2
+      exit 1
+    fi
+    bash "$GO_PEER_SRC/build.sh" "$go_peer"
   else
     echo "note: $go_peer not found (use --build-go); running coord only" >&2
     go_peer=""

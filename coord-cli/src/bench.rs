@@ -1,6 +1,6 @@
-//! `coord bench lock-loop|contend|hammer`: the workloads of the etcd Go peer
-//! (`shared/peers/etcd-go/main.go`) with the same names, definitions and output fields, so
-//! that a line of ours and a line of Go's compare directly.
+//! `coord bench lock-loop|contend|hammer`: the workloads of our Go yardstick (a program
+//! driving etcd's `clientv3/concurrency` recipes) with the same names, definitions and
+//! output fields, so that a line of ours and a line of Go's compare directly.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

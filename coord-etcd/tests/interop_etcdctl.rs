@@ -1,7 +1,7 @@
 //! Interoperability with Debian's `etcdctl` (API v3, etcd 3.4) on a real etcd: a coord
 //! `Mutex` and `etcdctl lock` on one name exclude each other in both directions, and a coord
-//! `Election` and `etcdctl elect` on one name see the same leader
-//! (reference/etcd-concurrency.md, section 5; section 6, scenarios 9 and 10).
+//! `Election` and `etcdctl elect` on one name see the same leader (etcd's own
+//! `TestCtlV3Lock`, `TestCtlV3LockWithCmd` and `TestCtlV3Elect`, across implementations).
 //!
 //! Names live under the fixture's random namespace, spelled out in full: etcdctl 3.4 has no
 //! namespace flag, so the coord backend connects without one and both sides use the same

@@ -1,4 +1,4 @@
-//! etcd scenario 9 (TestV3LockLockWaiter), across implementations: etcd's server-side lock
+//! From etcd's own tests (TestV3LockLockWaiter), across implementations: etcd's server-side lock
 //! API (`v3lock`, what `etcdctl lock` and the gRPC gateway's `/v3/lock/lock` use) and a
 //! coord `Mutex` on the same name exclude each other in both directions, and the fencing
 //! order (create revisions) follows the order of acquisition.

@@ -34,8 +34,8 @@ use coord_core::{
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
 use coord_etcd::{EtcdBackend, EtcdOptions};
-use coord_testkit::{FaultyBackend, ServerMode};
 use coord_testkit::conformance::{Capability, ClientFaults, Clock, Faults, TestBackend};
+use coord_testkit::{FaultyBackend, ServerMode};
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::shared::Shared;

@@ -1,5 +1,9 @@
-//! Regression tests for the known bugs of etcd's Go recipes (DESIGN.md section 3, reference
-//! section 8). Each test's doc says how Go's `concurrency` package fails it.
+//! Regression tests for the known bugs of etcd's Go recipes (`clientv3/concurrency`), with
+//! the upstream etcd issue numbers: phantom locks and leaders after the waiter's lease ended
+//! (#9921, #11007), waits that outlive their own key or session (#19597), stale releases
+//! (#22082, #22123), keys left behind by failed waits (#10111, #21128), a predecessor
+//! re-created under the same key, and waits paced by the server's watch catch-up loop. Each
+//! test's doc says how Go's `concurrency` package fails it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,7 +114,7 @@ async fn end_lease(backend: &dyn TestBackend, how: EndLease, lease: i64) {
     }
 }
 
-/// Bug 1 for `recipe`: the waiter's lease is ended behind its back while it waits behind a
+/// For `recipe`: the waiter's lease is ended behind its back while it waits behind a
 /// holder, then the holder releases at once. The waiter must get an error, never `Ok`.
 /// Then the same with the holder's key and the waiter's key deleted in one txn (the
 /// predecessor's DELETE and the loss of the own key arrive in the same revision).
@@ -156,19 +160,19 @@ async fn waiter_loses_lease(backend: &dyn TestBackend, recipe: Recipe, how: EndL
     drop(held);
 }
 
-/// Bug 1 (etcd #9921; Go `Mutex.Lock` before v3.5): a waiter whose lease is revoked while
+/// (etcd #9921; Go `Mutex.Lock` before v3.5): a waiter whose lease is revoked while
 /// it waits must get an error, never `Ok`. Go v3.4 returns nil once the older keys are gone
 /// (a phantom lock); v3.5 checks only that the key exists, not its create revision.
-pub async fn bug_1_mutex_waiter_lease_revoked_never_gets_ok(backend: &dyn TestBackend) {
+pub async fn mutex_waiter_whose_lease_is_revoked_never_gets_the_lock(backend: &dyn TestBackend) {
     waiter_loses_lease(backend, Recipe::Mutex, EndLease::Revoke).await;
 }
 
-/// Bug 1 with the waiter's lease *expiring* on the server (not revoked), which its session
+/// As above, with the waiter's lease *expiring* on the server (not revoked), which its session
 /// only learns at the next keep-alive; the holder releases at once. Go v3.4 returns nil.
-pub async fn bug_1_mutex_waiter_lease_expired_never_gets_ok(backend: &dyn TestBackend) {
+pub async fn mutex_waiter_whose_lease_expires_never_gets_the_lock(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_1_mutex_waiter_lease_expired_never_gets_ok",
+        "mutex_waiter_whose_lease_expires_never_gets_the_lock",
         &[Capability::ExpireLease],
     ) {
         return;
@@ -176,23 +180,19 @@ pub async fn bug_1_mutex_waiter_lease_expired_never_gets_ok(backend: &dyn TestBa
     waiter_loses_lease(backend, Recipe::Mutex, EndLease::Expire).await;
 }
 
-/// Bug 1 for elections (etcd #11007, #22387, still open in v3.7): a candidate whose lease is
+/// For elections (etcd #11007, #22387, still open in v3.7): a candidate whose lease is
 /// revoked while waiting must not be told it leads. Go's `Campaign` returns nil once the
 /// older candidates are gone, without checking its own key (phantom leader).
-pub async fn bug_1_election_candidate_lease_revoked_never_gets_leadership(
-    backend: &dyn TestBackend,
-) {
+pub async fn candidate_whose_lease_is_revoked_never_leads(backend: &dyn TestBackend) {
     waiter_loses_lease(backend, Recipe::Election, EndLease::Revoke).await;
 }
 
-/// Bug 1 for elections with the candidate's lease expiring on the server; Go's `Campaign`
+/// For elections with the candidate's lease expiring on the server; Go's `Campaign`
 /// returns nil (phantom leader).
-pub async fn bug_1_election_candidate_lease_expired_never_gets_leadership(
-    backend: &dyn TestBackend,
-) {
+pub async fn candidate_whose_lease_expires_never_leads(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_1_election_candidate_lease_expired_never_gets_leadership",
+        "candidate_whose_lease_expires_never_leads",
         &[Capability::ExpireLease],
     ) {
         return;
@@ -200,7 +200,7 @@ pub async fn bug_1_election_candidate_lease_expired_never_gets_leadership(
     waiter_loses_lease(backend, Recipe::Election, EndLease::Expire).await;
 }
 
-/// Bug 2, own key: the waiter's key is deleted by someone else while the holder keeps
+/// own key: the waiter's key is deleted by someone else while the holder keeps
 /// holding. The wait must end promptly with `LockLost`. Go's `Lock`/`Campaign` watch only
 /// the predecessor, so they keep waiting until the holder releases (#19597): here never.
 async fn wait_ends_when_own_key_deleted(backend: &dyn TestBackend, recipe: Recipe) {
@@ -229,7 +229,7 @@ async fn wait_ends_when_own_key_deleted(backend: &dyn TestBackend, recipe: Recip
     held.release().await.unwrap();
 }
 
-/// Bug 2, session lost: the waiter's session is lost while the holder keeps holding: first
+/// session lost: the waiter's session is lost while the holder keeps holding: first
 /// by `orphan()`, then (when the backend can partition) by its keep-alives hanging, so
 /// only the client-side deadline can end the wait. It must end with `SessionExpired`
 /// promptly after the session is lost. Go's waits ignore `Session.Done()` (mutex.go TODO,
@@ -287,32 +287,32 @@ async fn wait_ends_when_session_lost(backend: &dyn TestBackend, recipe: Recipe, 
     held.release().await.unwrap();
 }
 
-/// Bug 2 for `Mutex::lock` (#19597): see `wait_ends_when_own_key_deleted`.
-pub async fn bug_2_mutex_wait_ends_when_own_key_deleted(backend: &dyn TestBackend) {
+/// For `Mutex::lock` (#19597): see `wait_ends_when_own_key_deleted`.
+pub async fn mutex_wait_ends_when_its_own_key_is_deleted(backend: &dyn TestBackend) {
     wait_ends_when_own_key_deleted(backend, Recipe::Mutex).await;
 }
 
-/// Bug 2 for `Mutex::lock` (#19597, PR #22387): see `wait_ends_when_session_lost`.
-pub async fn bug_2_mutex_wait_ends_when_session_lost(backend: &dyn TestBackend) {
+/// For `Mutex::lock` (#19597, PR #22387): see `wait_ends_when_session_lost`.
+pub async fn mutex_wait_ends_when_its_session_is_lost(backend: &dyn TestBackend) {
     wait_ends_when_session_lost(
         backend,
         Recipe::Mutex,
-        "bug_2_mutex_wait_ends_when_session_lost",
+        "mutex_wait_ends_when_its_session_is_lost",
     )
     .await;
 }
 
-/// Bug 2 for `Election::campaign`: see `wait_ends_when_own_key_deleted`.
-pub async fn bug_2_election_wait_ends_when_own_key_deleted(backend: &dyn TestBackend) {
+/// For `Election::campaign`: see `wait_ends_when_own_key_deleted`.
+pub async fn campaign_ends_when_its_own_key_is_deleted(backend: &dyn TestBackend) {
     wait_ends_when_own_key_deleted(backend, Recipe::Election).await;
 }
 
-/// Bug 2 for `Election::campaign`: see `wait_ends_when_session_lost`.
-pub async fn bug_2_election_wait_ends_when_session_lost(backend: &dyn TestBackend) {
+/// For `Election::campaign`: see `wait_ends_when_session_lost`.
+pub async fn campaign_ends_when_its_session_is_lost(backend: &dyn TestBackend) {
     wait_ends_when_session_lost(
         backend,
         Recipe::Election,
-        "bug_2_election_wait_ends_when_session_lost",
+        "campaign_ends_when_its_session_is_lost",
     )
     .await;
 }
@@ -333,7 +333,7 @@ async fn release_with_lost_response(
     r
 }
 
-/// Bug 3, stale release: session S1 (client A) holds; its release is applied by the store
+/// stale release: session S1 (client A) holds; its release is applied by the store
 /// but the response is lost, so the call fails and the release is retried in the
 /// background. Meanwhile the same lease, resumed by a new session S2 on client B (a
 /// restarted process), acquires again: same key, new incarnation. When client A heals,
@@ -418,11 +418,11 @@ fn deletes(request: &TxnRequest, key: &str) -> bool {
         .any(|op| matches!(op, TxnOp::Delete(d) if d.range == KeyRange::key(key)))
 }
 
-/// Bug 3 for `MutexGuard::unlock` (#22082): see `late_release_never_deletes_newer`.
-pub async fn bug_3_late_unlock_never_deletes_newer_acquisition(backend: &dyn TestBackend) {
+/// For `MutexGuard::unlock` (#22082): see `late_release_never_deletes_newer`.
+pub async fn late_unlock_never_deletes_a_newer_acquisition(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_3_late_unlock_never_deletes_newer_acquisition",
+        "late_unlock_never_deletes_a_newer_acquisition",
         &[Capability::Latency, Capability::PartitionFail],
     ) {
         return;
@@ -430,11 +430,11 @@ pub async fn bug_3_late_unlock_never_deletes_newer_acquisition(backend: &dyn Tes
     late_release_never_deletes_newer(backend, Recipe::Mutex).await;
 }
 
-/// Bug 3 for `Leadership::resign` (#22123): see `late_release_never_deletes_newer`.
-pub async fn bug_3_late_resign_never_deletes_newer_candidacy(backend: &dyn TestBackend) {
+/// For `Leadership::resign` (#22123): see `late_release_never_deletes_newer`.
+pub async fn late_resign_never_deletes_a_newer_candidacy(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_3_late_resign_never_deletes_newer_candidacy",
+        "late_resign_never_deletes_a_newer_candidacy",
         &[Capability::Latency, Capability::PartitionFail],
     ) {
         return;
@@ -442,7 +442,7 @@ pub async fn bug_3_late_resign_never_deletes_newer_candidacy(backend: &dyn TestB
     late_release_never_deletes_newer(backend, Recipe::Election).await;
 }
 
-/// Bug 3, failed release: the release RPC fails (`fail_next`); the state is kept and the
+/// failed release: the release RPC fails (`fail_next`); the state is kept and the
 /// release still happens (in the background) while the session stays alive, so a waiter
 /// acquires. Go's `Resign` clears its state on an RPC error (#22123) and `Unlock` leaves
 /// the key to the caller: the key stays until the lease ends, and the waiter stays blocked.
@@ -481,11 +481,11 @@ async fn failed_release_still_releases(backend: &dyn TestBackend, recipe: Recipe
     got.release().await.unwrap();
 }
 
-/// Bug 3 for `MutexGuard::unlock`: see `failed_release_still_releases`.
-pub async fn bug_3_failed_unlock_still_releases(backend: &dyn TestBackend) {
+/// For `MutexGuard::unlock`: see `failed_release_still_releases`.
+pub async fn failed_unlock_still_releases(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_3_failed_unlock_still_releases",
+        "failed_unlock_still_releases",
         &[Capability::FailNext],
     ) {
         return;
@@ -493,11 +493,11 @@ pub async fn bug_3_failed_unlock_still_releases(backend: &dyn TestBackend) {
     failed_release_still_releases(backend, Recipe::Mutex).await;
 }
 
-/// Bug 3 for `Leadership::resign` (#22123): see `failed_release_still_releases`.
-pub async fn bug_3_failed_resign_still_resigns(backend: &dyn TestBackend) {
+/// For `Leadership::resign` (#22123): see `failed_release_still_releases`.
+pub async fn failed_resign_still_resigns(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "bug_3_failed_resign_still_resigns",
+        "failed_resign_still_resigns",
         &[Capability::FailNext],
     ) {
         return;
@@ -505,7 +505,7 @@ pub async fn bug_3_failed_resign_still_resigns(backend: &dyn TestBackend) {
     failed_release_still_releases(backend, Recipe::Election).await;
 }
 
-/// Bug 4: on a failed wait (timeout, session orphaned) the own key is withdrawn while the
+/// on a failed wait (timeout, session orphaned) the own key is withdrawn while the
 /// lease lives on, so it blocks nobody. Go's `Campaign` resigns only when its ctx is done:
 /// on other errors it leaves the key in etcd (#21128).
 async fn failed_wait_withdraws(backend: &dyn TestBackend, recipe: Recipe) {
@@ -556,25 +556,27 @@ async fn failed_wait_withdraws(backend: &dyn TestBackend, recipe: Recipe) {
     held.release().await.unwrap();
 }
 
-/// Bug 4 for `Mutex::lock` (#10111 fixed it in Go in 2018): see `failed_wait_withdraws`.
-pub async fn bug_4_mutex_failed_wait_withdraws_own_key(backend: &dyn TestBackend) {
+/// For `Mutex::lock` (#10111 fixed it in Go in 2018): see `failed_wait_withdraws`.
+pub async fn failed_lock_wait_withdraws_its_key(backend: &dyn TestBackend) {
     failed_wait_withdraws(backend, Recipe::Mutex).await;
 }
 
-/// Bug 4 for `Election::campaign` (#21128, open): see `failed_wait_withdraws`.
-pub async fn bug_4_election_failed_wait_withdraws_own_key(backend: &dyn TestBackend) {
+/// For `Election::campaign` (#21128, open): see `failed_wait_withdraws`.
+pub async fn failed_campaign_withdraws_its_key(backend: &dyn TestBackend) {
     failed_wait_withdraws(backend, Recipe::Election).await;
 }
 
-/// Bug 4 on a backend error (#21128's case: the watch fails). A waiter whose client is cut
+/// On a backend error (#21128's case: the watch fails). A waiter whose client is cut
 /// off (calls and watches fail at once) keeps its place while its session lives, as a
 /// holder would, and is served once the client is back; cut off until its session is lost,
 /// its wait fails and its key goes (Go's `Campaign` leaves it, and the session keeps it
 /// alive forever, blocking every later candidate).
-pub async fn bug_4_failed_wait_on_watch_error_withdraws_own_key(backend: &dyn TestBackend) {
+pub async fn waiter_keeps_its_place_through_a_blip_and_ends_with_its_session(
+    backend: &dyn TestBackend,
+) {
     if skip_unless(
         backend,
-        "bug_4_failed_wait_on_watch_error_withdraws_own_key",
+        "waiter_keeps_its_place_through_a_blip_and_ends_with_its_session",
         &[Capability::PartitionFail],
     ) {
         return;
@@ -630,7 +632,7 @@ pub async fn bug_4_failed_wait_on_watch_error_withdraws_own_key(backend: &dyn Te
     }
 }
 
-/// Bug 5: the predecessor is deleted and re-created under the same key by the same session
+/// the predecessor is deleted and re-created under the same key by the same session
 /// (same lease) between the waiter's read of it and the waiter's watch on it.
 ///
 /// H holds; P waits (key kP); W waits behind P. Exactly when W is about to watch kP (a hook
@@ -639,7 +641,7 @@ pub async fn bug_4_failed_wait_on_watch_error_withdraws_own_key(backend: &dyn Te
 /// finds "kP still exists", waits for kP, and deadlocks with P (each waits for the other)
 /// even after H unlocks. Comparing create revisions, W sees kP is a new incarnation,
 /// re-reads and waits for H. Expected order: H unlocks -> W acquires -> W unlocks -> P.
-pub async fn bug_5_predecessor_recreated_under_same_key(backend: &dyn TestBackend) {
+pub async fn predecessor_recreated_under_the_same_key_is_noticed(backend: &dyn TestBackend) {
     let name = unique("reincarnation");
     let c = backend.client().await;
     let h = new_session(backend).await;
@@ -756,13 +758,13 @@ pub async fn bug_5_predecessor_recreated_under_same_key(backend: &dyn TestBacken
         .unwrap();
 }
 
-/// Bug 6 (structural): every watch the recipes open while waiting starts "now" (or at a
+/// Catch-up (structural): every watch the recipes open while waiting starts "now" (or at a
 /// revision above the store's current one), never in the past. etcd serves a watch whose
 /// start revision is already in the past from a catch-up loop that runs every 100 ms; Go's
 /// `waitDeletes` watches from the header revision of its `Get`, which is in the past by the
 /// time the watch is made, so this test fails for it. The workload (contended mutex,
 /// rwmutex, election with observe, semaphore) goes through a recording client.
-pub async fn bug_6_waiters_watch_from_now(backend: &dyn TestBackend) {
+pub async fn waiters_watch_from_now(backend: &dyn TestBackend) {
     let name = unique("from-now");
     let spies: Vec<Spy> = {
         let mut v = Vec::new();
@@ -840,11 +842,11 @@ pub async fn bug_6_waiters_watch_from_now(backend: &dyn TestBackend) {
     assert!(watches >= 6, "the workload waited (only {watches} watches)");
 }
 
-/// Bug 6 (timing): 40 lock handoffs between two contending sessions take well under the
+/// Catch-up (timing): 40 lock handoffs between two contending sessions take well under the
 /// 100 ms per handoff that a watch served by etcd's catch-up loop costs (Go's
 /// `concurrency.Mutex` manages ~20 handoffs a second with two contenders). Meaningful on
 /// real servers; on paused time it takes no time at all.
-pub async fn bug_6_handoffs_are_not_paced_by_catch_up(backend: &dyn TestBackend) {
+pub async fn handoffs_are_not_paced_by_watch_catch_up(backend: &dyn TestBackend) {
     const ROUNDS: usize = 20;
     let name = unique("pace");
     let start = tokio::time::Instant::now();

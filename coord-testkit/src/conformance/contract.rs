@@ -1,4 +1,5 @@
-//! The backend contract itself (DESIGN.md section 2): revisions, txn, range, leases, watch.
+//! The backend contract itself, as `CoordinationBackend`'s rustdoc states it: revisions,
+//! txn, range, leases, watch.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,5 +1,5 @@
-//! `Election` scenarios: etcd's scenarios 12-21 (section 6 of the reference), cancellation
-//! and the lost-before-the-next-leader rule.
+//! `Election` scenarios: those of etcd's own election tests (each names its model),
+//! cancellation and the lost-before-the-next-leader rule.
 
 use std::time::Duration;
 
@@ -41,9 +41,9 @@ async fn until_value(backend: &dyn TestBackend, obs: &mut Observer, value: &str)
     }
 }
 
-/// etcd scenario 12 (ExampleElection_Campaign): e2 campaigns first and wins; e1 campaigns
+/// From etcd's own tests (ExampleElection_Campaign): e2 campaigns first and wins; e1 campaigns
 /// later and blocks; observe gives "e2". After e2 resigns, e1 wins and observe gives "e1".
-pub async fn scenario_12_election_order_and_observe(backend: &dyn TestBackend) {
+pub async fn election_order_and_observe(backend: &dyn TestBackend) {
     let name = unique("order");
     let (s1, s2) = (new_session(backend).await, new_session(backend).await);
     let l2 = Election::new(&s2, name.as_str())
@@ -67,10 +67,10 @@ pub async fn scenario_12_election_order_and_observe(backend: &dyn TestBackend) {
     l1.resign().await.unwrap();
 }
 
-/// etcd scenario 13 (TestElectionWait): three leaders campaign in sequence; three fresh
+/// From etcd's own tests (TestElectionWait): three leaders campaign in sequence; three fresh
 /// followers each see the current leader's value as their first observation; long-lived
 /// followers see every leader in order. Each leader resigns after all followers saw it.
-pub async fn scenario_13_followers_observe_each_leader(backend: &dyn TestBackend) {
+pub async fn followers_observe_each_leader(backend: &dyn TestBackend) {
     let name = unique("followers");
     let watcher = backend.client().await;
     let mut long_lived: Vec<Observer> = (0..3)
@@ -106,9 +106,9 @@ pub async fn scenario_13_followers_observe_each_leader(backend: &dyn TestBackend
     }
 }
 
-/// etcd scenario 14 (TestElectionFailover): "foo" is leader and "bar" campaigns; closing
+/// From etcd's own tests (TestElectionFailover): "foo" is leader and "bar" campaigns; closing
 /// foo's session lets bar win promptly; a fresh observer and `leader()` see "bar".
-pub async fn scenario_14_failover_on_session_loss(backend: &dyn TestBackend) {
+pub async fn failover_on_session_loss(backend: &dyn TestBackend) {
     let name = unique("failover");
     let (s1, s2) = (new_session(backend).await, new_session(backend).await);
     let l_foo = Election::new(&s1, name.as_str())
@@ -172,9 +172,9 @@ pub async fn recampaign_on_a_resumed_session_proclaims_at_once(backend: &dyn Tes
     resumed.orphan();
 }
 
-/// etcd scenario 16 (TestElectionOnPrefixOfExistingKey): a key `<name>a` and a candidate in
+/// From etcd's own tests (TestElectionOnPrefixOfExistingKey): a key `<name>a` and a candidate in
 /// election `<name>a` do not block election `<name>`, whose prefix is `<name>/`.
-pub async fn scenario_16_election_prefix_isolation(backend: &dyn TestBackend) {
+pub async fn election_name_is_a_prefix_with_a_slash(backend: &dyn TestBackend) {
     let name = unique("test");
     let (a, b) = (new_session(backend).await, new_session(backend).await);
     let c = backend.client().await;
@@ -196,12 +196,12 @@ pub async fn scenario_16_election_prefix_isolation(backend: &dyn TestBackend) {
     l.resign().await.unwrap();
 }
 
-/// etcd scenario 17 (TestElectionOnSessionRestart): the leader campaigns "abc" and another
+/// From etcd's own tests (TestElectionOnSessionRestart): the leader campaigns "abc" and another
 /// candidate waits. The leader's process "restarts" (its session is orphaned, its handles
 /// are forgotten as a crash would); a new session on a new client resumes the old lease
 /// and campaigns "def": it wins at once and observe gives "def", while the other candidate
 /// still waits.
-pub async fn scenario_17_resume_after_restart_from_lease_id(backend: &dyn TestBackend) {
+pub async fn leadership_resumes_after_restart_from_the_lease_id(backend: &dyn TestBackend) {
     let name = unique("restart");
     let old = new_session(backend).await;
     let other = new_session(backend).await;
@@ -250,13 +250,13 @@ pub async fn scenario_17_resume_after_restart_from_lease_id(backend: &dyn TestBa
     drop(old);
 }
 
-/// etcd scenario 18 (TestElectionObserveCompacted): elect, write and compact at the latest
+/// From etcd's own tests (TestElectionObserveCompacted): elect, write and compact at the latest
 /// revision; a new observer still reports the leader, and one opened before the
 /// compaction still reports later proclamations.
-pub async fn scenario_18_observe_survives_compaction(backend: &dyn TestBackend) {
+pub async fn observe_survives_compaction(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
-        "scenario_18_observe_survives_compaction",
+        "observe_survives_compaction",
         &[Capability::Compaction],
     ) {
         return;
@@ -293,10 +293,10 @@ pub async fn scenario_18_observe_survives_compaction(backend: &dyn TestBackend) 
     l.resign().await.unwrap();
 }
 
-/// etcd scenario 19 (TestElectionObserveFreshResponsesOnProclaim, TestV3ElectionObserve):
+/// From etcd's own tests (TestElectionObserveFreshResponsesOnProclaim, TestV3ElectionObserve):
 /// observe yields "abc", "def", "ghi" as the leader proclaims, with versions 1, 2, 3 and
 /// strictly rising revisions; across two leaders the values never go back.
-pub async fn scenario_19_proclaim_stream_rises(backend: &dyn TestBackend) {
+pub async fn proclaimed_values_reach_observers_in_rising_revisions(backend: &dyn TestBackend) {
     let name = unique("proclaim");
     let (s1, s2) = (new_session(backend).await, new_session(backend).await);
     let e = Election::new(&s1, name.as_str());
@@ -328,10 +328,10 @@ pub async fn scenario_19_proclaim_stream_rises(backend: &dyn TestBackend) {
     l2.resign().await.unwrap();
 }
 
-/// etcd scenario 20 (TestV3ElectionCampaign): campaign "abc" wins; campaign "def" blocks;
+/// From etcd's own tests (TestV3ElectionCampaign): campaign "abc" wins; campaign "def" blocks;
 /// resign lets "def" win promptly and `leader()` returns "def". Observe ignores puts
 /// outside the election's prefix (TestResumeElection).
-pub async fn scenario_20_resign_unblocks_next_candidate(backend: &dyn TestBackend) {
+pub async fn resign_unblocks_the_next_candidate(backend: &dyn TestBackend) {
     let name = unique("resign");
     let (s1, s2) = (new_session(backend).await, new_session(backend).await);
     let c = backend.client().await;
@@ -365,11 +365,11 @@ pub async fn scenario_20_resign_unblocks_next_candidate(backend: &dyn TestBacken
     l2.resign().await.unwrap();
 }
 
-/// etcd scenario 21 (curl tests TestCurlV3ProclaimMissiongLeaderKey,
+/// From etcd's own tests (curl tests TestCurlV3ProclaimMissiongLeaderKey,
 /// TestCurlV3ResignMissiongLeaderKey, ErrElectionNoLeader): with no candidate `leader()`
 /// gives `NoLeader` and observe reports `leader: None` (etcd's Observe never does); once
 /// the leader key is gone, `proclaim` gives `NotLeader` and `resign` gives `NotLeader`.
-pub async fn scenario_21_no_leader_and_not_leader(backend: &dyn TestBackend) {
+pub async fn no_leader_and_not_leader_errors(backend: &dyn TestBackend) {
     let name = unique("noleader");
     let s = new_session(backend).await;
     let c = backend.client().await;
@@ -409,7 +409,7 @@ pub async fn scenario_21_no_leader_and_not_leader(backend: &dyn TestBackend) {
     );
 }
 
-/// DESIGN.md §3: dropping a `campaign()` future mid-wait withdraws the candidacy in the
+/// Cancel safety: dropping a `campaign()` future mid-wait withdraws the candidacy in the
 /// background (no key left), and the next live candidate still wins.
 pub async fn election_dropped_campaign_leaves_no_key(backend: &dyn TestBackend) {
     let name = unique("drop-campaign");
@@ -461,7 +461,7 @@ pub async fn election_dropped_campaign_leaves_no_key(backend: &dyn TestBackend) 
         .unwrap();
 }
 
-/// DESIGN.md §3 (lost signal): when the leader's keep-alives stop reaching the store, its
+/// The lost signal: when the leader's keep-alives stop reaching the store, its
 /// `lost()` fires strictly before the next candidate is elected.
 pub async fn election_lost_fires_before_next_leader_is_elected(backend: &dyn TestBackend) {
     if skip_unless(

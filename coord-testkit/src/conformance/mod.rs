@@ -600,64 +600,64 @@ macro_rules! __conformance_list {
             contract::watch_key_vs_prefix
             contract::watch_prev_kv_and_delete_events
             contract::watch_compacted_reports_compact_revision
-            session::scenario_22_resume_with_lease_id_uses_that_lease
-            session::scenario_22_orphan_fires_lost_promptly
-            session::scenario_22_ttl_option_honoured
+            session::resumed_session_uses_the_given_lease
+            session::orphan_fires_lost_promptly
+            session::session_ttl_option_is_honoured
             session::session_keep_alive_outlives_the_ttl
             session::session_close_revokes_and_deletes_keys
             session::session_lost_when_lease_expires_on_the_server
-            mutex::scenario_01_mutex_handoff
-            mutex::scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock
-            mutex::scenario_03_five_sessions_lock_exclusively
-            mutex::scenario_04_concurrent_try_lock_exactly_one_wins
+            mutex::mutex_handoff_waits_for_unlock
+            mutex::try_lock_leaves_no_key_and_succeeds_after_unlock
+            mutex::five_sessions_lock_exclusively
+            mutex::concurrent_try_locks_exactly_one_wins
             mutex::same_session_relock_waits_for_the_first_guard
-            mutex::scenario_06_waits_on_current_holder
-            mutex::scenario_07_waiter_session_expiry_returns_session_expired
-            mutex::scenario_08_unlock_releases_and_old_guard_is_not_owner
-            mutex::scenario_16_lock_prefix_isolation
+            mutex::waiter_waits_for_the_holder_not_only_its_predecessor
+            mutex::waiter_whose_session_ends_gets_session_expired
+            mutex::unlock_releases_and_the_old_guard_is_not_owner
+            mutex::lock_name_is_a_prefix_with_a_slash
             mutex::mutex_key_layout_is_etcds
             mutex::fencing_tokens_rise_over_1000_handoffs_among_16_sessions
             mutex::mutex_dropped_lock_future_leaves_no_key
             mutex::mutex_dropped_lock_future_during_round_trip_leaves_no_key
             mutex::mutex_dropped_unlock_future_still_releases
             mutex::mutex_lost_fires_before_next_holder_acquires
-            rwmutex::scenario_11_random_readers_and_writers_never_overlap
+            rwmutex::random_readers_and_writers_never_overlap
             rwmutex::rwmutex_readers_share
             rwmutex::rwmutex_reader_waits_behind_older_writer
             rwmutex::rwmutex_writer_waits_for_readers
-            election::scenario_12_election_order_and_observe
-            election::scenario_13_followers_observe_each_leader
-            election::scenario_14_failover_on_session_loss
+            election::election_order_and_observe
+            election::followers_observe_each_leader
+            election::failover_on_session_loss
             election::recampaign_on_a_resumed_session_proclaims_at_once
-            election::scenario_16_election_prefix_isolation
-            election::scenario_17_resume_after_restart_from_lease_id
-            election::scenario_18_observe_survives_compaction
-            election::scenario_19_proclaim_stream_rises
-            election::scenario_20_resign_unblocks_next_candidate
-            election::scenario_21_no_leader_and_not_leader
+            election::election_name_is_a_prefix_with_a_slash
+            election::leadership_resumes_after_restart_from_the_lease_id
+            election::observe_survives_compaction
+            election::proclaimed_values_reach_observers_in_rising_revisions
+            election::resign_unblocks_the_next_candidate
+            election::no_leader_and_not_leader_errors
             election::election_dropped_campaign_leaves_no_key
             election::election_lost_fires_before_next_leader_is_elected
             semaphore::semaphore_permits_admit_next_and_tokens_are_unique
             semaphore::semaphore_never_exceeds_permits_under_contention
             semaphore::semaphore_dropped_acquire_leaves_no_key
-            bugs::bug_1_mutex_waiter_lease_revoked_never_gets_ok
-            bugs::bug_1_mutex_waiter_lease_expired_never_gets_ok
-            bugs::bug_1_election_candidate_lease_revoked_never_gets_leadership
-            bugs::bug_1_election_candidate_lease_expired_never_gets_leadership
-            bugs::bug_2_mutex_wait_ends_when_own_key_deleted
-            bugs::bug_2_mutex_wait_ends_when_session_lost
-            bugs::bug_2_election_wait_ends_when_own_key_deleted
-            bugs::bug_2_election_wait_ends_when_session_lost
-            bugs::bug_3_late_unlock_never_deletes_newer_acquisition
-            bugs::bug_3_late_resign_never_deletes_newer_candidacy
-            bugs::bug_3_failed_unlock_still_releases
-            bugs::bug_3_failed_resign_still_resigns
-            bugs::bug_4_mutex_failed_wait_withdraws_own_key
-            bugs::bug_4_election_failed_wait_withdraws_own_key
-            bugs::bug_4_failed_wait_on_watch_error_withdraws_own_key
-            bugs::bug_5_predecessor_recreated_under_same_key
-            bugs::bug_6_waiters_watch_from_now
-            bugs::bug_6_handoffs_are_not_paced_by_catch_up
+            bugs::mutex_waiter_whose_lease_is_revoked_never_gets_the_lock
+            bugs::mutex_waiter_whose_lease_expires_never_gets_the_lock
+            bugs::candidate_whose_lease_is_revoked_never_leads
+            bugs::candidate_whose_lease_expires_never_leads
+            bugs::mutex_wait_ends_when_its_own_key_is_deleted
+            bugs::mutex_wait_ends_when_its_session_is_lost
+            bugs::campaign_ends_when_its_own_key_is_deleted
+            bugs::campaign_ends_when_its_session_is_lost
+            bugs::late_unlock_never_deletes_a_newer_acquisition
+            bugs::late_resign_never_deletes_a_newer_candidacy
+            bugs::failed_unlock_still_releases
+            bugs::failed_resign_still_resigns
+            bugs::failed_lock_wait_withdraws_its_key
+            bugs::failed_campaign_withdraws_its_key
+            bugs::waiter_keeps_its_place_through_a_blip_and_ends_with_its_session
+            bugs::predecessor_recreated_under_the_same_key_is_noticed
+            bugs::waiters_watch_from_now
+            bugs::handoffs_are_not_paced_by_watch_catch_up
             randomized::randomized_mutex_schedules
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease

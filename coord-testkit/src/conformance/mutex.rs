@@ -1,9 +1,9 @@
-//! `Mutex` scenarios: etcd's scenarios 1-8 and 16 (section 6 of the reference), fencing,
+//! `Mutex` scenarios: those of etcd's own mutex tests (each names its model), fencing,
 //! cancellation and the lost-before-anyone-else-acquires rule.
 //!
-//! etcd scenarios 9 (the server-side `v3lock` gRPC API) and 10 (`etcdctl lock`) test etcd's
-//! own server and command-line tool; they belong in coord-etcd's interop tests, not in a
-//! backend-agnostic suite, and are omitted here.
+//! etcd's tests of its server-side `v3lock` gRPC API and of `etcdctl lock` test etcd's own
+//! server and command-line tool; they are coord-etcd's interop tests, not part of a
+//! backend-agnostic suite.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,9 +19,9 @@ use super::{
     new_session, no_key_of, prompt, quiet, session_with_ttl, settle, skip_unless, unique,
 };
 
-/// etcd scenario 1 (ExampleMutex_Lock): A locks; B's lock blocks; A unlocks; B acquires,
+/// From etcd's own tests (ExampleMutex_Lock): A locks; B's lock blocks; A unlocks; B acquires,
 /// with a higher fencing token.
-pub async fn scenario_01_mutex_handoff(backend: &dyn TestBackend) {
+pub async fn mutex_handoff_waits_for_unlock(backend: &dyn TestBackend) {
     let name = unique("handoff");
     let (a, b) = (new_session(backend).await, new_session(backend).await);
     let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
@@ -38,11 +38,9 @@ pub async fn scenario_01_mutex_handoff(backend: &dyn TestBackend) {
     gb.unlock().await.unwrap();
 }
 
-/// etcd scenario 2 (ExampleMutex_TryLock): while A holds, B's try_lock gives `Locked`
+/// From etcd's own tests (ExampleMutex_TryLock): while A holds, B's try_lock gives `Locked`
 /// naming A's key and leaves no key of B behind; after A unlocks, B's try_lock succeeds.
-pub async fn scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock(
-    backend: &dyn TestBackend,
-) {
+pub async fn try_lock_leaves_no_key_and_succeeds_after_unlock(backend: &dyn TestBackend) {
     let name = unique("trylock");
     let (a, b) = (new_session(backend).await, new_session(backend).await);
     let c = backend.client().await;
@@ -67,9 +65,9 @@ pub async fn scenario_02_try_lock_leaves_no_key_and_succeeds_after_unlock(
     assert!(keys_under(c.as_ref(), &name).await.is_empty());
 }
 
-/// etcd scenario 3 (testMutexLock): five sessions on five clients lock concurrently; at no
+/// From etcd's own tests (testMutexLock): five sessions on five clients lock concurrently; at no
 /// moment do two hold; unlocking in turn lets all five acquire.
-pub async fn scenario_03_five_sessions_lock_exclusively(backend: &dyn TestBackend) {
+pub async fn five_sessions_lock_exclusively(backend: &dyn TestBackend) {
     let name = unique("five");
     let holders = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -100,9 +98,9 @@ pub async fn scenario_03_five_sessions_lock_exclusively(backend: &dyn TestBacken
     assert_eq!(tokens.len(), 5, "five distinct fencing tokens");
 }
 
-/// etcd scenario 4 (testMutexTryLock): of five concurrent try_locks exactly one succeeds and
+/// From etcd's own tests (testMutexTryLock): of five concurrent try_locks exactly one succeeds and
 /// four get `Locked`.
-pub async fn scenario_04_concurrent_try_lock_exactly_one_wins(backend: &dyn TestBackend) {
+pub async fn concurrent_try_locks_exactly_one_wins(backend: &dyn TestBackend) {
     let name = unique("try5");
     let mut sessions = Vec::new();
     for _ in 0..5 {
@@ -164,11 +162,11 @@ pub async fn same_session_relock_waits_for_the_first_guard(backend: &dyn TestBac
     );
 }
 
-/// etcd scenario 6 (TestMutexWaitsOnCurrentHolder): owner holds; a victim waits; a new
+/// From etcd's own tests (TestMutexWaitsOnCurrentHolder): owner holds; a victim waits; a new
 /// waiter waits behind the victim. The victim's session is closed (its key deleted): the
 /// new waiter must still not acquire while the owner holds, and acquires promptly once the
 /// owner unlocks; the victim's lock returns (an error) promptly.
-pub async fn scenario_06_waits_on_current_holder(backend: &dyn TestBackend) {
+pub async fn waiter_waits_for_the_holder_not_only_its_predecessor(backend: &dyn TestBackend) {
     let name = unique("current-holder");
     let (owner, victim, waiter) = (
         new_session(backend).await,
@@ -193,10 +191,10 @@ pub async fn scenario_06_waits_on_current_holder(backend: &dyn TestBackend) {
     gw.unlock().await.unwrap();
 }
 
-/// etcd scenario 7 (TestMutexLockSessionExpired, and issue #19597): A holds; B waits; B's
+/// From etcd's own tests (TestMutexLockSessionExpired, and issue #19597): A holds; B waits; B's
 /// session is closed. B's lock returns `SessionExpired`, not success, and does so at once,
 /// while A still holds (Go returns only after A unlocks).
-pub async fn scenario_07_waiter_session_expiry_returns_session_expired(backend: &dyn TestBackend) {
+pub async fn waiter_whose_session_ends_gets_session_expired(backend: &dyn TestBackend) {
     let name = unique("waiter-expiry");
     let (a, b) = (new_session(backend).await, new_session(backend).await);
     let ga = Mutex::new(&a, name.as_str()).lock().await.unwrap();
@@ -209,14 +207,14 @@ pub async fn scenario_07_waiter_session_expiry_returns_session_expired(backend: 
     ga.unlock().await.unwrap();
 }
 
-/// etcd scenario 8 (TestMutexUnlock, and issue #22082): unlocking releases; Go's
+/// From etcd's own tests (TestMutexUnlock, and issue #22082): unlocking releases; Go's
 /// "unlock before lock" and "second unlock" (`ErrLockReleased`) cannot be written with the
 /// guard API (unlock consumes the guard). The stale-unlock rule is tested through the
 /// guard's create-revision compare: after unlock and a relock by the same session (same
 /// key, new incarnation) the old acquisition's `is_owner()` no longer holds, the new one's
 /// does, and a write guarded by the old one is refused.
-/// (The retried-unlock race itself is `bugs::bug_3_late_unlock_never_deletes_newer_acquisition`.)
-pub async fn scenario_08_unlock_releases_and_old_guard_is_not_owner(backend: &dyn TestBackend) {
+/// (The retried-unlock race itself is `bugs::late_unlock_never_deletes_a_newer_acquisition`.)
+pub async fn unlock_releases_and_the_old_guard_is_not_owner(backend: &dyn TestBackend) {
     let name = unique("unlock");
     let s = new_session(backend).await;
     let c = backend.client().await;
@@ -242,10 +240,10 @@ pub async fn scenario_08_unlock_releases_and_old_guard_is_not_owner(backend: &dy
     g2.unlock().await.unwrap();
 }
 
-/// etcd scenario 16 (TestElectionOnPrefixOfExistingKey, same rule for locks): a lock on
+/// From etcd's own tests (TestElectionOnPrefixOfExistingKey, same rule for locks): a lock on
 /// `<name>a` (and a plain key `<name>a`) does not block the lock `<name>`: the prefix is
 /// `<name>/`.
-pub async fn scenario_16_lock_prefix_isolation(backend: &dyn TestBackend) {
+pub async fn lock_name_is_a_prefix_with_a_slash(backend: &dyn TestBackend) {
     let name = unique("test");
     let (a, b) = (new_session(backend).await, new_session(backend).await);
     let c = backend.client().await;
@@ -286,7 +284,7 @@ pub async fn mutex_key_layout_is_etcds(backend: &dyn TestBackend) {
     c.lease_revoke(foreign).await.unwrap();
 }
 
-/// Fencing (reference section 7): over 1,000 handoffs among 16 sessions every holder's
+/// Fencing: over 1,000 handoffs among 16 sessions every holder's
 /// token is strictly above the previous holder's, and a counter written with the holder's
 /// `is_owner()` compare in a txn loses no update.
 pub async fn fencing_tokens_rise_over_1000_handoffs_among_16_sessions(backend: &dyn TestBackend) {
@@ -359,7 +357,7 @@ pub async fn fencing_tokens_rise_over_1000_handoffs_among_16_sessions(backend: &
     assert_eq!(kv.value_str(), HANDOFFS.to_string(), "no lost update");
 }
 
-/// DESIGN.md §3: dropping a `lock()` future mid-wait withdraws its key in the background:
+/// Cancel safety: dropping a `lock()` future mid-wait withdraws its key in the background:
 /// no key is left behind, and the holder's unlock goes to the next live waiter.
 pub async fn mutex_dropped_lock_future_leaves_no_key(backend: &dyn TestBackend) {
     let name = unique("drop-lock");
@@ -503,7 +501,7 @@ pub async fn mutex_dropped_unlock_future_still_releases(backend: &dyn TestBacken
     }
 }
 
-/// DESIGN.md §3 (lost-lock signal): when the holder's keep-alives stop reaching the store
+/// The lost-lock signal: when the holder's keep-alives stop reaching the store
 /// (its client is partitioned), its guard's `lost()` fires strictly before the next waiter
 /// acquires. etcd's `Session.Done()` fires only after the server expired the lease, i.e.
 /// after the next waiter could already have acquired.

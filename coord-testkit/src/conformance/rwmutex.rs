@@ -1,4 +1,4 @@
-//! `RwMutex` scenarios (etcd scenario 11 and its stronger FIFO variants).
+//! `RwMutex` scenarios (etcd's `testRWMutex` and stronger FIFO variants).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +16,9 @@ struct Occupancy {
     max_readers: usize,
 }
 
-/// etcd scenario 11 (testRWMutex): five sessions take random read and write locks; a
+/// From etcd's own tests (testRWMutex): five sessions take random read and write locks; a
 /// writer never coexists with a reader or another writer, and all finish in time.
-pub async fn scenario_11_random_readers_and_writers_never_overlap(backend: &dyn TestBackend) {
+pub async fn random_readers_and_writers_never_overlap(backend: &dyn TestBackend) {
     const SESSIONS: u64 = 5;
     const ROUNDS: usize = 12;
     let name = unique("rw-random");

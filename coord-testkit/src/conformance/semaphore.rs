@@ -111,7 +111,7 @@ pub async fn semaphore_never_exceeds_permits_under_contention(backend: &dyn Test
     assert_eq!(tokens.len(), h.2.len(), "tokens are unique");
 }
 
-/// DESIGN.md §3: dropping an `acquire()` future mid-wait withdraws its key: no key is left
+/// Cancel safety: dropping an `acquire()` future mid-wait withdraws its key: no key is left
 /// and the next live waiter gets the released permit.
 pub async fn semaphore_dropped_acquire_leaves_no_key(backend: &dyn TestBackend) {
     let name = unique("sem-drop");

@@ -1,4 +1,5 @@
-//! `Session` scenarios (etcd scenario 22 and the lease-liveness rules of DESIGN.md §3).
+//! `Session` scenarios (etcd's `session_test` and the lease-liveness rules: `lost()` fires at
+//! the client-side deadline, before the server can expire the lease).
 
 use std::time::Duration;
 
@@ -9,9 +10,9 @@ use super::{
     skip_unless, unique,
 };
 
-/// etcd scenario 22 (TestSessionOptions): a session started with an existing lease id
+/// From etcd's own tests (TestSessionOptions): a session started with an existing lease id
 /// (`WithLease`) uses that lease, grants none, and its keys are attached to it.
-pub async fn scenario_22_resume_with_lease_id_uses_that_lease(backend: &dyn TestBackend) {
+pub async fn resumed_session_uses_the_given_lease(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let grant = c.lease_grant(backend.short_ttl()).await.unwrap();
     let s = Session::builder(c.clone())
@@ -42,9 +43,9 @@ pub async fn scenario_22_resume_with_lease_id_uses_that_lease(backend: &dyn Test
     assert!(matches!(err, Error::LeaseNotFound { .. }), "{err:?}");
 }
 
-/// etcd scenario 22 (TestSessionOptions, TestSessionCtx): `orphan()` makes `lost()` fire
+/// From etcd's own tests (TestSessionOptions, TestSessionCtx): `orphan()` makes `lost()` fire
 /// promptly (etcd: within 100 ms), without revoking the lease, which then runs out.
-pub async fn scenario_22_orphan_fires_lost_promptly(backend: &dyn TestBackend) {
+pub async fn orphan_fires_lost_promptly(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let s = session_with_ttl(&c, backend.short_ttl()).await;
     let lost = s.lost();
@@ -71,10 +72,10 @@ pub async fn scenario_22_orphan_fires_lost_promptly(backend: &dyn TestBackend) {
     .await;
 }
 
-/// etcd scenario 22 (TestSessionTTLOptions): the TTL option is honoured: the lease's
+/// From etcd's own tests (TestSessionTTLOptions): the TTL option is honoured: the lease's
 /// remaining TTL is within [0.7 ttl, ttl] (etcd: WithTTL(90) gives [70, 90), not 60), and
 /// the default is 60 s.
-pub async fn scenario_22_ttl_option_honoured(backend: &dyn TestBackend) {
+pub async fn session_ttl_option_is_honoured(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let ttl = Duration::from_secs(90);
     let s = session_with_ttl(&c, ttl).await;
