@@ -13,6 +13,7 @@
 mod backend;
 mod error;
 mod ext;
+pub mod faults;
 mod kv;
 mod lease;
 mod namespace;

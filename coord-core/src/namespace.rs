@@ -20,8 +20,11 @@ use crate::{
 /// the store's own and are shared.
 ///
 /// ```
-/// # use coord_core::{BackendExt, CoordinationBackend, Namespaced, NO_LEASE};
-/// # async fn example(store: impl CoordinationBackend + Clone) -> coord_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// use coord_core::{BackendExt, Namespaced, NO_LEASE};
+///
+/// let store = coord_memory::MemoryBackend::new();
 /// let app = Namespaced::new(store.clone(), "app/");
 /// app.put(b"config", b"1", NO_LEASE).await?;
 /// assert!(store.get(b"app/config").await?.is_some());

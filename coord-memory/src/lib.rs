@@ -54,7 +54,8 @@
 //! use std::time::Duration;
 //!
 //! use coord_core::{BackendExt, Error, Mutex, Session};
-//! use coord_memory::{MemoryBackend, PartitionMode};
+//! use coord_core::faults::Partition;
+//! use coord_memory::MemoryBackend;
 //! use tokio::time::{Instant, sleep};
 //!
 //! /// The application: one step a minute under the lock; it must stop the moment the lock
@@ -120,7 +121,7 @@
 //!
 //! // a is cut off while holding the lock: its session gives up (lost fires) before the
 //! // server lets the lease expire, and then b gets the lock.
-//! a.partition(PartitionMode::Hang);
+//! a.partition(Partition::Hang);
 //! let started = Instant::now();
 //! guard.lost().await;
 //! assert!(b.get(guard.key().as_bytes()).await?.is_some(), "lost fired first");
@@ -159,7 +160,6 @@
 //! # }
 //! ```
 
-mod faults;
 mod lease;
 mod store;
 mod watch;
@@ -173,6 +173,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coord_core::faults::{FaultControls, FaultyBackend, LateApply, Partition};
 use coord_core::{
     BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
@@ -181,11 +182,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use faults::{LateApply, PartitionMode};
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
 pub use store::MAX_TXN_OPS;
 
-use faults::ClientFaults;
 use store::State;
 
 /// The store shared by every client.
@@ -239,10 +238,26 @@ impl Drop for Shared {
 /// fault state); [`MemoryBackend::new_client`] makes an independent client of the same
 /// store. The store lives as long as any handle to it; open watch streams hold only a weak
 /// reference and end with [`Error::Unavailable`] once every handle is dropped.
+///
+/// A client is [`coord_core::faults::FaultyBackend`] around the store, so its fault hooks
+/// are exactly those every backend's conformance tests use.
 #[derive(Clone)]
 pub struct MemoryBackend {
+    store: Arc<Store>,
+    id: u64,
+    client: FaultyBackend,
+    faults: Arc<FaultControls>,
+}
+
+/// A fault-free client of the store: what every [`MemoryBackend`] client wraps.
+struct Store {
     shared: Arc<Shared>,
-    client: Arc<ClientFaults>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 impl Default for MemoryBackend {
@@ -254,7 +269,7 @@ impl Default for MemoryBackend {
 impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBackend")
-            .field("client", &self.client.id)
+            .field("client", &self.id)
             .finish_non_exhaustive()
     }
 }
@@ -271,28 +286,42 @@ impl MemoryBackend {
             reaper: Mutex::new(None),
             next_client: AtomicU64::new(1),
         });
-        let client = Arc::new(ClientFaults::new(0));
-        MemoryBackend { shared, client }
+        Self::client_of(Arc::new(Store { shared }), 0)
+    }
+
+    fn client_of(store: Arc<Store>, id: u64) -> Self {
+        let (client, faults) = FaultyBackend::new(store.clone());
+        MemoryBackend {
+            store,
+            id,
+            client,
+            faults,
+        }
     }
 
     /// Another client of the same store, with its own fault state (no faults to begin
     /// with). Use one client per simulated process to test partitions.
     pub fn new_client(&self) -> Self {
-        let id = self.shared.next_client.fetch_add(1, Ordering::Relaxed);
-        MemoryBackend {
-            shared: Arc::clone(&self.shared),
-            client: Arc::new(ClientFaults::new(id)),
-        }
+        let id = self
+            .store
+            .shared
+            .next_client
+            .fetch_add(1, Ordering::Relaxed);
+        Self::client_of(self.store.clone(), id)
     }
 
     /// A number identifying this client within its store (0 for the one from [`new`](Self::new)).
     pub fn client_id(&self) -> u64 {
-        self.client.id
+        self.id
     }
 
     /// Whether `other` is a handle to the same store.
     pub fn same_store(&self, other: &MemoryBackend) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
+        Arc::ptr_eq(&self.store, &other.store)
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.store.shared
     }
 
     // ---- fault hooks ------------------------------------------------------------------
@@ -304,7 +333,7 @@ impl MemoryBackend {
     /// # Errors
     /// [`Error::LeaseNotFound`] when the lease does not exist.
     pub fn expire_lease_now(&self, lease: LeaseId) -> Result<()> {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.expire_due(Instant::now());
         if state.remove_lease(lease) {
             tracing::debug!(
@@ -317,67 +346,53 @@ impl MemoryBackend {
         }
     }
 
-    /// Makes this client's next `n` calls fail with [`Error::Unavailable`] without reaching
-    /// the store (replacing any count left over). Watch streams already open are not affected.
+    /// This client's fault controls: [`fail_next`](FaultControls::fail_next),
+    /// [`set_latency`](FaultControls::set_latency), [`partition`](FaultControls::partition)
+    /// and [`heal`](FaultControls::heal), [`delay_next`](FaultControls::delay_next) and
+    /// [`apply_late`](FaultControls::apply_late) (late apply), and
+    /// [`break_watches`](FaultControls::break_watches). They act on this client (and its
+    /// clones) alone, so one client can be cut off while the others carry on.
+    pub fn faults(&self) -> &FaultControls {
+        &self.faults
+    }
+
+    /// Shorthand for [`FaultControls::fail_next`].
     pub fn fail_next(&self, n: u64) {
-        self.client.set_fail_next(n);
+        self.faults.fail_next(n);
     }
 
-    /// Adds a round-trip latency to each call of this client: half before the call reaches
-    /// the store, half before its result is returned (a call dropped in the second half has
-    /// been applied). Uses tokio time, so a paused clock skips it. `Duration::ZERO` removes it.
+    /// Shorthand for [`FaultControls::set_latency`].
     pub fn set_latency(&self, latency: Duration) {
-        self.client.set_latency(latency);
+        self.faults.set_latency(latency);
     }
 
-    /// Cuts this client off from the store until [`heal`](Self::heal); see [`PartitionMode`].
-    ///
-    /// A call is checked when it reaches the store and again before it returns, so a call in
-    /// flight when the partition starts may fail or hang after it has been applied. Other
-    /// clients of the store are not affected (so this client's leases expire unless someone
-    /// else keeps them alive).
-    pub fn partition(&self, mode: PartitionMode) {
-        tracing::debug!(client = self.client.id, ?mode, "memory backend: partition");
-        self.client.set_partition(Some(mode));
+    /// Shorthand for [`FaultControls::partition`]: other clients of the store are not
+    /// affected (so this client's leases expire unless someone else keeps them alive).
+    pub fn partition(&self, mode: Partition) {
+        tracing::debug!(client = self.id, ?mode, "memory backend: partition");
+        self.faults.partition(mode);
     }
 
-    /// Ends this client's partition: hanging calls go on, and watch streams of a
-    /// [`PartitionMode::Hang`] partition deliver what they missed. Streams ended by a
-    /// [`PartitionMode::Fail`] partition stay ended.
+    /// Shorthand for [`FaultControls::heal`].
     pub fn heal(&self) {
-        tracing::debug!(client = self.client.id, "memory backend: heal");
-        self.client.set_partition(None);
+        tracing::debug!(client = self.id, "memory backend: heal");
+        self.faults.heal();
     }
 
     /// This client's current partition, if any.
-    pub fn partitioned(&self) -> Option<PartitionMode> {
-        self.client.partition().mode
+    pub fn partitioned(&self) -> Option<Partition> {
+        self.faults.partitioned()
     }
 
-    /// Holds back this client's next `n` txns instead of applying them: their answer is
-    /// lost ([`LateApply`] says how the caller notices), and they are applied only by
-    /// [`apply_late`](Self::apply_late), after every write sent meanwhile. This is what an
-    /// etcd follower whose link to the leader is slow does to a write sent through it, and
-    /// why a recipe must stay safe when a write it gave up on lands later.
+    /// Shorthand for [`FaultControls::delay_next`]: a recipe must stay safe when a write it
+    /// gave up on lands later, after writes sent after it.
     pub fn delay_next(&self, n: u64, mode: LateApply) {
-        self.client.set_delay_next(n, mode);
+        self.faults.delay_next(n, mode);
     }
 
-    /// Applies the txns held back by [`delay_next`](Self::delay_next), oldest first, and
-    /// returns how many there were. A caller still waiting ([`LateApply::Hang`]) gets the
-    /// real answer.
-    pub fn apply_late(&self) -> usize {
-        let mut applied = 0;
-        while let Some((request, answer)) = self.client.pop_held() {
-            let outcome = {
-                let mut state = self.shared.lock();
-                state.txn(request, Instant::now())
-            };
-            // The caller may be gone (it gave up); the write has landed all the same.
-            let _ = answer.send(outcome);
-            applied += 1;
-        }
-        applied
+    /// Shorthand for [`FaultControls::apply_late`].
+    pub async fn apply_late(&self) -> usize {
+        self.faults.apply_late().await
     }
 
     /// Removes every fault of this client: pending failures, latency, partition and txns
@@ -393,26 +408,26 @@ impl MemoryBackend {
 
     /// The store's current revision (after expiring due leases), without faults or latency.
     pub fn revision(&self) -> Revision {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.expire_due(Instant::now());
         state.revision
     }
 
     /// The oldest revision a watch can start from: 0 until the first compaction.
     pub fn compact_revision(&self) -> Revision {
-        self.shared.lock().compact_revision
+        self.shared().lock().compact_revision
     }
 
     /// The number of live keys (after expiring due leases).
     pub fn key_count(&self) -> usize {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.expire_due(Instant::now());
         state.keys.len()
     }
 
     /// The number of live leases (after expiring due leases).
     pub fn lease_count(&self) -> usize {
-        let mut state = self.shared.lock();
+        let mut state = self.shared().lock();
         state.expire_due(Instant::now());
         state.leases.len()
     }
@@ -420,7 +435,7 @@ impl MemoryBackend {
     /// The number of registered watchers of the store (all clients). A dropped watch stream
     /// is unregistered at once.
     pub fn watcher_count(&self) -> usize {
-        self.shared.lock().watchers.len()
+        self.shared().lock().watchers.len()
     }
 
     /// Bounds the history kept for watches to the last `revisions` revisions, compacting
@@ -428,29 +443,71 @@ impl MemoryBackend {
     /// everything since the last explicit compaction, as etcd without auto-compaction does).
     /// Useful for long-running demos and benchmarks.
     pub fn set_history_retention(&self, revisions: Option<u64>) {
-        self.shared.lock().retention = revisions;
+        self.shared().lock().retention = revisions;
     }
+}
 
-    /// Runs one call for this client: request half (latency, partition, injected failure),
-    /// `op` under the store lock with the current tokio time, response half.
-    async fn call<T: Send>(
-        &self,
-        op: impl FnOnce(&mut State, Instant) -> Result<T> + Send,
-    ) -> Result<T> {
-        let token = self.client.request().await?;
-        let out = {
-            let mut state = self.shared.lock();
-            op(&mut state, Instant::now())
-        };
-        self.client.response(token).await?;
-        out
+impl Store {
+    /// Runs `op` under the store lock with the current tokio time.
+    fn run<T>(&self, op: impl FnOnce(&mut State, Instant) -> Result<T>) -> Result<T> {
+        let mut state = self.shared.lock();
+        op(&mut state, Instant::now())
     }
 }
 
 #[async_trait]
-impl CoordinationBackend for MemoryBackend {
+impl CoordinationBackend for Store {
     fn info(&self) -> BackendInfo {
         BackendInfo::new("memory", LEASE_GRANULARITY, MIN_LEASE_TTL)
+    }
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        let ttl = lease::granted_ttl(ttl)?;
+        self.shared.ensure_reaper();
+        let grant = self.run(|state, now| Ok(state.lease_grant(ttl, now)))?;
+        // The new lease may expire before the one the reaper sleeps for.
+        self.shared.reaper_wake.notify_one();
+        Ok(grant)
+    }
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        self.run(|state, now| state.lease_keep_alive(lease, now))
+    }
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.run(|state, now| state.lease_revoke(lease, now))
+    }
+    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
+        self.run(|state, now| state.lease_time_to_live(lease, now))
+    }
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        self.run(|state, now| state.range(&request, now))
+    }
+    async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        self.run(|state, now| state.txn(request, now))
+    }
+    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
+        let store = Arc::downgrade(&self.shared);
+        self.run(move |state, now| {
+            state.expire_due(now);
+            let registration = state.watch(&request)?;
+            Ok(watch::stream(registration, store))
+        })
+    }
+    async fn current_revision(&self) -> Result<Revision> {
+        self.run(|state, now| {
+            state.expire_due(now);
+            Ok(state.revision)
+        })
+    }
+    async fn compact(&self, revision: Revision) -> Result<()> {
+        self.run(|state, now| state.compact(revision, now))
+    }
+}
+
+/// Every call goes through this client's faults (a request half with latency, partition and
+/// injected failures, the store under its lock at the current tokio time, a response half).
+#[async_trait]
+impl CoordinationBackend for MemoryBackend {
+    fn info(&self) -> BackendInfo {
+        self.store.info()
     }
 
     /// Grants a lease of `ttl` rounded up to whole milliseconds (at least [`MIN_LEASE_TTL`]).
@@ -462,16 +519,7 @@ impl CoordinationBackend for MemoryBackend {
     /// Not cancel safe: a lease granted by a dropped call is never reported and expires
     /// after its TTL.
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
-        let ttl = lease::granted_ttl(ttl)?;
-        self.shared.ensure_reaper();
-        let wake = Arc::clone(&self.shared.reaper_wake);
-        self.call(|state, now| {
-            let grant = state.lease_grant(ttl, now);
-            // The new lease may expire before the one the reaper sleeps for.
-            wake.notify_one();
-            Ok(grant)
-        })
-        .await
+        self.client.lease_grant(ttl).await
     }
 
     /// Resets the lease's deadline to now plus its TTL and returns the TTL.
@@ -482,8 +530,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a refresh is idempotent.
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.call(|state, now| state.lease_keep_alive(lease, now))
-            .await
+        self.client.lease_keep_alive(lease).await
     }
 
     /// Revokes the lease, deleting its keys in one revision.
@@ -494,7 +541,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a repeat gives `LeaseNotFound`.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.call(|state, now| state.lease_revoke(lease, now)).await
+        self.client.lease_revoke(lease).await
     }
 
     /// The lease's granted TTL and the time left before it expires.
@@ -505,8 +552,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
-        self.call(|state, now| state.lease_time_to_live(lease, now))
-            .await
+        self.client.lease_time_to_live(lease).await
     }
 
     /// Reads keys at the current revision.
@@ -517,7 +563,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        self.call(|state, now| state.range(&request, now)).await
+        self.client.range(request).await
     }
 
     /// Runs a transaction atomically.
@@ -532,24 +578,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Atomic; a call dropped during its latency may or may not have been applied.
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
-        if let Some(mode) = self.client.take_late() {
-            let (answer, outcome) = tokio::sync::oneshot::channel();
-            self.client
-                .held
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_back((request, answer));
-            return match mode {
-                LateApply::Fail => Err(Error::unavailable(format!(
-                    "injected lost answer on memory client {} (delay_next): the txn may still be applied",
-                    self.client.id
-                ))),
-                LateApply::Hang => outcome
-                    .await
-                    .unwrap_or_else(|_| Err(Error::unavailable("held txn was discarded"))),
-            };
-        }
-        self.call(|state, now| state.txn(request, now)).await
+        self.client.txn(request).await
     }
 
     /// Establishes a watch. [`WatchStart::Revision(0)`](coord_core::WatchStart::Revision)
@@ -562,14 +591,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a watch dropped while being established is unregistered.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
-        let store = Arc::downgrade(&self.shared);
-        let client = Arc::clone(&self.client);
-        self.call(move |state, now| {
-            state.expire_due(now);
-            let registration = state.watch(&request)?;
-            Ok(watch::stream(registration, store, client))
-        })
-        .await
+        self.client.watch(request).await
     }
 
     /// The store's current revision.
@@ -577,11 +599,7 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn current_revision(&self) -> Result<Revision> {
-        self.call(|state, now| {
-            state.expire_due(now);
-            Ok(state.revision)
-        })
-        .await
+        self.client.current_revision().await
     }
 
     /// Discards the history before `revision`.
@@ -593,6 +611,6 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a repeat gives `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.call(|state, now| state.compact(revision, now)).await
+        self.client.compact(revision).await
     }
 }

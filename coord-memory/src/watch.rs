@@ -1,7 +1,7 @@
 //! Watchers: registration with gap-free replay, delivery per revision, and the stream type.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 
 use coord_core::{
     Error, Event, KeyRange, Result, Revision, WatchRequest, WatchResponse, WatchStart, WatchStream,
@@ -10,7 +10,6 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::Shared;
-use crate::faults::{ClientFaults, PartitionMode, PartitionState, partitioned};
 use crate::store::{RevisionEvents, State};
 
 /// One registered watcher.
@@ -155,55 +154,11 @@ impl Drop for WatcherGuard {
 /// The state a live watch stream carries.
 struct Live {
     rx: mpsc::UnboundedReceiver<WatchResponse>,
-    client: Arc<ClientFaults>,
-    partition: tokio::sync::watch::Receiver<PartitionState>,
-    /// The client's `Fail` partition count when the watch was established.
-    fail_epoch: u64,
     _guard: WatcherGuard,
 }
 
-impl Live {
-    /// The next item, honouring the client's partition. After an error the stream ends.
-    async fn next(&mut self) -> Result<WatchResponse> {
-        loop {
-            let state = *self.partition.borrow_and_update();
-            if state.fail_epoch != self.fail_epoch {
-                return Err(partitioned(self.client.id));
-            }
-            match state.mode {
-                Some(PartitionMode::Fail) => return Err(partitioned(self.client.id)),
-                Some(PartitionMode::Hang) => {
-                    // The sender lives in `self.client`, so this cannot fail.
-                    if self.partition.changed().await.is_err() {
-                        return Err(partitioned(self.client.id));
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        biased;
-                        changed = self.partition.changed() => {
-                            if changed.is_err() {
-                                return Err(partitioned(self.client.id));
-                            }
-                        }
-                        item = self.rx.recv() => {
-                            return item.ok_or_else(|| {
-                                Error::unavailable("the memory store of this watch was dropped")
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Builds the stream for a registration.
-pub(crate) fn stream(
-    registration: Registration,
-    store: Weak<Shared>,
-    client: Arc<ClientFaults>,
-) -> WatchStream {
+/// Builds the stream for a registration (faults are applied around it, by the client).
+pub(crate) fn stream(registration: Registration, store: Weak<Shared>) -> WatchStream {
     match registration {
         Registration::Compacted {
             start,
@@ -214,18 +169,15 @@ pub(crate) fn stream(
                 .boxed(),
         ),
         Registration::Live { id, start, rx } => {
-            let partition = client.subscribe();
-            let fail_epoch = partition.borrow().fail_epoch;
             let live = Live {
                 rx,
-                fail_epoch,
-                partition,
-                client,
                 _guard: WatcherGuard { store, id },
             };
             let inner = futures::stream::unfold(Some(live), |live| async move {
                 let mut live = live?;
-                let item = live.next().await;
+                let item = live.rx.recv().await.ok_or_else(|| {
+                    Error::unavailable("the memory store of this watch was dropped")
+                });
                 // After an error the stream ends (and the watcher is unregistered).
                 let keep = item.is_ok().then_some(live);
                 Some((item, keep))

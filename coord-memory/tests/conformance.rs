@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coord_core::faults::FaultyBackend;
 use coord_core::{CoordinationBackend, LeaseId};
 use coord_memory::MemoryBackend;
-use coord_testkit::FaultyBackend;
 use coord_testkit::conformance::{ClientFaults, Clock, Faults, TestBackend};
 
 /// How clients are handed to the suite.

@@ -10,9 +10,6 @@
 //!   `COORD_TEST_REQUIRE_BACKENDS=1` ([`require_backends`]).
 //! * [`proxy`]: [`FaultProxy`], a TCP proxy between client and server that adds latency,
 //!   blackholes traffic or resets connections, to test partitions without root.
-//! * [`faults`]: [`FaultyBackend`], client-side fault injection around any backend client
-//!   (failures, latency, partitions, late apply of a write whose answer was lost, broken
-//!   watches): what the conformance suite's fault scenarios use on every backend.
 //! * [`history`]: [`History`], a recorder of lock and election events from many clients,
 //!   and a checker that no two holders overlap, fencing tokens only rise, and nobody
 //!   writes after losing a lock.
@@ -22,12 +19,10 @@
 //! paused tokio clock. [`History`] works with paused clocks.
 
 pub mod conformance;
-pub mod faults;
 pub mod history;
 pub mod proxy;
 pub mod servers;
 
-pub use faults::{FaultControls, FaultyBackend};
 pub use history::{EventKind, History, HistoryEvent, Violation};
 pub use proxy::{FaultProxy, FaultProxyHandle};
 pub use servers::{

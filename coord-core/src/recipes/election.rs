@@ -27,6 +27,33 @@ use crate::{
 /// new value at once). A session resumed from its lease id in a new process
 /// ([`crate::SessionBuilder::lease`]) adopts the candidacy its predecessor left, with the
 /// new proposal: that is how leadership survives a restart.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// # let backend: std::sync::Arc<dyn coord_core::CoordinationBackend> =
+/// #     std::sync::Arc::new(coord_memory::MemoryBackend::new());
+/// use coord_core::{Election, Session};
+/// use futures::StreamExt;
+///
+/// let (a, b) = (Session::new(backend.clone()).await?, Session::new(backend.clone()).await?);
+/// let leader = Election::new(&a, "scheduler").campaign("node-a").await?;
+/// let follower = Election::new(&b, "scheduler");
+/// let mut changes = follower.observe();
+/// assert_eq!(changes.next().await.unwrap()?.leader.unwrap().value, b"node-a");
+///
+/// // b campaigns in the background and takes over when a resigns.
+/// let campaign = tokio::spawn(async move { follower.campaign("node-b").await });
+/// leader.proclaim("node-a, busy").await?;
+/// leader.resign().await?;
+/// let next = campaign.await.unwrap()?;
+/// assert!(next.rev() > 0);
+/// next.resign().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Election {
     session: Session,

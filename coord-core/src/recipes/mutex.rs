@@ -34,6 +34,33 @@ use crate::{Error, RangeRequest, Result};
 /// | `m.Header().Revision` | [`Hold::fencing_token`] (the key's create revision) |
 /// | `NewLocker(s, name)`: `Lock()` / `Unlock()` without a context | `lock()` returns the guard; unlocking is dropping it (or `unlock()`), so it cannot be unlocked twice or by a non-holder, and no `ErrLockReleased` exists |
 /// | `Session.Done()` while holding | [`Hold::lost`], which fires *before* the server can expire the lease |
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// # let backend: std::sync::Arc<dyn coord_core::CoordinationBackend> =
+/// #     std::sync::Arc::new(coord_memory::MemoryBackend::new());
+/// use coord_core::{BackendExt, Error, Mutex, Session, TxnOp, TxnRequest};
+///
+/// let (a, b) = (Session::new(backend.clone()).await?, Session::new(backend.clone()).await?);
+/// let guard = Mutex::new(&a, "jobs/nightly").lock().await?;
+/// assert!(matches!(
+///     Mutex::new(&b, "jobs/nightly").try_lock().await,
+///     Err(Error::Locked { .. })
+/// ));
+/// // A write that lands only while the lock is still held.
+/// let write = TxnRequest::new()
+///     .when([guard.is_owner()])
+///     .and_then([TxnOp::put("jobs/nightly-state", "running")]);
+/// assert!(backend.txn(write).await?.succeeded);
+/// guard.unlock().await?;
+/// let next = Mutex::new(&b, "jobs/nightly").lock().await?;
+/// next.unlock().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Mutex {
     session: Session,

@@ -33,6 +33,34 @@ pub enum RwMode {
 /// lock, waits for itself. So may a task that holds a read lock and asks for another one
 /// on the same session and name while a writer is queued: it may not join its own read key
 /// then, and waits for it to end.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// # let backend: std::sync::Arc<dyn coord_core::CoordinationBackend> =
+/// #     std::sync::Arc::new(coord_memory::MemoryBackend::new());
+/// use coord_core::{RwMutex, Session};
+///
+/// let (a, b) = (Session::new(backend.clone()).await?, Session::new(backend.clone()).await?);
+/// // Readers share...
+/// let r1 = RwMutex::new(&a, "catalog").read().await?;
+/// let r2 = RwMutex::new(&b, "catalog").read().await?;
+/// // ...and a writer waits for both.
+/// let writer = tokio::spawn({
+///     let rw = RwMutex::new(&b, "catalog");
+///     async move { rw.write().await }
+/// });
+/// let reader_token = r2.fencing_token();
+/// r1.unlock().await?;
+/// r2.unlock().await?;
+/// let w = writer.await.unwrap()?;
+/// assert!(w.fencing_token() > reader_token);
+/// w.unlock().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RwMutex {
     session: Session,

@@ -18,6 +18,32 @@ use crate::{Error, RangeRequest, Result, SortOrder, SortTarget, TxnOp, TxnReques
 /// One session holds at most one permit of a name at a time (its key is per lease): a
 /// second `acquire` on the same session waits until the first permit is released. Use one
 /// session per permit a process needs at once.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// # let backend: std::sync::Arc<dyn coord_core::CoordinationBackend> =
+/// #     std::sync::Arc::new(coord_memory::MemoryBackend::new());
+/// use coord_core::{Error, Semaphore, Session};
+///
+/// // Two permits: two sessions get in, a third is turned away until one leaves.
+/// let (a, b, c) = (
+///     Session::new(backend.clone()).await?,
+///     Session::new(backend.clone()).await?,
+///     Session::new(backend.clone()).await?,
+/// );
+/// let first = Semaphore::new(&a, "encoders", 2)?.acquire().await?;
+/// let second = Semaphore::new(&b, "encoders", 2)?.acquire().await?;
+/// let third = Semaphore::new(&c, "encoders", 2)?;
+/// assert!(matches!(third.try_acquire().await, Err(Error::Locked { .. })));
+/// first.release().await?;
+/// let permit = third.acquire().await?;
+/// assert!(permit.fencing_token() > second.fencing_token());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Semaphore {
     session: Session,

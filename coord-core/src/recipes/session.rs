@@ -35,6 +35,28 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(60);
 /// handle to the same lease. When the last handle (and every guard made from it) is
 /// dropped, the keep-alive stops and the lease is revoked in the background, unless the
 /// session was [orphaned](Session::orphan).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> coord_core::Result<()> {
+/// # let backend: std::sync::Arc<dyn coord_core::CoordinationBackend> =
+/// #     std::sync::Arc::new(coord_memory::MemoryBackend::new());
+/// use std::time::Duration;
+/// use coord_core::{Mutex, Session};
+///
+/// let session = Session::builder(backend).ttl(Duration::from_secs(10)).start().await?;
+/// let guard = Mutex::new(&session, "jobs/nightly").lock().await?;
+/// tokio::select! {
+///     _ = guard.lost() => eprintln!("the lock is gone: stop writing"),
+///     _ = async { /* the work, guarded by guard.fencing_token() */ } => {}
+/// }
+/// guard.unlock().await?;
+/// session.close().await?; // revokes the lease: every key of the session goes at once
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Session {
     inner: Arc<SessionInner>,

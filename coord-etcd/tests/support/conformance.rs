@@ -12,7 +12,7 @@
 //!   deletes its keys in one revision; and the session's own connection is not told until
 //!   its next keep-alive fails, as with a real expiry.
 //! - **FailNext, Latency, PartitionFail, PartitionHang** are injected at the client
-//!   boundary around a real etcd client (`coord_testkit::FaultyBackend`), where the suite defines
+//!   boundary around a real etcd client (`coord_core::faults::FaultyBackend`), where the suite defines
 //!   them; the store behind is the real etcd.
 //! - **Compaction** on an etcd other tests share: compacting at the current revision
 //!   cannot break the recipes (they only watch "from now"), but it does break a test that
@@ -29,13 +29,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coord_core::faults::FaultyBackend;
 use coord_core::{
     BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
 use coord_etcd::{EtcdBackend, EtcdOptions};
+use coord_testkit::ServerMode;
 use coord_testkit::conformance::{Capability, ClientFaults, Clock, Faults, TestBackend};
-use coord_testkit::{FaultyBackend, ServerMode};
 use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::shared::Shared;

@@ -7,7 +7,9 @@ use futures::StreamExt;
 use tokio::time::{Instant, sleep, timeout};
 
 use super::{next, quiet};
-use crate::{LateApply, MemoryBackend, PartitionMode};
+use coord_core::faults::{LateApply, Partition};
+
+use crate::MemoryBackend;
 
 const TTL: Duration = Duration::from_secs(5);
 
@@ -82,8 +84,8 @@ async fn fail_partition_cuts_calls_and_ends_watches() {
     let other = b.new_client();
     let mut watch = b.watch(WatchRequest::prefix("")).await.unwrap();
     let mut other_watch = other.watch(WatchRequest::prefix("")).await.unwrap();
-    b.partition(PartitionMode::Fail);
-    assert_eq!(b.partitioned(), Some(PartitionMode::Fail));
+    b.partition(Partition::Fail);
+    assert_eq!(b.partitioned(), Some(Partition::Fail));
     assert!(unavailable(b.put(b"k", b"1", NO_LEASE).await));
     assert!(unavailable(
         b.watch(WatchRequest::key("k")).await.map(|_| ())
@@ -107,7 +109,7 @@ async fn hang_partition_holds_calls_and_watches_until_heal() {
     let b = MemoryBackend::new();
     let other = b.new_client();
     let mut watch = b.watch(WatchRequest::prefix("")).await.unwrap();
-    b.partition(PartitionMode::Hang);
+    b.partition(Partition::Hang);
 
     let hanging = tokio::spawn({
         let b = b.clone();
@@ -149,7 +151,7 @@ async fn a_partitioned_client_loses_its_lease_while_others_see_it_go() {
     b.put(b"lock/holder", b"", lease).await.unwrap();
     let mut watch = other.watch(WatchRequest::key("lock/holder")).await.unwrap();
 
-    b.partition(PartitionMode::Fail);
+    b.partition(Partition::Fail);
     sleep(TTL / 2).await;
     assert!(unavailable(b.lease_keep_alive(lease).await));
     let resp = next(&mut watch).await;
@@ -165,13 +167,13 @@ async fn a_partitioned_client_loses_its_lease_while_others_see_it_go() {
 async fn a_fail_partition_is_noticed_even_if_healed_before_anyone_looked() {
     let b = MemoryBackend::new();
     let mut watch = b.watch(WatchRequest::prefix("")).await.unwrap();
-    b.partition(PartitionMode::Hang);
+    b.partition(Partition::Hang);
     let hanging = tokio::spawn({
         let b = b.clone();
         async move { b.put(b"k", b"1", NO_LEASE).await }
     });
     tokio::task::yield_now().await;
-    b.partition(PartitionMode::Fail);
+    b.partition(Partition::Fail);
     b.heal();
     assert!(unavailable(hanging.await.unwrap()));
     assert!(matches!(
@@ -196,14 +198,14 @@ async fn delay_next_lands_a_lost_write_after_later_ones() {
     b.put(b"k", b"later", NO_LEASE).await.unwrap();
     assert!(other.get(b"k").await.unwrap().is_some());
     // Only this client's next txn was held; the rest went through.
-    assert_eq!(b.apply_late(), 1);
+    assert_eq!(b.apply_late().await, 1);
     let kv = other.get(b"k").await.unwrap().unwrap();
     assert_eq!(
         kv.value, b"late",
         "the lost write landed after the later one"
     );
     assert_eq!(kv.version, 2);
-    assert_eq!(b.apply_late(), 0);
+    assert_eq!(b.apply_late().await, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,7 +220,7 @@ async fn delay_next_hang_answers_a_waiting_caller_and_applies_for_one_that_gave_
     });
     sleep(Duration::from_secs(1)).await;
     assert!(!waiting.is_finished());
-    assert_eq!(b.apply_late(), 2);
+    assert_eq!(b.apply_late().await, 2);
     let rev = waiting
         .await
         .unwrap()

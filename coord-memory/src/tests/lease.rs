@@ -181,7 +181,7 @@ async fn leases_expire_in_deadline_order_each_in_its_own_revision() {
 async fn the_reaper_does_not_keep_the_store_alive() {
     let b = MemoryBackend::new();
     b.lease_grant(TTL).await.unwrap();
-    let weak = Arc::downgrade(&b.shared);
+    let weak = Arc::downgrade(&b.store.shared);
     tokio::task::yield_now().await; // let the reaper start and go to sleep
     drop(b);
     assert!(weak.upgrade().is_none());

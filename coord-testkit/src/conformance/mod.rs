@@ -34,6 +34,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coord_core::faults::{FaultControls, LateApply, Partition, WatchBreak};
 use coord_core::{
     BackendExt, BackendInfo, CoordinationBackend, KeyRange, KeyValue, LeaseGrant, LeaseId,
     LeaseStatus, RangeRequest, RangeResponse, Result, Revision, Session, TxnRequest, TxnResponse,
@@ -60,16 +61,6 @@ pub enum Clock {
     Paused,
     /// Real time (servers). Scenarios keep their waits a few TTLs long at most.
     Real,
-}
-
-/// How a [partition](ClientFaults::partition) cuts a client off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Partition {
-    /// Calls fail at once with `Unavailable` and open watches end with an error
-    /// (a refused or reset connection).
-    Fail,
-    /// Calls hang until healed and watches deliver nothing until then (a black hole).
-    Hang,
 }
 
 /// Something a scenario may need that not every backend (or fault tool) provides.
@@ -146,8 +137,9 @@ pub trait Faults: Send + Sync {
     async fn expire_lease_now(&self, lease: LeaseId);
 }
 
-/// The fault controls of one client made by [`Faults::faulty_client`].
-/// [`crate::faults::FaultyBackend`] implements them around any backend client.
+/// The fault controls of one client made by [`Faults::faulty_client`]: what
+/// [`FaultControls`] offers, so that [`FaultyBackend`](coord_core::faults::FaultyBackend) around any backend client implements
+/// them.
 #[async_trait]
 pub trait ClientFaults: Send + Sync {
     /// The next `n` calls of the client fail with `Unavailable` before reaching the store.
@@ -171,24 +163,29 @@ pub trait ClientFaults: Send + Sync {
     fn break_watches(&self, how: WatchBreak);
 }
 
-/// How the caller of a txn held by [`ClientFaults::delay_next`] loses its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LateApply {
-    /// The call fails at once with `Unavailable` (a request timeout while the request is
-    /// still on its way).
-    Fail,
-    /// The call waits until the txn is applied: its caller gives up first (a timeout or a
-    /// dropped future around it).
-    Hang,
-}
-
-/// The error a [`ClientFaults::break_watches`] ends a watch with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchBreak {
-    /// `Compacted`: the watch resumed (after a restart, say) from a revision compacted away.
-    Compacted,
-    /// `Unavailable`: the stream broke.
-    Unavailable,
+#[async_trait]
+impl ClientFaults for FaultControls {
+    fn fail_next(&self, n: u64) {
+        FaultControls::fail_next(self, n);
+    }
+    fn set_latency(&self, latency: Duration) {
+        FaultControls::set_latency(self, latency);
+    }
+    fn partition(&self, mode: Partition) {
+        FaultControls::partition(self, mode);
+    }
+    fn heal(&self) {
+        FaultControls::heal(self);
+    }
+    fn delay_next(&self, n: u64, mode: LateApply) {
+        FaultControls::delay_next(self, n, mode);
+    }
+    async fn apply_late(&self) -> usize {
+        FaultControls::apply_late(self).await
+    }
+    fn break_watches(&self, how: WatchBreak) {
+        FaultControls::break_watches(self, how);
+    }
 }
 
 /// A [`TestBackend`] with capabilities declared lacking on top of what it reports itself;

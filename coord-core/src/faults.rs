@@ -1,7 +1,9 @@
-//! Client-side fault injection around any backend client, with the semantics of the
-//! conformance suite's [`ClientFaults`].
+//! Client-side fault injection around any backend client: failures, latency, partitions,
+//! late apply of a write whose answer was lost, broken watches. The in-memory backend's
+//! fault hooks are this wrapper around its store, and the conformance suite (coord-testkit)
+//! injects the same faults into every backend with it.
 //!
-//! Why a decorator and not the network: the suite defines these faults at the client
+//! Why a decorator and not the network: the faults are defined at the client
 //! boundary ("the next `n` calls fail before reaching the store", "open watches end with an
 //! error", "this write's answer is lost and it is applied later"), and a network fault cannot
 //! express them deterministically: a backend resumes a broken watch by itself instead of
@@ -21,15 +23,47 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coord_core::{
+use futures::StreamExt;
+use tokio::sync::{oneshot, watch};
+
+use crate::{
     BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
     RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchResponse,
     WatchStream,
 };
-use futures::StreamExt;
-use tokio::sync::{oneshot, watch};
 
-use crate::conformance::{ClientFaults, LateApply, Partition, WatchBreak};
+/// How a [partition](FaultControls::partition) cuts a client off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Partition {
+    /// Calls fail at once with [`Error::Unavailable`], and the client's open watch streams
+    /// end with [`Error::Unavailable`] (like a connection that is refused or reset).
+    Fail,
+    /// Calls hang until [`heal`](FaultControls::heal), and the client's watch streams deliver
+    /// nothing until then; after the heal they deliver everything they missed, in order
+    /// (like a network that drops packets, then recovers).
+    Hang,
+}
+
+/// How the caller of a txn held back by [`FaultControls::delay_next`] loses its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LateApply {
+    /// The call fails at once with [`Error::Unavailable`] (a request timeout while the
+    /// request is still on its way).
+    Fail,
+    /// The call waits until the txn is applied: its caller gives up first (a timeout or a
+    /// dropped future around it), or gets the real answer from
+    /// [`apply_late`](FaultControls::apply_late).
+    Hang,
+}
+
+/// The error [`FaultControls::break_watches`] ends a watch with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WatchBreak {
+    /// `Compacted`: the watch resumed (after a restart, say) from a revision compacted away.
+    Compacted,
+    /// `Unavailable`: the stream broke.
+    Unavailable,
+}
 
 /// The partition, and counters of the events a call or stream must notice even if they are
 /// over by the time it looks: `Fail` partitions started, and watch breaks.
@@ -45,11 +79,11 @@ fn partitioned() -> Error {
     Error::unavailable("injected partition: the client is cut off from the store")
 }
 
-/// A txn held back by [`ClientFaults::delay_next`], with the way back to its caller (who
+/// A txn held back by [`FaultControls::delay_next`], with the way back to its caller (who
 /// may have given up).
 type Held = (TxnRequest, oneshot::Sender<Result<TxnResponse>>);
 
-/// The fault controls shared by a [`FaultyBackend`] and its [`ClientFaults`] handle.
+/// The fault controls of one [`FaultyBackend`] client (and of every clone of it).
 pub struct FaultControls {
     inner: Arc<dyn CoordinationBackend>,
     fail_next: AtomicU64,
@@ -127,7 +161,7 @@ impl FaultControls {
         self.pass_partition(epoch).await
     }
 
-    /// Takes one of the txns [`ClientFaults::delay_next`] asked to hold, if any are left.
+    /// Takes one of the txns [`delay_next`](Self::delay_next) asked to hold, if any are left.
     fn take_late(&self) -> Option<LateApply> {
         let mut late = self.late.lock().unwrap_or_else(|e| e.into_inner());
         let mode = late.1?;
@@ -139,16 +173,26 @@ impl FaultControls {
     }
 }
 
-#[async_trait]
-impl ClientFaults for FaultControls {
-    fn fail_next(&self, n: u64) {
+/// The controls. Each acts on this client alone.
+impl FaultControls {
+    /// The next `n` calls fail with [`Error::Unavailable`] without reaching the store
+    /// (replacing any count left over). Watch streams already open are not affected.
+    pub fn fail_next(&self, n: u64) {
         self.fail_next.store(n, Ordering::SeqCst);
     }
-    fn set_latency(&self, latency: Duration) {
+
+    /// Adds a round-trip latency to each call: half before the call reaches the store, half
+    /// before its result is returned (a call dropped in the second half has been applied).
+    /// Uses tokio time, so a paused clock skips it. `Duration::ZERO` removes it.
+    pub fn set_latency(&self, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_nanos.store(nanos, Ordering::SeqCst);
     }
-    fn partition(&self, mode: Partition) {
+
+    /// Cuts the client off the store until [`heal`](Self::heal); see [`Partition`]. A call
+    /// is checked when it reaches the store and again before it returns, so a call in
+    /// flight when the partition starts may fail or hang after it has been applied.
+    pub fn partition(&self, mode: Partition) {
         self.state.send_modify(|s| {
             if mode == Partition::Fail {
                 s.fail_epoch += 1;
@@ -156,13 +200,29 @@ impl ClientFaults for FaultControls {
             s.mode = Some(mode);
         });
     }
-    fn heal(&self) {
+
+    /// Ends the partition: hanging calls go on, and watch streams of a [`Partition::Hang`]
+    /// deliver what they missed. Streams ended by a [`Partition::Fail`] stay ended.
+    pub fn heal(&self) {
         self.state.send_modify(|s| s.mode = None);
     }
-    fn delay_next(&self, n: u64, mode: LateApply) {
+
+    /// The current partition, if any.
+    pub fn partitioned(&self) -> Option<Partition> {
+        self.state().mode
+    }
+
+    /// Holds back the next `n` txns instead of applying them: their answer is lost
+    /// ([`LateApply`] says how the caller notices), and they are applied only by
+    /// [`apply_late`](Self::apply_late), after every write sent meanwhile. This is what an
+    /// etcd follower whose link to the leader is slow does to a write sent through it.
+    pub fn delay_next(&self, n: u64, mode: LateApply) {
         *self.late.lock().unwrap_or_else(|e| e.into_inner()) = (n, (n > 0).then_some(mode));
     }
-    async fn apply_late(&self) -> usize {
+
+    /// Applies the txns held back by [`delay_next`](Self::delay_next), oldest first, and
+    /// returns how many there were. A caller still waiting gets the real answer.
+    pub async fn apply_late(&self) -> usize {
         let mut applied = 0;
         loop {
             let next = self
@@ -179,7 +239,10 @@ impl ClientFaults for FaultControls {
             applied += 1;
         }
     }
-    fn break_watches(&self, how: WatchBreak) {
+
+    /// Ends every watch stream of the client that is open now with an error: what a watch
+    /// that broke and could not resume reports.
+    pub fn break_watches(&self, how: WatchBreak) {
         self.state.send_modify(|s| {
             s.break_epoch += 1;
             s.last_break = Some(how);
@@ -188,7 +251,7 @@ impl ClientFaults for FaultControls {
 }
 
 /// A backend client whose calls pass through [`FaultControls`]; see the [module](self) docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FaultyBackend {
     inner: Arc<dyn CoordinationBackend>,
     controls: Arc<FaultControls>,
@@ -292,7 +355,7 @@ impl CoordinationBackend for FaultyBackend {
 
 /// A watch seen through the faults: held back while `Hang` (then delivered in order, as a
 /// server buffers the stream meanwhile), ended with `Unavailable` on `Fail`, ended with the
-/// chosen error by [`ClientFaults::break_watches`].
+/// chosen error by [`FaultControls::break_watches`].
 struct LiveWatch {
     inner: WatchStream,
     state: watch::Receiver<State>,
