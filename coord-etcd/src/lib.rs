@@ -447,7 +447,7 @@ impl CoordinationBackend for EtcdBackend {
             })
             .await?;
         if resp.ttl() < 0 {
-            return Err(Error::LeaseNotFound { lease });
+            return Err(Error::LeaseNotFound { lease: Some(lease) });
         }
         Ok(LeaseStatus {
             id: lease,
@@ -473,14 +473,17 @@ impl CoordinationBackend for EtcdBackend {
         request.validate()?;
         let what = "txn";
         let txn = self.inner.ns.txn(&request);
-        let lease = convert::txn_lease(&request);
+        let ctx = Context {
+            operation: what,
+            lease: convert::txn_lease(&request),
+        };
         let read = request
             .success
             .iter()
             .chain(&request.failure)
             .all(|op| matches!(op, coord_core::TxnOp::Range(_)));
         let resp = self
-            .send(Context::lease(what, lease), read, |c| {
+            .send(ctx, read, |c| {
                 let txn = txn.clone();
                 async move { c.kv_client().txn(txn).await }
             })
@@ -529,7 +532,7 @@ impl CoordinationBackend for EtcdBackend {
         match result {
             Ok(_) => Ok(()),
             Err(Error::Compacted { .. }) => Err(Error::Compacted {
-                compact_revision: self.compact_revision().await.unwrap_or(revision),
+                compact_revision: self.compact_revision().await,
             }),
             Err(e) => Err(e),
         }

@@ -210,8 +210,12 @@ pub(crate) fn stream(
             compact_revision,
         } => WatchStream::new(
             start,
-            futures::stream::once(async move { Err(Error::Compacted { compact_revision }) })
-                .boxed(),
+            futures::stream::once(async move {
+                Err(Error::Compacted {
+                    compact_revision: Some(compact_revision),
+                })
+            })
+            .boxed(),
         ),
         Registration::Live { id, start, rx } => {
             let partition = client.subscribe();
