@@ -25,6 +25,13 @@
 //! - **Connect probes the cluster.** etcd-client connects lazily; [`EtcdBackend::connect`]
 //!   makes one read so that a wrong endpoint fails there with
 //!   [`Error::Unavailable`].
+//! - **Errors keep etcd's error.** [`Error::Unavailable`] and [`Error::Backend`] keep what
+//!   etcd-client reported as their [`source`](std::error::Error::source): the
+//!   `tonic::Status` of a failed call (without its metadata, which may carry a token),
+//!   whose own sources lead down to the I/O error of a failed connect, the tonic
+//!   transport or I/O error, or else the `etcd_client::Error`. A read of a compacted
+//!   revision gives `Compacted { compact_revision: None }`, as etcd's error does not say
+//!   which revision is the oldest kept.
 //! - **Timeouts.** The request timeout applies to each unary call, keep-alive round trip
 //!   and watch creation, never to the lifetime of a watch.
 //! - **Leases** are granted in whole seconds (rounded up). etcd raises TTLs below its
