@@ -44,6 +44,15 @@ impl<'a> Context<'a> {
             format!("etcd {}: {detail}", self.operation)
         }
     }
+
+    /// [`Context::message`] without the `etcd` that [`Error::Backend`]'s own text names.
+    fn backend_message(&self, detail: &dyn fmt::Display) -> String {
+        if self.operation.is_empty() {
+            detail.to_string()
+        } else {
+            format!("{}: {detail}", self.operation)
+        }
+    }
 }
 
 /// Whether a message (of a non-gRPC-coded failure) describes a broken connection or stream.
@@ -111,15 +120,11 @@ fn from_status(ctx: Context<'_>, status: tonic::Status) -> Error {
             Error::Timeout { operation: what }
         }
         Code::ResourceExhausted if message.contains("too many requests") => unavailable(status),
-        code => {
-            let detail = format!("grpc status {code:?}: {message}");
-            let what = if ctx.operation.is_empty() {
-                detail
-            } else {
-                format!("{}: {detail}", ctx.operation)
-            };
-            Error::backend_with_source("etcd", what, sanitized(status))
-        }
+        code => Error::backend_with_source(
+            "etcd",
+            ctx.backend_message(&format_args!("grpc status {code:?}: {message}")),
+            sanitized(status),
+        ),
     }
 }
 
@@ -146,14 +151,7 @@ pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
             Error::invalid_argument(ctx.message(&format_args!("invalid endpoint: {e}")))
         }
         E::EndpointError(e) => Error::invalid_argument(ctx.message(&e)),
-        other => {
-            let what = if ctx.operation.is_empty() {
-                other.to_string()
-            } else {
-                format!("{}: {other}", ctx.operation)
-            };
-            Error::backend_with_source("etcd", what, other)
-        }
+        other => Error::backend_with_source("etcd", ctx.backend_message(&other), other),
     }
 }
 
