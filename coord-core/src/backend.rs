@@ -72,6 +72,9 @@ impl BackendInfo {
 /// [`Error::PermissionDenied`](crate::Error::PermissionDenied) or
 /// [`Error::Backend`](crate::Error::Backend). Bad input gives
 /// [`Error::InvalidArgument`](crate::Error::InvalidArgument). Method docs list the rest.
+/// An answer these rules forbid (say, a txn answer with fewer responses than the branch
+/// has operations) is a backend bug; the recipes report it as
+/// [`Error::Contract`](crate::Error::Contract) instead of guessing.
 ///
 /// # Cancel safety
 ///

@@ -381,7 +381,7 @@ impl LiveWatch {
             if state.break_epoch != self.break_epoch {
                 let error = match state.last_break {
                     Some(WatchBreak::Compacted) => Error::Compacted {
-                        compact_revision: self.next_revision + 1,
+                        compact_revision: Some(self.next_revision + 1),
                     },
                     _ => Error::unavailable("injected watch break: the stream was cut"),
                 };

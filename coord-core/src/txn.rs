@@ -349,15 +349,14 @@ impl TxnResponse {
     /// The range response at `index`.
     ///
     /// # Errors
-    /// [`crate::Error::Backend`] if the backend returned a different shape than was asked for,
+    /// [`crate::Error::Contract`] if the backend returned a different shape than was asked for,
     /// which is a backend bug.
     pub fn range(&self, index: usize) -> crate::Result<&RangeResponse> {
         match self.responses.get(index) {
             Some(TxnOpResponse::Range(r)) => Ok(r),
-            other => Err(crate::Error::backend(
-                "contract",
-                format!("txn response {index} is not a range: {other:?}"),
-            )),
+            other => Err(crate::Error::contract(format!(
+                "txn response {index} is not a range: {other:?}"
+            ))),
         }
     }
 }

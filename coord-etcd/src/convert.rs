@@ -224,17 +224,18 @@ impl Namespace {
     }
 }
 
-/// The one lease named by the puts of a txn, for [`coord_core::Error::LeaseNotFound`].
-pub(crate) fn txn_lease(req: &TxnRequest) -> coord_core::LeaseId {
-    let mut found = NO_LEASE;
+/// The one lease named by the puts of a txn, for [`coord_core::Error::LeaseNotFound`]:
+/// `None` when they name none or several, as etcd's error does not say which is missing.
+pub(crate) fn txn_lease(req: &TxnRequest) -> Option<coord_core::LeaseId> {
+    let mut found = None;
     for op in req.success.iter().chain(&req.failure) {
         if let TxnOp::Put(p) = op
             && p.lease != NO_LEASE
         {
-            if found != NO_LEASE && found != p.lease {
-                return NO_LEASE;
+            if found.is_some_and(|l| l != p.lease) {
+                return None;
             }
-            found = p.lease;
+            found = Some(p.lease);
         }
     }
     found
@@ -286,8 +287,12 @@ mod tests {
             TxnOp::put("b", ""),
             TxnOp::put_with_lease("c", "", 5),
         ]);
-        assert_eq!(txn_lease(&t), 5);
+        assert_eq!(txn_lease(&t), Some(5));
         let t = t.or_else([TxnOp::put_with_lease("d", "", 6)]);
-        assert_eq!(txn_lease(&t), NO_LEASE);
+        assert_eq!(txn_lease(&t), None);
+        assert_eq!(
+            txn_lease(&TxnRequest::new().and_then([TxnOp::put("b", "")])),
+            None
+        );
     }
 }

@@ -12,41 +12,46 @@ const COMPACTED: &str = "required revision has been compacted";
 /// etcd's message for a revision above the current one (`rpctypes.ErrGRPCFutureRev`).
 const FUTURE_REV: &str = "required revision is a future revision";
 
-/// A sanitized etcd failure kept as the source of [`Error::Backend`]: the gRPC code and the
-/// server's message only (no metadata, which could carry tokens).
-#[derive(Debug)]
-pub(crate) struct EtcdError {
-    operation: String,
-    detail: String,
-}
-
-impl fmt::Display for EtcdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.operation, self.detail)
-    }
-}
-
-impl std::error::Error for EtcdError {}
-
 /// What the failed call was about, for the error message and for kinds that carry an id.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Context<'a> {
     /// e.g. `txn`, `range "a/b"`.
     pub(crate) operation: &'a str,
-    /// The lease the call was about, if any, for [`Error::LeaseNotFound`].
-    pub(crate) lease: LeaseId,
+    /// The lease the call was about, if known, for [`Error::LeaseNotFound`].
+    pub(crate) lease: Option<LeaseId>,
 }
 
 impl<'a> Context<'a> {
     pub(crate) fn op(operation: &'a str) -> Self {
         Context {
             operation,
-            lease: 0,
+            lease: None,
         }
     }
 
     pub(crate) fn lease(operation: &'a str, lease: LeaseId) -> Self {
-        Context { operation, lease }
+        Context {
+            operation,
+            lease: Some(lease),
+        }
+    }
+
+    /// `detail` prefixed with the operation, as messages name what they are about.
+    fn message(&self, detail: &dyn fmt::Display) -> String {
+        if self.operation.is_empty() {
+            detail.to_string()
+        } else {
+            format!("etcd {}: {detail}", self.operation)
+        }
+    }
+
+    /// [`Context::message`] without the `etcd` that [`Error::Backend`]'s own text names.
+    fn backend_message(&self, detail: &dyn fmt::Display) -> String {
+        if self.operation.is_empty() {
+            detail.to_string()
+        } else {
+            format!("{}: {detail}", self.operation)
+        }
     }
 }
 
@@ -69,19 +74,22 @@ fn is_transport_message(message: &str) -> bool {
     .any(|needle| m.contains(needle))
 }
 
+/// `status` without its metadata, which is kept as a source and so shows in `Debug`: the
+/// metadata are headers and trailers, where a token could travel.
+fn sanitized(mut status: tonic::Status) -> tonic::Status {
+    *status.metadata_mut() = tonic::metadata::MetadataMap::new();
+    status
+}
+
 /// A `tonic::Status` as a coord error.
-fn from_status(ctx: Context<'_>, status: &tonic::Status) -> Error {
+fn from_status(ctx: Context<'_>, status: tonic::Status) -> Error {
     let message = status.message();
-    let what = if ctx.operation.is_empty() {
-        message.to_owned()
-    } else {
-        format!("etcd {}: {message}", ctx.operation)
-    };
+    let what = ctx.message(&message);
     if message.contains(COMPACTED) {
         // The compaction revision is not in etcd's message; callers that can find it out
         // (watch, compact) fill it in.
         return Error::Compacted {
-            compact_revision: 0,
+            compact_revision: None,
         };
     }
     if message.contains(LEASE_NOT_FOUND) {
@@ -95,67 +103,55 @@ fn from_status(ctx: Context<'_>, status: &tonic::Status) -> Error {
     if message.contains("authentication failed") || message.contains("invalid auth token") {
         return Error::Unauthenticated { message: what };
     }
+    let unavailable = |status| Error::unavailable_with_source(what.clone(), sanitized(status));
     match status.code() {
-        Code::Unavailable => Error::unavailable(what),
+        Code::Unavailable => unavailable(status),
         Code::DeadlineExceeded => Error::Timeout { operation: what },
         Code::Unauthenticated => Error::Unauthenticated { message: what },
         Code::PermissionDenied => Error::PermissionDenied { message: what },
         Code::InvalidArgument | Code::OutOfRange => Error::invalid_argument(what),
         // A stream torn down by a restart or a reset shows up as Cancelled, Unknown or
         // Internal with an h2/transport message.
-        Code::Cancelled => Error::unavailable(what),
-        Code::Unknown | Code::Internal if is_transport_message(message) => Error::unavailable(what),
+        Code::Cancelled => unavailable(status),
+        Code::Unknown | Code::Internal if is_transport_message(message) => unavailable(status),
         // etcd's own deadline for a request it could not complete (e.g. a member without a
         // leader); whether a write was applied is unknown, as for any timeout.
         Code::Unknown if message.contains("context deadline exceeded") => {
             Error::Timeout { operation: what }
         }
-        Code::ResourceExhausted if message.contains("too many requests") => {
-            Error::unavailable(what)
-        }
-        code => Error::backend(
+        Code::ResourceExhausted if message.contains("too many requests") => unavailable(status),
+        code => Error::backend_with_source(
             "etcd",
-            EtcdError {
-                operation: ctx.operation.to_owned(),
-                detail: format!("grpc status {code:?}: {message}"),
-            },
+            ctx.backend_message(&format_args!("grpc status {code:?}: {message}")),
+            sanitized(status),
         ),
     }
 }
 
-/// Maps an etcd-client error to the coord error kind a caller can act on.
+/// Maps an etcd-client error to the coord error kind a caller can act on, keeping it (or
+/// the tonic error inside it, whose own sources lead down to the I/O error) as the source.
 pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
     use etcd_client::Error as E;
-    let prefixed = |detail: &dyn fmt::Display| {
-        if ctx.operation.is_empty() {
-            detail.to_string()
-        } else {
-            format!("etcd {}: {detail}", ctx.operation)
-        }
-    };
     match err {
-        E::GRpcStatus(status) => from_status(ctx, &status),
-        E::TransportError(e) => Error::unavailable(prefixed(&e)),
-        E::IoError(e) => Error::unavailable(prefixed(&e)),
-        E::WatchError(e) => Error::unavailable(prefixed(&format_args!("watch stream: {e}"))),
+        E::GRpcStatus(status) => from_status(ctx, status),
+        E::TransportError(e) => Error::unavailable_with_source(ctx.message(&e), e),
+        E::IoError(e) => Error::unavailable_with_source(ctx.message(&e), e),
+        E::WatchError(ref e) => {
+            Error::unavailable_with_source(ctx.message(&format_args!("watch stream: {e}")), err)
+        }
         E::LeaseKeepAliveError(e) if e.contains("lease not found") => {
             Error::LeaseNotFound { lease: ctx.lease }
         }
-        E::LeaseKeepAliveError(e) => {
-            Error::unavailable(prefixed(&format_args!("keep-alive stream: {e}")))
-        }
-        E::InvalidArgs(e) => Error::invalid_argument(prefixed(&e)),
-        E::InvalidUri(e) => {
-            Error::invalid_argument(prefixed(&format_args!("invalid endpoint: {e}")))
-        }
-        E::EndpointError(e) => Error::invalid_argument(prefixed(&e)),
-        other => Error::backend(
-            "etcd",
-            EtcdError {
-                operation: ctx.operation.to_owned(),
-                detail: other.to_string(),
-            },
+        E::LeaseKeepAliveError(ref e) => Error::unavailable_with_source(
+            ctx.message(&format_args!("keep-alive stream: {e}")),
+            err,
         ),
+        E::InvalidArgs(e) => Error::invalid_argument(ctx.message(&e)),
+        E::InvalidUri(e) => {
+            Error::invalid_argument(ctx.message(&format_args!("invalid endpoint: {e}")))
+        }
+        E::EndpointError(e) => Error::invalid_argument(ctx.message(&e)),
+        other => Error::backend_with_source("etcd", ctx.backend_message(&other), other),
     }
 }
 
@@ -301,7 +297,10 @@ mod tests {
             Context::lease("lease revoke", 0x42),
             status(Code::NotFound, "etcdserver: requested lease not found"),
         );
-        assert!(matches!(e, Error::LeaseNotFound { lease: 0x42 }), "{e}");
+        assert!(
+            matches!(e, Error::LeaseNotFound { lease: Some(0x42) }),
+            "{e}"
+        );
         let e = map_err(
             Context::op("range"),
             status(
@@ -309,7 +308,21 @@ mod tests {
                 "etcdserver: mvcc: required revision has been compacted",
             ),
         );
-        assert!(matches!(e, Error::Compacted { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Compacted {
+                    compact_revision: None
+                }
+            ),
+            "{e}"
+        );
+        let e = map_err(
+            Context::op("txn"),
+            status(Code::NotFound, "etcdserver: requested lease not found"),
+        );
+        assert!(matches!(e, Error::LeaseNotFound { lease: None }), "{e}");
+        assert_eq!(e.to_string(), "lease not found (expired or revoked)");
         let e = map_err(
             Context::op("range"),
             status(
@@ -322,7 +335,7 @@ mod tests {
             Context::lease("keep-alive", 7),
             etcd_client::Error::LeaseKeepAliveError("lease not found".into()),
         );
-        assert!(matches!(e, Error::LeaseNotFound { lease: 7 }), "{e}");
+        assert!(matches!(e, Error::LeaseNotFound { lease: Some(7) }), "{e}");
     }
 
     #[test]
@@ -401,5 +414,106 @@ mod tests {
             status(Code::Unavailable, "tcp connect error"),
         );
         assert!(e.to_string().contains("range \"a\""), "{e}");
+    }
+
+    #[test]
+    fn the_etcd_error_is_kept_as_the_source() {
+        use std::error::Error as _;
+
+        let e = map_err(
+            Context::op("txn"),
+            status(Code::Unavailable, "etcdserver: request timed out"),
+        );
+        let source = e.source().expect("a source");
+        let kept = source.downcast_ref::<tonic::Status>().expect("the status");
+        assert_eq!(kept.code(), Code::Unavailable);
+        assert_eq!(kept.message(), "etcdserver: request timed out");
+
+        let e = map_err(
+            Context::op("txn"),
+            status(Code::FailedPrecondition, "weird"),
+        );
+        assert!(
+            matches!(
+                e,
+                Error::Backend {
+                    backend: "etcd",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.source().unwrap().is::<tonic::Status>());
+        assert_eq!(
+            e.to_string(),
+            "etcd backend error: txn: grpc status FailedPrecondition: weird"
+        );
+
+        let e = map_err(
+            Context::op("watch"),
+            etcd_client::Error::WatchError("channel closed".into()),
+        );
+        assert!(e.source().unwrap().is::<etcd_client::Error>(), "{e:?}");
+    }
+
+    #[test]
+    fn metadata_is_not_kept() {
+        let mut s = tonic::Status::new(Code::Unavailable, "tcp connect error");
+        s.metadata_mut()
+            .insert("token", "s3cr3t-token".parse().unwrap());
+        let e = map_err(Context::op("txn"), etcd_client::Error::GRpcStatus(s));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+    }
+
+    /// Everything an error shows of itself and of its sources, for secret checks.
+    fn shown_with_sources(e: &Error) -> String {
+        let mut shown = format!("{e} {e:?}");
+        let mut next = std::error::Error::source(e);
+        while let Some(s) = next {
+            shown.push_str(&format!(" {s} {s:?}"));
+            next = s.source();
+        }
+        shown
+    }
+
+    #[tokio::test]
+    async fn connect_failures_keep_the_tonic_error_and_no_password() {
+        use std::error::Error as _;
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // With credentials, etcd-client authenticates while connecting: the password is
+        // in the request that failed.
+        for options in [
+            crate::EtcdOptions::new([format!("127.0.0.1:{port}")]),
+            crate::EtcdOptions::new([format!("127.0.0.1:{port}")]).user("root", "s3cr3t-pw"),
+        ] {
+            let err = crate::EtcdBackend::connect(
+                options.connect_timeout(std::time::Duration::from_secs(2)),
+            )
+            .await
+            .unwrap_err();
+            assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+            let source = err.source().expect("the etcd error is kept");
+            assert!(
+                source.is::<tonic::Status>() || source.is::<tonic::transport::Error>(),
+                "{source:?}"
+            );
+            let mut refused = false;
+            let mut next = err.source();
+            while let Some(s) = next {
+                refused |= s
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+                next = s.source();
+            }
+            assert!(refused, "the chain leads to the refused connect: {err:?}");
+            let shown = shown_with_sources(&err);
+            assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+        }
     }
 }

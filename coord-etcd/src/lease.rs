@@ -114,7 +114,7 @@ impl Keepers {
     fn finish(&self, lease: LeaseId, ttl: i64) -> Result<Duration> {
         if ttl <= 0 {
             self.forget(lease);
-            return Err(Error::LeaseNotFound { lease });
+            return Err(Error::LeaseNotFound { lease: Some(lease) });
         }
         Ok(Duration::from_secs(ttl.unsigned_abs()))
     }

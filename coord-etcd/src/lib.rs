@@ -25,6 +25,13 @@
 //! - **Connect probes the cluster.** etcd-client connects lazily; [`EtcdBackend::connect`]
 //!   makes one read so that a wrong endpoint fails there with
 //!   [`Error::Unavailable`].
+//! - **Errors keep etcd's error.** [`Error::Unavailable`] and [`Error::Backend`] keep what
+//!   etcd-client reported as their [`source`](std::error::Error::source): the
+//!   `tonic::Status` of a failed call (without its metadata, which may carry a token),
+//!   whose own sources lead down to the I/O error of a failed connect, the tonic
+//!   transport or I/O error, or else the `etcd_client::Error`. A read of a compacted
+//!   revision gives `Compacted { compact_revision: None }`, as etcd's error does not say
+//!   which revision is the oldest kept.
 //! - **Timeouts.** The request timeout applies to each unary call, keep-alive round trip
 //!   and watch creation, never to the lifetime of a watch.
 //! - **Leases** are granted in whole seconds (rounded up). etcd raises TTLs below its
@@ -447,7 +454,7 @@ impl CoordinationBackend for EtcdBackend {
             })
             .await?;
         if resp.ttl() < 0 {
-            return Err(Error::LeaseNotFound { lease });
+            return Err(Error::LeaseNotFound { lease: Some(lease) });
         }
         Ok(LeaseStatus {
             id: lease,
@@ -473,14 +480,17 @@ impl CoordinationBackend for EtcdBackend {
         request.validate()?;
         let what = "txn";
         let txn = self.inner.ns.txn(&request);
-        let lease = convert::txn_lease(&request);
+        let ctx = Context {
+            operation: what,
+            lease: convert::txn_lease(&request),
+        };
         let read = request
             .success
             .iter()
             .chain(&request.failure)
             .all(|op| matches!(op, coord_core::TxnOp::Range(_)));
         let resp = self
-            .send(Context::lease(what, lease), read, |c| {
+            .send(ctx, read, |c| {
                 let txn = txn.clone();
                 async move { c.kv_client().txn(txn).await }
             })
@@ -529,7 +539,7 @@ impl CoordinationBackend for EtcdBackend {
         match result {
             Ok(_) => Ok(()),
             Err(Error::Compacted { .. }) => Err(Error::Compacted {
-                compact_revision: self.compact_revision().await.unwrap_or(revision),
+                compact_revision: self.compact_revision().await,
             }),
             Err(e) => Err(e),
         }

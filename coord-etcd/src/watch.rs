@@ -130,7 +130,7 @@ async fn open_first(params: &Params, start: Revision) -> Result<(ec::WatchStream
     let mut delay = Duration::from_millis(25);
     loop {
         match open(params, start).await {
-            Err(Error::Unavailable { message })
+            Err(Error::Unavailable { message, .. })
                 if (params.attempts > 1 || crate::error::leaderless_message(&message))
                     && tokio::time::Instant::now() + delay < deadline =>
             {
@@ -196,7 +196,7 @@ async fn open(params: &Params, start: Revision) -> Result<(ec::WatchStream, Revi
 fn cancel_error(what: &str, resp: &ec::WatchResponse) -> Error {
     if resp.compact_revision() > 0 {
         return Error::Compacted {
-            compact_revision: resp.compact_revision(),
+            compact_revision: Some(resp.compact_revision()),
         };
     }
     let reason = resp.cancel_reason();

@@ -163,7 +163,12 @@ async fn txn_compares_pick_the_branch() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::LeaseNotFound { lease: 0x1234 }),
+        matches!(
+            err,
+            Error::LeaseNotFound {
+                lease: Some(0x1234)
+            }
+        ),
         "{err:?}"
     );
     // Bad input is caught before the call.
@@ -351,7 +356,7 @@ async fn compact_and_errors() {
     b.compact(rev - 1).await.unwrap();
     let err = b.compact(rev - 2).await.unwrap_err();
     match err {
-        Error::Compacted { compact_revision } => assert_eq!(compact_revision, rev - 1),
+        Error::Compacted { compact_revision } => assert_eq!(compact_revision, Some(rev - 1)),
         other => panic!("{other:?}"),
     }
     let err = b.compact(rev + 100).await.unwrap_err();

@@ -70,22 +70,27 @@ async fn keep_alive_revoke_and_not_found() {
 
     let err = b.lease_keep_alive(g.id).await.unwrap_err();
     assert!(
-        matches!(err, Error::LeaseNotFound { lease } if lease == g.id),
+        matches!(err, Error::LeaseNotFound { lease: Some(lease) } if lease == g.id),
         "{err:?}"
     );
     let err = b.lease_time_to_live(g.id).await.unwrap_err();
     assert!(
-        matches!(err, Error::LeaseNotFound { lease } if lease == g.id),
+        matches!(err, Error::LeaseNotFound { lease: Some(lease) } if lease == g.id),
         "{err:?}"
     );
     let err = b.lease_revoke(g.id).await.unwrap_err();
     assert!(
-        matches!(err, Error::LeaseNotFound { lease } if lease == g.id),
+        matches!(err, Error::LeaseNotFound { lease: Some(lease) } if lease == g.id),
         "{err:?}"
     );
     let err = b.lease_keep_alive(0x7777).await.unwrap_err();
     assert!(
-        matches!(err, Error::LeaseNotFound { lease: 0x7777 }),
+        matches!(
+            err,
+            Error::LeaseNotFound {
+                lease: Some(0x7777)
+            }
+        ),
         "{err:?}"
     );
 }

@@ -129,7 +129,9 @@ async fn watch_from_a_compacted_revision_ends_with_compacted() {
         .unwrap()
         .unwrap();
     match item {
-        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, compact_at),
+        Err(Error::Compacted { compact_revision }) => {
+            assert_eq!(compact_revision, Some(compact_at))
+        }
         other => panic!("{other:?}"),
     }
     assert!(w.next().await.is_none(), "the stream ends after Compacted");
@@ -235,7 +237,7 @@ async fn resuming_into_a_compacted_revision_yields_compacted() {
         .unwrap()
         .unwrap();
     match item {
-        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, r2 + 1),
+        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, Some(r2 + 1)),
         other => panic!("expected Compacted, got {other:?}"),
     }
     assert!(w.next().await.is_none());

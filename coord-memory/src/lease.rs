@@ -102,7 +102,7 @@ impl Leases {
         let lease = self
             .map
             .get_mut(&id)
-            .ok_or(Error::LeaseNotFound { lease: id })?;
+            .ok_or(Error::LeaseNotFound { lease: Some(id) })?;
         self.deadlines.remove(&(lease.deadline, id));
         lease.deadline = now + lease.ttl;
         self.deadlines.insert((lease.deadline, id));

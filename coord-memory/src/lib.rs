@@ -342,7 +342,7 @@ impl MemoryBackend {
             );
             Ok(())
         } else {
-            Err(Error::LeaseNotFound { lease })
+            Err(Error::LeaseNotFound { lease: Some(lease) })
         }
     }
 

@@ -239,7 +239,7 @@ impl State {
         if self.remove_lease(id) {
             Ok(())
         } else {
-            Err(Error::LeaseNotFound { lease: id })
+            Err(Error::LeaseNotFound { lease: Some(id) })
         }
     }
 
@@ -248,7 +248,7 @@ impl State {
         let lease = self
             .leases
             .get(id)
-            .ok_or(Error::LeaseNotFound { lease: id })?;
+            .ok_or(Error::LeaseNotFound { lease: Some(id) })?;
         Ok(LeaseStatus {
             id,
             granted_ttl: lease.ttl,
@@ -279,7 +279,9 @@ impl State {
                 && p.lease != NO_LEASE
                 && !self.leases.contains(p.lease)
             {
-                return Err(Error::LeaseNotFound { lease: p.lease });
+                return Err(Error::LeaseNotFound {
+                    lease: Some(p.lease),
+                });
             }
         }
         let rev = self.revision + 1;
@@ -399,7 +401,7 @@ impl State {
         }
         if revision <= self.compact_revision {
             return Err(Error::Compacted {
-                compact_revision: self.compact_revision,
+                compact_revision: Some(self.compact_revision),
             });
         }
         if revision > self.revision {

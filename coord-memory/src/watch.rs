@@ -165,8 +165,12 @@ pub(crate) fn stream(registration: Registration, store: Weak<Shared>) -> WatchSt
             compact_revision,
         } => WatchStream::new(
             start,
-            futures::stream::once(async move { Err(Error::Compacted { compact_revision }) })
-                .boxed(),
+            futures::stream::once(async move {
+                Err(Error::Compacted {
+                    compact_revision: Some(compact_revision),
+                })
+            })
+            .boxed(),
         ),
         Registration::Live { id, start, rx } => {
             let live = Live {

@@ -216,9 +216,7 @@ impl Claim {
             .get(i)
             .cloned()
             .and_then(TxnOpResponse::into_range)
-            .ok_or_else(|| {
-                Error::backend("contract", "a txn answered a range with another response")
-            })
+            .ok_or_else(|| Error::contract("a txn answered a range with another response"))
     }
 }
 
@@ -289,8 +287,7 @@ async fn claim_with_turn(
     let turn = pending.turn.take().expect("armed until answered");
     let key = std::mem::take(&mut pending.key);
     if resp.responses.is_empty() {
-        return Err(Error::backend(
-            "contract",
+        return Err(Error::contract(
             "a txn answered with fewer responses than it has operations",
         ));
     }
@@ -301,12 +298,7 @@ async fn claim_with_turn(
         let kv = first
             .into_range()
             .and_then(|mut r| r.kvs.pop())
-            .ok_or_else(|| {
-                Error::backend(
-                    "contract",
-                    "txn else-branch read of an existing key is empty",
-                )
-            })?;
+            .ok_or_else(|| Error::contract("txn else-branch read of an existing key is empty"))?;
         if kv.lease != session.lease() {
             return Err(Error::invalid_argument(format!(
                 "key {key:?} exists but is attached to lease {:x}, not this session's lease {:x}",

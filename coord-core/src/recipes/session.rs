@@ -342,7 +342,7 @@ impl Session {
             biased;
             _ = self.lost() => Err(self.expired_error()),
             outcome = call => match outcome {
-                Err(Error::LeaseNotFound { lease }) if lease == self.inner.lease => {
+                Err(Error::LeaseNotFound { lease: Some(lease) }) if lease == self.inner.lease => {
                     // The server says the lease is gone: the session is, at once.
                     self.inner.lost.end();
                     Err(self.expired_error())

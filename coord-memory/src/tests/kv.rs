@@ -183,7 +183,10 @@ async fn put_with_missing_lease_rejects_the_whole_txn() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::LeaseNotFound { lease: 42 }), "{err}");
+    assert!(
+        matches!(err, Error::LeaseNotFound { lease: Some(42) }),
+        "{err}"
+    );
     assert_eq!(b.revision(), 1);
     assert_eq!(b.key_count(), 0);
 

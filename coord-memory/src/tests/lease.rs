@@ -66,7 +66,7 @@ async fn expiry_deletes_all_keys_in_one_revision_with_delete_events() {
     assert_eq!(b.key_count(), 1);
     assert!(matches!(
         b.lease_keep_alive(lease).await,
-        Err(Error::LeaseNotFound { lease: l }) if l == lease
+        Err(Error::LeaseNotFound { lease: Some(l) }) if l == lease
     ));
     assert!(matches!(
         b.lease_time_to_live(lease).await,

@@ -205,7 +205,7 @@ async fn compaction() {
     assert!(matches!(
         b.compact(4).await,
         Err(Error::Compacted {
-            compact_revision: 4
+            compact_revision: Some(4)
         })
     ));
     assert!(matches!(b.compact(3).await, Err(Error::Compacted { .. })));
@@ -218,7 +218,7 @@ async fn compaction() {
     assert!(matches!(
         old.next().await,
         Some(Err(Error::Compacted {
-            compact_revision: 4
+            compact_revision: Some(4)
         }))
     ));
     assert!(old.next().await.is_none());

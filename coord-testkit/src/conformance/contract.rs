@@ -471,7 +471,7 @@ pub async fn lease_keep_alive_after_expiry_is_lease_not_found(backend: &dyn Test
     tokio::time::sleep(grant.ttl + grant.ttl / 2 + Duration::from_millis(500)).await;
     assert!(matches!(
         c.lease_keep_alive(grant.id).await,
-        Err(Error::LeaseNotFound { lease }) if lease == grant.id
+        Err(Error::LeaseNotFound { lease: Some(lease) }) if lease == grant.id
     ));
     assert!(matches!(
         c.lease_time_to_live(grant.id).await,
@@ -688,7 +688,7 @@ pub async fn watch_prev_kv_and_delete_events(backend: &dyn TestBackend) {
 }
 
 /// After compaction at revision r, a watch starting below r ends with
-/// `Compacted { compact_revision: r }`; compacting at or below r again gives `Compacted`,
+/// `Compacted { compact_revision: Some(r) }`; compacting at or below r again gives `Compacted`,
 /// and a future revision gives `InvalidArgument`. A watch from r still works.
 pub async fn watch_compacted_reports_compact_revision(backend: &dyn TestBackend) {
     if skip_unless(
@@ -713,7 +713,7 @@ pub async fn watch_compacted_reports_compact_revision(backend: &dyn TestBackend)
         .expect("compacted watch answers")
         .expect("an error item, not the end of the stream");
     match item {
-        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, last),
+        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, Some(last)),
         other => panic!("expected Compacted, got {other:?}"),
     }
     assert!(matches!(
