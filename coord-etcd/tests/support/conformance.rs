@@ -12,56 +12,36 @@
 //!   deletes its keys in one revision; and the session's own connection is not told until
 //!   its next keep-alive fails, as with a real expiry.
 //! - **FailNext, Latency, PartitionFail, PartitionHang** are injected at the client
-//!   boundary around a real etcd client (`coord_core::faults::FaultyBackend`), where the suite defines
-//!   them; the store behind is the real etcd.
+//!   boundary around a real etcd client (`coord_core::faults::FaultyBackend`), where the
+//!   suite defines them; the store behind is the real etcd.
 //! - **Compaction** on an etcd other tests share: compacting at the current revision
 //!   cannot break the recipes (they only watch "from now"), but it does break a test that
 //!   wrote at revision r and then watches or reads from r, if another test compacts in
-//!   between. So a test that compacts first waits until it runs alone (a read/write gate
-//!   every test holds for reading), and holds the etcd to itself until it ends. The same
-//!   gate serves [`TestBackend::exclusive`], for scenarios that assert on store-wide
+//!   between. So a test that compacts first waits until it runs alone (the testkit's
+//!   `StoreGate`, which every test holds shared), and holds the etcd to itself until it
+//!   ends. The same gate serves [`TestBackend::exclusive`], for scenarios that assert on store-wide
 //!   revisions. On an external server (`COORD_TEST_ETCD`), which other processes may
 //!   share, compaction is declared lacking (the gate only orders the tests of this
 //!   binary, so the revision asserts of [`TestBackend::exclusive`] scenarios assume
 //!   nobody else writes there).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use coord_core::faults::FaultyBackend;
-use coord_core::{
-    BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
-    RangeResponse, Result, Revision, TxnRequest, TxnResponse, WatchRequest, WatchStream,
-};
+use coord_core::{CoordinationBackend, Error, LeaseId};
 use coord_etcd::{EtcdBackend, EtcdOptions};
 use coord_testkit::ServerMode;
-use coord_testkit::conformance::{Capability, ClientFaults, Clock, Faults, TestBackend};
-use tokio::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use coord_testkit::conformance::{
+    Capability, ClientFaults, Clock, Faults, GateHold, StoreGate, TestBackend,
+};
 
 use super::shared::Shared;
 
-/// Every test holds this for reading; a test that compacts holds it for writing.
-static COMPACTION_GATE: RwLock<()> = RwLock::const_new(());
-
-/// A test's hold on [`COMPACTION_GATE`].
-#[derive(Debug)]
-enum Hold {
-    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
-    Exclusive(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
-    Released,
-}
-
-/// Turns a test's shared hold into an exclusive one (once), waiting for every other test
-/// to end; later tests wait for this one.
-async fn hold_exclusively(hold: &Mutex<Hold>) {
-    let mut hold = hold.lock().await;
-    if !matches!(*hold, Hold::Exclusive(_)) {
-        // Give up the shared hold first, or the write would wait for itself.
-        *hold = Hold::Released;
-        *hold = Hold::Exclusive(COMPACTION_GATE.write().await);
-    }
-}
+/// The gate every test of this binary passes; a test that compacts, or asserts on
+/// store-wide revisions, holds the server to itself.
+static GATE: StoreGate = StoreGate::new();
 
 /// One test's view of the shared etcd.
 pub struct Etcd {
@@ -71,9 +51,7 @@ pub struct Etcd {
 struct EtcdFaults {
     shared: &'static Shared,
     namespace: String,
-    /// Owned by the test alone (clients only point at it), so it ends with the test even
-    /// if a client outlives it.
-    hold: Arc<Mutex<Hold>>,
+    hold: GateHold,
 }
 
 impl Etcd {
@@ -82,12 +60,11 @@ impl Etcd {
     /// returns after its skip line).
     pub async fn new(shared: Option<&'static Shared>) -> Option<Etcd> {
         let shared = shared?;
-        let hold = Hold::Shared(COMPACTION_GATE.read().await);
         Some(Etcd {
             faults: EtcdFaults {
                 shared,
                 namespace: shared.fresh_namespace(),
-                hold: Arc::new(Mutex::new(hold)),
+                hold: GATE.enter().await,
             },
         })
     }
@@ -102,10 +79,7 @@ impl EtcdFaults {
     }
 
     async fn gated_client(&self) -> Arc<dyn CoordinationBackend> {
-        Arc::new(Gated {
-            inner: self.connect(&self.namespace).await,
-            hold: Arc::downgrade(&self.hold),
-        })
+        Arc::new(self.hold.gated(self.connect(&self.namespace).await))
     }
 }
 
@@ -124,7 +98,7 @@ impl TestBackend for Etcd {
         Some(&self.faults)
     }
     async fn exclusive(&self) {
-        hold_exclusively(&self.faults.hold).await;
+        self.faults.hold.exclusive().await;
     }
     fn lacks(&self, capability: Capability) -> Option<&'static str> {
         (capability == Capability::Compaction && self.faults.shared.mode() != ServerMode::Local)
@@ -150,49 +124,5 @@ impl Faults for EtcdFaults {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => {}
             Err(e) => panic!("expire lease {lease:x} by revoking it: {e}"),
         }
-    }
-}
-
-/// A client whose `compact` first waits until its test has the server to itself.
-#[derive(Debug)]
-struct Gated {
-    inner: EtcdBackend,
-    hold: Weak<Mutex<Hold>>,
-}
-
-#[async_trait]
-impl CoordinationBackend for Gated {
-    fn info(&self) -> BackendInfo {
-        self.inner.info()
-    }
-    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.inner.lease_keep_alive(lease).await
-    }
-    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.inner.lease_revoke(lease).await
-    }
-    async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
-        self.inner.lease_time_to_live(lease).await
-    }
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        self.inner.range(request).await
-    }
-    async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
-        self.inner.txn(request).await
-    }
-    async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
-        self.inner.watch(request).await
-    }
-    async fn current_revision(&self) -> Result<Revision> {
-        self.inner.current_revision().await
-    }
-    async fn compact(&self, revision: Revision) -> Result<()> {
-        if let Some(hold) = self.hold.upgrade() {
-            hold_exclusively(&hold).await;
-        }
-        self.inner.compact(revision).await
     }
 }

@@ -45,12 +45,15 @@ use futures::future::BoxFuture;
 pub mod bugs;
 pub mod contract;
 pub mod election;
+mod gate;
 pub mod mutex;
 pub mod randomized;
 pub mod rwmutex;
 pub mod safety;
 pub mod semaphore;
 pub mod session;
+
+pub use gate::{GateHold, Gated, StoreGate};
 
 /// How time passes for a backend under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
