@@ -324,10 +324,17 @@ impl EtcdBackend {
 
     /// The current revision, from a count-only read of one key in the namespace.
     async fn read_revision(&self) -> Result<Revision> {
-        let key = if self.inner.ns.prefix().is_empty() {
-            vec![0]
-        } else {
-            self.inner.ns.prefix().to_vec()
+        self.read_revision_at(&[]).await
+    }
+
+    /// The current revision, from a count-only read of `key` (in the namespace): a caller
+    /// whose role covers only some keys (say, under a prefix that a wrapper such as
+    /// `Namespaced` adds) can read the key it is about to watch.
+    async fn read_revision_at(&self, key: &[u8]) -> Result<Revision> {
+        let key = match (key, self.inner.ns.prefix()) {
+            ([], []) => vec![0],
+            ([], prefix) => prefix.to_vec(),
+            (key, _) => self.inner.ns.key(key),
         };
         let what = "current revision";
         let opts = etcd_client::GetOptions::new().with_count_only();
@@ -495,7 +502,7 @@ impl CoordinationBackend for EtcdBackend {
         // linearizable read gives a "now" no older than anything read before the call.
         let floor = match request.start {
             coord_core::WatchStart::Now if self.inner.endpoints.len() > 1 => {
-                Some(self.read_revision().await?)
+                Some(self.read_revision_at(request.range.start()).await?)
             }
             _ => None,
         };
