@@ -19,7 +19,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 
 use crate::{CoordinationBackend, Error, Result};
 
-pub use url::Url;
+pub use url::{Host, Url};
 
 /// The query parameters `coord::connect` takes for every scheme (the key namespace and the
 /// session TTL), before the backend parses the rest of the URL.

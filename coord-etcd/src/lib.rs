@@ -58,6 +58,7 @@
 
 mod convert;
 mod error;
+mod from_url;
 mod lease;
 mod options;
 mod watch;
@@ -74,6 +75,7 @@ use coord_core::{
 };
 
 pub use etcd_client;
+pub use from_url::DEFAULT_PORT;
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT, EtcdOptions,
 };
