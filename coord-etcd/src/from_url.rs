@@ -250,7 +250,7 @@ impl UrlOptions for EtcdOptions {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
+    use std::path::Path;
     use std::time::Duration;
 
     use coord_core::Error;
@@ -296,7 +296,9 @@ mod tests {
             o.user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
             Some(("alice", "p@ss"))
         );
-        assert!(matches!(&o.ca_cert, Some(Pem::File(p)) if *p == PathBuf::from("/tmp/ca.pem")));
+        assert!(
+            matches!(&o.ca_cert, Some(Pem::File(p)) if p.as_path() == Path::new("/tmp/ca.pem"))
+        );
         assert!(o.identity.is_some());
         assert_eq!(o.request_timeout, Some(Duration::from_secs(2)));
         assert_eq!(o.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
