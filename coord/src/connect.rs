@@ -386,6 +386,32 @@ mod tests {
         assert!(err("memory://?ttl=1s&ttl=2s").contains("`ttl` given twice"));
     }
 
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn the_backend_gets_the_url_without_namespace_and_ttl_and_writes_it_back_redacted() {
+        let o = ConnectOptions::parse(
+            "etcds://alice:p%40ss@h:1,h2?namespace=app%2F&cacert=/ca.pem&ttl=15&password_file=x",
+        );
+        let e = o.unwrap_err().to_string();
+        assert!(e.contains("unknown query parameter `password_file`"), "{e}");
+        assert!(!e.contains("p@ss") && !e.contains("p%40ss"), "{e}");
+        let o = ConnectOptions::parse(
+            "etcds://alice:p%40ss@h:1,h2?namespace=app%2F&cacert=/ca+b.pem&ttl=15",
+        )
+        .unwrap();
+        assert_eq!(o.scheme(), "etcds");
+        assert_eq!(o.namespace_prefix(), Some("app/"));
+        let shown = format!("{} {o:?}", o.redacted_url());
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
+            "{shown}"
+        );
+        assert_eq!(
+            o.redacted_url(),
+            "etcds://alice:***@h:1,h2:2379?namespace=app/&ttl=15s&cacert=/ca%2Bb.pem"
+        );
+    }
+
     #[test]
     fn bad_urls_name_the_problem() {
         let e = err("127.0.0.1:2379");
