@@ -180,7 +180,7 @@ async fn command(id: &str, node: &mut Node, command: &str, arg: &str) -> Result<
         },
         "crash" => {
             let lease = node.session.lease();
-            match node.conn.memory() {
+            match node.conn.backend_as::<coord::memory::MemoryBackend>() {
                 Some(memory) => {
                     memory.expire_lease_now(lease)?;
                     println!("[{id}] lease {lease:x} expired");

@@ -56,21 +56,52 @@ Exit codes:
   6    `leader`: the election has no leader
   126  CMD could not be executed; 127: CMD not found
   128+N  interrupted by signal N while waiting (130 for SIGINT, 143 for SIGTERM),
-       or CMD was killed by signal N
+       or CMD was killed by signal N";
 
-Backend URLs: memory://[STORE], etcd://HOST:PORT[,HOST:PORT], etcds://HOST:PORT (TLS),
-redis://[USER:PASS@]HOST:PORT[/DB], rediss://... (TLS), with query options
-namespace, ttl, user, password, cacert, cert, key, tls_domain, connect_timeout,
-request_timeout, e.g. etcds://10.0.0.1:2379?cacert=ca.pem&namespace=myapp/";
+/// The help text after the options: the exit codes, then the backend URLs of the table
+/// `coord::connect` reads, those this build lacks with the feature that adds them.
+fn after_help() -> String {
+    let mut help = format!(
+        "{EXIT_CODES}\n\nBackend URLs (every one takes the query options {}; values \
+         percent-encoded):",
+        coord::backend_url::COMMON_QUERY_PARAMETERS.join(" and ")
+    );
+    for backend in coord::known_backends() {
+        if backend.is_enabled() {
+            for form in backend.url_forms() {
+                help.push_str(&format!("\n  {form}"));
+            }
+            if !backend.query_parameters().is_empty() {
+                help.push_str(&format!(
+                    "\n      options: {}",
+                    backend.query_parameters().join(", ")
+                ));
+            }
+        } else {
+            let schemes: Vec<String> = backend
+                .schemes()
+                .iter()
+                .map(|s| format!("{s}://"))
+                .collect();
+            help.push_str(&format!(
+                "\n  {}: not in this build (cargo feature \"{}\")",
+                schemes.join(", "),
+                backend.feature()
+            ));
+        }
+    }
+    help.push_str("\ne.g. memory://?namespace=myapp/&ttl=10s");
+    help
+}
 
 /// Distributed locks, leader election and benchmarks on etcd, Redis or in memory.
 ///
 /// Locks and elections use etcd's own key layout, so on etcd they exclude and see
 /// `etcdctl lock`, `etcdctl elect` and Go's `concurrency` package on the same name.
 #[derive(Debug, Parser)]
-#[command(name = "coord", version, after_help = EXIT_CODES)]
+#[command(name = "coord", version, after_help = after_help())]
 pub(crate) struct Cli {
-    /// Backend URL: memory://, etcd://HOST:PORT[,HOST:PORT], etcds://..., redis://...
+    /// Backend URL: memory://, or a server's (listed at the end of --help)
     #[arg(
         long,
         global = true,

@@ -11,6 +11,7 @@
 //!   `etcdctl lock`, `etcdctl elect` and Go's `concurrency` package.
 
 mod backend;
+pub mod backend_url;
 mod error;
 mod ext;
 pub mod faults;
@@ -23,6 +24,7 @@ mod txn;
 mod watch;
 
 pub use backend::{BackendInfo, CoordinationBackend};
+pub use backend_url::{UrlOptions, parse_duration};
 pub use error::{Error, Result};
 pub use ext::BackendExt;
 pub use kv::{KeyRange, KeyValue, LeaseId, NO_LEASE, Revision, prefix_end};

@@ -193,8 +193,15 @@ impl<B: CoordinationBackend> CoordinationBackend for Namespaced<B> {
         });
         Ok(WatchStream::new(start, stream.boxed()))
     }
+    /// Read with a count-only range of the prefix key itself, so that a client whose
+    /// permissions end at the prefix (an etcd role over `prefix`) can read it; a read of
+    /// any key is served at the store's current revision.
     async fn current_revision(&self) -> Result<Revision> {
-        self.inner.current_revision().await
+        if self.prefix.is_empty() {
+            return self.inner.current_revision().await;
+        }
+        let request = RangeRequest::key(self.prefix.clone()).count_only();
+        Ok(self.inner.range(request).await?.revision)
     }
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.inner.compact(revision).await

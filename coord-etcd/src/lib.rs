@@ -65,6 +65,7 @@
 
 mod convert;
 mod error;
+mod from_url;
 mod lease;
 mod options;
 mod watch;
@@ -81,6 +82,7 @@ use coord_core::{
 };
 
 pub use etcd_client;
+pub use from_url::DEFAULT_PORT;
 pub use options::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_KEEP_ALIVE_TIMEOUT, EtcdOptions,
 };
@@ -331,10 +333,17 @@ impl EtcdBackend {
 
     /// The current revision, from a count-only read of one key in the namespace.
     async fn read_revision(&self) -> Result<Revision> {
-        let key = if self.inner.ns.prefix().is_empty() {
-            vec![0]
-        } else {
-            self.inner.ns.prefix().to_vec()
+        self.read_revision_at(&[]).await
+    }
+
+    /// The current revision, from a count-only read of `key` (in the namespace): a caller
+    /// whose role covers only some keys (say, under a prefix that a wrapper such as
+    /// `Namespaced` adds) can read the key it is about to watch.
+    async fn read_revision_at(&self, key: &[u8]) -> Result<Revision> {
+        let key = match (key, self.inner.ns.prefix()) {
+            ([], []) => vec![0],
+            ([], prefix) => prefix.to_vec(),
+            (key, _) => self.inner.ns.key(key),
         };
         let what = "current revision";
         let opts = etcd_client::GetOptions::new().with_count_only();
@@ -505,7 +514,7 @@ impl CoordinationBackend for EtcdBackend {
         // linearizable read gives a "now" no older than anything read before the call.
         let floor = match request.start {
             coord_core::WatchStart::Now if self.inner.endpoints.len() > 1 => {
-                Some(self.read_revision().await?)
+                Some(self.read_revision_at(request.range.start()).await?)
             }
             _ => None,
         };

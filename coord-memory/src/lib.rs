@@ -161,6 +161,7 @@
 //! ```
 
 mod lease;
+mod shared;
 mod store;
 mod watch;
 
@@ -183,6 +184,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
+pub use shared::{DEFAULT_STORE, MemoryOptions};
 pub use store::MAX_TXN_OPS;
 
 use store::State;

@@ -50,29 +50,31 @@
 //! |---|---|
 //! | `memory` (default) | `memory://` URLs and [`memory::MemoryBackend`] |
 //! | `etcd` | `etcd://` and `etcds://` URLs and the `etcd` module (`EtcdBackend`, `EtcdOptions`) |
-//! | `redis` | `redis://` and `rediss://` URLs (the backend is not written yet: connecting says so) |
+//! | `redis` | `redis://` and `rediss://` URLs and the `redis` module (`RedisOptions`; the backend is not written yet: connecting says so) |
+//!
+//! [`known_backends`] lists the backends `connect` knows, with their schemes and whether
+//! this build has them.
 //!
 //! The `coord` command-line tool is the `coord-cli` package, so this library pulls in no
 //! command-line dependencies.
 
 mod connect;
+mod registry;
 
-pub use connect::{
-    ConnectOptions, Connection, DEFAULT_ETCD_PORT, DEFAULT_REDIS_PORT, connect, parse_duration,
-};
+pub use connect::{ConnectOptions, Connection, connect};
 pub use coord_core::*;
+pub use registry::{KnownBackend, known_backends};
 
-/// The in-process backend: exact etcd semantics, tokio time, fault hooks for tests.
-#[cfg(feature = "memory")]
-pub mod memory {
-    pub use coord_memory::*;
+// The backends `connect` knows. A line gives the module that re-exports the backend crate
+// (when its feature is on), the cargo feature, the URL schemes, and the type that parses
+// those URLs (`coord_core::UrlOptions`); a new backend is one more line here and its
+// feature in Cargo.toml.
+registry::backends! {
+    /// The in-process backend: exact etcd semantics, tokio time, fault hooks for tests.
+    memory: "memory" ["memory"] => coord_memory::MemoryOptions;
+    /// The etcd v3 backend.
+    etcd: "etcd" ["etcd", "etcds"] => coord_etcd::EtcdOptions;
+    /// The Redis backend: a skeleton whose URLs parse, and whose connect says it is not
+    /// implemented yet.
+    redis: "redis" ["redis", "rediss"] => coord_redis::RedisOptions;
 }
-
-/// The etcd v3 backend.
-#[cfg(feature = "etcd")]
-pub mod etcd {
-    pub use coord_etcd::*;
-}
-
-// When coord-redis has a backend: `#[cfg(feature = "redis")] pub mod redis { pub use coord_redis::*; }`
-// and its arm in `ConnectOptions::connect_redis`.
