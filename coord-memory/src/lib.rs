@@ -322,7 +322,7 @@ impl MemoryBackend {
         Arc::ptr_eq(&self.store, &other.store)
     }
 
-    fn shared(&self) -> &Shared {
+    fn state(&self) -> &Shared {
         &self.store.shared
     }
 
@@ -335,7 +335,7 @@ impl MemoryBackend {
     /// # Errors
     /// [`Error::LeaseNotFound`] when the lease does not exist.
     pub fn expire_lease_now(&self, lease: LeaseId) -> Result<()> {
-        let mut state = self.shared().lock();
+        let mut state = self.state().lock();
         state.expire_due(Instant::now());
         if state.remove_lease(lease) {
             tracing::debug!(
@@ -410,26 +410,26 @@ impl MemoryBackend {
 
     /// The store's current revision (after expiring due leases), without faults or latency.
     pub fn revision(&self) -> Revision {
-        let mut state = self.shared().lock();
+        let mut state = self.state().lock();
         state.expire_due(Instant::now());
         state.revision
     }
 
     /// The oldest revision a watch can start from: 0 until the first compaction.
     pub fn compact_revision(&self) -> Revision {
-        self.shared().lock().compact_revision
+        self.state().lock().compact_revision
     }
 
     /// The number of live keys (after expiring due leases).
     pub fn key_count(&self) -> usize {
-        let mut state = self.shared().lock();
+        let mut state = self.state().lock();
         state.expire_due(Instant::now());
         state.keys.len()
     }
 
     /// The number of live leases (after expiring due leases).
     pub fn lease_count(&self) -> usize {
-        let mut state = self.shared().lock();
+        let mut state = self.state().lock();
         state.expire_due(Instant::now());
         state.leases.len()
     }
@@ -437,7 +437,7 @@ impl MemoryBackend {
     /// The number of registered watchers of the store (all clients). A dropped watch stream
     /// is unregistered at once.
     pub fn watcher_count(&self) -> usize {
-        self.shared().lock().watchers.len()
+        self.state().lock().watchers.len()
     }
 
     /// Bounds the history kept for watches to the last `revisions` revisions, compacting
@@ -445,7 +445,7 @@ impl MemoryBackend {
     /// everything since the last explicit compaction, as etcd without auto-compaction does).
     /// Useful for long-running demos and benchmarks.
     pub fn set_history_retention(&self, revisions: Option<u64>) {
-        self.shared().lock().retention = revisions;
+        self.state().lock().retention = revisions;
     }
 }
 
