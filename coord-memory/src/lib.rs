@@ -181,9 +181,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use coord_core::MAX_TXN_OPS;
 pub use faults::{LateApply, PartitionMode};
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
-pub use store::MAX_TXN_OPS;
 
 use faults::ClientFaults;
 use store::State;
