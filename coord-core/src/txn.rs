@@ -384,3 +384,54 @@ impl TxnResponse {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(request: TxnRequest) -> String {
+        match request.validate() {
+            Err(crate::Error::InvalidArgument { message }) => message,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    // Which requests are rejected is the conformance suite's business (every backend runs
+    // it); this checks that the message says what is wrong and where.
+    #[test]
+    fn validate_names_the_branch_operation_and_key_at_fault() {
+        let put = |key: &str| TxnOp::put(key, "v");
+        assert_eq!(
+            message(TxnRequest::new().or_else([put("a"), put("b"), put("b")])),
+            r#"txn failure branch puts key "b" more than once"#
+        );
+        assert_eq!(
+            message(
+                TxnRequest::new()
+                    .and_then([put("a/1"), TxnOp::delete_range(KeyRange::prefix("a/"))])
+            ),
+            r#"txn success branch both puts and deletes key "a/1""#
+        );
+        assert_eq!(
+            message(TxnRequest::new().and_then([put("a"), put("")])),
+            "txn success branch, operation 1: put key must not be empty"
+        );
+        assert_eq!(
+            message(TxnRequest::new().or_else([TxnOp::delete_range(KeyRange::range("b", "a"))])),
+            r#"txn failure branch, operation 0: empty key range: start "b" is not below end "a""#
+        );
+        assert_eq!(
+            message(TxnRequest::new().when([
+                Compare::version("a", CompareOp::Equal, 0),
+                Compare::version("", CompareOp::Equal, 0),
+            ])),
+            "txn compare 1: key must not be empty"
+        );
+        let compares =
+            (0..=MAX_TXN_OPS).map(|i| Compare::version(format!("k{i}"), CompareOp::Equal, 0));
+        assert_eq!(
+            message(TxnRequest::new().when(compares)),
+            "txn has 129 compares; at most 128 are allowed"
+        );
+    }
+}
