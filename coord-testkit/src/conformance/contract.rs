@@ -595,100 +595,88 @@ pub async fn range_filter_sort_limit_and_more(backend: &dyn TestBackend) {
         let r = c.range(req.clone()).await.unwrap();
         assert_eq!(names(&r.kvs), want, "{req:?}");
     }
-    // Limit: more, count of everything in range.
-    let r = c
-        .range(sorted(SortTarget::CreateRevision, SortOrder::Ascend).limit(2))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["d", "b"]);
-    assert!(r.more);
-    assert_eq!(r.count, 5);
-    let r = c
-        .range(RangeRequest::prefix(pre.as_str()).limit(5))
-        .await
-        .unwrap();
-    assert!(
-        !r.more,
-        "a limit equal to the number of keys cuts nothing off"
-    );
-    // Filter before sort before limit: the newest key created at or before `a`'s revision
-    // (etcd's WithLastCreate + WithMaxCreateRev: the predecessor query of the recipes).
-    let r = c
-        .range(RangeRequest::last_created_before(
-            pre.as_str(),
-            created["a"],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["a"]);
-    assert!(r.more, "d, b and e also pass the filter");
-    assert_eq!(r.count, 5, "count is taken before the revision filters");
-    let r = c
-        .range(RangeRequest::last_created_before(
-            pre.as_str(),
-            created["a"] - 1,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["e"]);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
+    // Filter, then sort, then limit; `more` when the limit cut off keys that passed the
+    // filters; `count` taken before the filters and the limit, so always 5 here.
+    let all = || RangeRequest::prefix(pre.as_str());
+    let b_to_a = || {
+        all()
+            .min_create_revision(created["b"])
+            .max_create_revision(created["a"])
+    };
+    let cases: [(&str, RangeRequest, &[&str], bool); 10] = [
+        (
+            "limit",
+            sorted(SortTarget::CreateRevision, SortOrder::Ascend).limit(2),
+            &["d", "b"],
+            true,
+        ),
+        (
+            "a limit equal to the number of keys",
+            all().limit(5),
+            &["a", "b", "c", "d", "e"],
+            false,
+        ),
+        // etcd's WithLastCreate + WithMaxCreateRev: the predecessor query of the recipes.
+        (
+            "newest created at or before a",
+            RangeRequest::last_created_before(pre.as_str(), created["a"]),
+            &["a"],
+            true,
+        ),
+        (
+            "newest created before a",
+            RangeRequest::last_created_before(pre.as_str(), created["a"] - 1),
+            &["e"],
+            true,
+        ),
+        (
+            "oldest",
+            RangeRequest::first_created(pre.as_str()),
+            &["d"],
+            true,
+        ),
+        (
+            "min create revision, sorted, limited",
+            all()
                 .min_create_revision(created["e"])
                 .sort(SortTarget::CreateRevision, SortOrder::Ascend)
                 .limit(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["e", "a"]);
-    assert!(r.more);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
-                .min_create_revision(created["b"])
-                .max_create_revision(created["a"]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["a", "b", "e"]);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
-                .min_create_revision(created["b"])
-                .max_create_revision(created["a"])
-                .sort(SortTarget::Key, SortOrder::Descend)
-                .limit(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["e", "b"]);
-    assert!(r.more, "a passed the filters but was cut by the limit");
-    assert_eq!(r.count, 5);
-    let r = c
-        .range(RangeRequest::first_created(pre.as_str()))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["d"]);
-    assert!(r.more);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
-                .min_create_revision(created["a"])
-                .limit(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["a", "c"]);
-    assert!(
-        !r.more,
-        "more is about the keys the filters let through, not the whole range"
-    );
-    let r = c
-        .range(RangeRequest::prefix(pre.as_str()).max_create_revision(created["d"] - 1))
-        .await
-        .unwrap();
-    assert!(r.kvs.is_empty() && !r.more);
-    assert_eq!(r.count, 5);
+            &["e", "a"],
+            true,
+        ),
+        (
+            "min and max create revision",
+            b_to_a(),
+            &["a", "b", "e"],
+            false,
+        ),
+        (
+            "min and max create revision, sorted, limited",
+            b_to_a().sort(SortTarget::Key, SortOrder::Descend).limit(2),
+            &["e", "b"],
+            true,
+        ),
+        (
+            "a filter that lets no more keys through than the limit",
+            all().min_create_revision(created["a"]).limit(2),
+            &["a", "c"],
+            false,
+        ),
+        (
+            "a filter that lets nothing through",
+            all().max_create_revision(created["d"] - 1),
+            &[],
+            false,
+        ),
+    ];
+    for (what, req, want, more) in cases {
+        let r = c.range(req).await.unwrap();
+        assert_eq!(
+            (names(&r.kvs), r.more, r.count),
+            (want.iter().map(|n| n.to_string()).collect(), more, 5),
+            "{what}"
+        );
+    }
     // [start, end) ranges and single keys.
     let r = c
         .range(RangeRequest::new(KeyRange::range(
