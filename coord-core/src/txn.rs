@@ -232,17 +232,26 @@ impl TxnRequest {
         self
     }
 
-    /// Checks every compare and operation.
+    /// Checks the request as etcd's API layer does before it reaches the store, so that
+    /// every backend rejects the same requests.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidArgument`] naming the first bad part: an empty key, an inverted
-    /// range, a negative lease or limit.
+    /// [`crate::Error::InvalidArgument`] naming the first bad part (the compare, or the
+    /// branch and operation): more than [`MAX_TXN_OPS`] compares or operations in a
+    /// branch, an empty key, an inverted range, a negative lease or limit, a key put twice
+    /// in one branch or put in a range the same branch deletes.
     pub fn validate(&self) -> crate::Result<()> {
-        for c in &self.compares {
+        if self.compares.len() > MAX_TXN_OPS {
+            return Err(crate::Error::invalid_argument(format!(
+                "txn has {} compares; at most {MAX_TXN_OPS} are allowed",
+                self.compares.len()
+            )));
+        }
+        for (index, c) in self.compares.iter().enumerate() {
             if c.key.is_empty() {
-                return Err(crate::Error::invalid_argument(
-                    "compare key must not be empty",
-                ));
+                return Err(crate::Error::invalid_argument(format!(
+                    "txn compare {index}: key must not be empty"
+                )));
             }
         }
         for (branch, ops) in [("success", &self.success), ("failure", &self.failure)] {
@@ -252,53 +261,67 @@ impl TxnRequest {
                     ops.len()
                 )));
             }
-            check_duplicate_writes(branch, ops)?;
-        }
-        for op in self.success.iter().chain(&self.failure) {
-            match op {
-                TxnOp::Put(p) => {
-                    if p.key.is_empty() {
-                        return Err(crate::Error::invalid_argument("put key must not be empty"));
-                    }
-                    if p.lease < 0 {
-                        return Err(crate::Error::invalid_argument(format!(
-                            "lease id must not be negative, got {}",
-                            p.lease
-                        )));
-                    }
-                }
-                TxnOp::Delete(d) => d.range.validate()?,
-                TxnOp::Range(r) => r.validate()?,
+            for (index, op) in ops.iter().enumerate() {
+                op.validate().map_err(|e| match e {
+                    crate::Error::InvalidArgument { message } => crate::Error::invalid_argument(
+                        format!("txn {branch} branch, operation {index}: {message}"),
+                    ),
+                    other => other,
+                })?;
             }
+            check_duplicate_writes(branch, ops)?;
         }
         Ok(())
     }
 }
 
-/// The most operations one branch of a txn may hold (etcd's default `--max-txn-ops`).
+impl TxnOp {
+    fn validate(&self) -> crate::Result<()> {
+        match self {
+            TxnOp::Put(p) => {
+                if p.key.is_empty() {
+                    return Err(crate::Error::invalid_argument("put key must not be empty"));
+                }
+                if p.lease < 0 {
+                    return Err(crate::Error::invalid_argument(format!(
+                        "lease id must not be negative, got {}",
+                        p.lease
+                    )));
+                }
+                Ok(())
+            }
+            TxnOp::Delete(d) => d.range.validate(),
+            TxnOp::Range(r) => r.validate(),
+        }
+    }
+}
+
+/// The most compares, and separately the most operations one branch, a txn may hold:
+/// etcd's default `--max-txn-ops`, which etcd enforces on all three.
 pub const MAX_TXN_OPS: usize = 128;
 
 /// etcd rejects a branch that puts one key twice, or puts a key that the same branch
-/// deletes; every backend rejects the same requests.
+/// deletes, whatever the order of the two (its `checkIntervals`).
 fn check_duplicate_writes(branch: &str, ops: &[TxnOp]) -> crate::Result<()> {
+    let deletes: Vec<&KeyRange> = ops
+        .iter()
+        .filter_map(|op| match op {
+            TxnOp::Delete(d) => Some(&d.range),
+            _ => None,
+        })
+        .collect();
     let mut puts = std::collections::HashSet::new();
     for op in ops {
-        if let TxnOp::Put(p) = op
-            && !puts.insert(p.key.as_slice())
-        {
+        let TxnOp::Put(p) = op else { continue };
+        let key = String::from_utf8_lossy(&p.key);
+        if !puts.insert(p.key.as_slice()) {
             return Err(crate::Error::invalid_argument(format!(
-                "txn {branch} branch puts key {:?} more than once",
-                String::from_utf8_lossy(&p.key)
+                "txn {branch} branch puts key {key:?} more than once"
             )));
         }
-    }
-    for op in ops {
-        if let TxnOp::Delete(d) = op
-            && let Some(key) = puts.iter().find(|k| d.range.contains(k))
-        {
+        if deletes.iter().any(|range| range.contains(&p.key)) {
             return Err(crate::Error::invalid_argument(format!(
-                "txn {branch} branch both puts and deletes key {:?}",
-                String::from_utf8_lossy(key)
+                "txn {branch} branch both puts and deletes key {key:?}"
             )));
         }
     }
@@ -358,5 +381,56 @@ impl TxnResponse {
                 "txn response {index} is not a range: {other:?}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(request: TxnRequest) -> String {
+        match request.validate() {
+            Err(crate::Error::InvalidArgument { message }) => message,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    // Which requests are rejected is the conformance suite's business (every backend runs
+    // it); this checks that the message says what is wrong and where.
+    #[test]
+    fn validate_names_the_branch_operation_and_key_at_fault() {
+        let put = |key: &str| TxnOp::put(key, "v");
+        assert_eq!(
+            message(TxnRequest::new().or_else([put("a"), put("b"), put("b")])),
+            r#"txn failure branch puts key "b" more than once"#
+        );
+        assert_eq!(
+            message(
+                TxnRequest::new()
+                    .and_then([put("a/1"), TxnOp::delete_range(KeyRange::prefix("a/"))])
+            ),
+            r#"txn success branch both puts and deletes key "a/1""#
+        );
+        assert_eq!(
+            message(TxnRequest::new().and_then([put("a"), put("")])),
+            "txn success branch, operation 1: put key must not be empty"
+        );
+        assert_eq!(
+            message(TxnRequest::new().or_else([TxnOp::delete_range(KeyRange::range("b", "a"))])),
+            r#"txn failure branch, operation 0: empty key range: start "b" is not below end "a""#
+        );
+        assert_eq!(
+            message(TxnRequest::new().when([
+                Compare::version("a", CompareOp::Equal, 0),
+                Compare::version("", CompareOp::Equal, 0),
+            ])),
+            "txn compare 1: key must not be empty"
+        );
+        let compares =
+            (0..=MAX_TXN_OPS).map(|i| Compare::version(format!("k{i}"), CompareOp::Equal, 0));
+        assert_eq!(
+            message(TxnRequest::new().when(compares)),
+            "txn has 129 compares; at most 128 are allowed"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //!   lease expiry or revoke that changes something. Keys carry `create_revision`,
 //!   `mod_revision`, `version` and `lease` exactly as etcd reports them.
 //! - **Txn** checks what etcd's API layer checks (valid keys and ranges, at most
-//!   [`MAX_TXN_OPS`] operations per branch, no key put twice or put and deleted in one
+//!   [`MAX_TXN_OPS`](coord_core::MAX_TXN_OPS) operations per branch, no key put twice or put and deleted in one
 //!   branch), evaluates the compares, rejects the whole txn with
 //!   [`Error::LeaseNotFound`] if a put of the chosen branch
 //!   names a lease that does not exist, then applies the branch in order.
@@ -185,7 +185,6 @@ use tokio::time::Instant;
 
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
 pub use shared::{DEFAULT_STORE, MemoryOptions};
-pub use store::MAX_TXN_OPS;
 
 use store::State;
 
@@ -572,7 +571,7 @@ impl CoordinationBackend for MemoryBackend {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a request that fails [`TxnRequest::validate`], has
-    /// more than [`MAX_TXN_OPS`] compares or operations in a branch, or puts a key twice (or
+    /// more than [`MAX_TXN_OPS`](coord_core::MAX_TXN_OPS) compares or operations in a branch, or puts a key twice (or
     /// puts a key it also deletes) in one branch; [`Error::LeaseNotFound`] when a put of the
     /// chosen branch names a lease that does not exist. In every error case nothing is
     /// applied.

@@ -1,6 +1,6 @@
 //! The revisioned key space: keys, revisions, event history, txn and range.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -13,10 +13,6 @@ use tokio::time::Instant;
 
 use crate::lease::Leases;
 use crate::watch::Watchers;
-
-/// The most operations (and, separately, compares) one branch of a txn may hold: etcd's
-/// default `--max-txn-ops`.
-pub const MAX_TXN_OPS: usize = 128;
 
 /// The events of one revision, with `prev_kv` always filled in when the key existed.
 #[derive(Debug)]
@@ -75,46 +71,6 @@ pub(crate) fn keys_in<'a>(
             .map(|(_, kv)| kv),
         ),
     }
-}
-
-/// etcd's `checkIntervals`: within one branch, a key may be put at most once and must not
-/// fall in a range deleted by the same branch.
-fn check_intervals(ops: &[TxnOp]) -> Result<()> {
-    let deletes: Vec<&KeyRange> = ops
-        .iter()
-        .filter_map(|op| match op {
-            TxnOp::Delete(d) => Some(&d.range),
-            _ => None,
-        })
-        .collect();
-    let mut puts: HashSet<&[u8]> = HashSet::new();
-    for op in ops {
-        if let TxnOp::Put(p) = op
-            && (!puts.insert(&p.key) || deletes.iter().any(|r| r.contains(&p.key)))
-        {
-            return Err(Error::invalid_argument(format!(
-                "duplicate key given in txn request: {:?}",
-                String::from_utf8_lossy(&p.key)
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks a txn request as etcd's API layer does, before it reaches the store.
-pub(crate) fn check_txn(request: &TxnRequest) -> Result<()> {
-    request.validate()?;
-    if request.compares.len() > MAX_TXN_OPS
-        || request.success.len() > MAX_TXN_OPS
-        || request.failure.len() > MAX_TXN_OPS
-    {
-        return Err(Error::invalid_argument(format!(
-            "too many operations in txn request (at most {MAX_TXN_OPS} compares and \
-             {MAX_TXN_OPS} operations per branch)"
-        )));
-    }
-    check_intervals(&request.success)?;
-    check_intervals(&request.failure)
 }
 
 /// Answers a range request from `keys`, reporting `revision`.
@@ -263,7 +219,7 @@ impl State {
     }
 
     pub(crate) fn txn(&mut self, request: TxnRequest, now: Instant) -> Result<TxnResponse> {
-        check_txn(&request)?;
+        request.validate()?;
         self.expire_due(now);
         let succeeded = request
             .compares

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use coord_core::{
-    BackendExt, Compare, CompareOp, Error, EventKind, KeyRange, KeyValue, NO_LEASE, RangeRequest,
-    Revision, SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest, WatchRequest,
+    BackendExt, Compare, CompareOp, Delete, Error, EventKind, KeyRange, KeyValue, MAX_TXN_OPS,
+    NO_LEASE, Put, RangeRequest, Revision, SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest,
+    WatchRequest,
 };
 use futures::StreamExt;
 
-use super::{Capability, TestBackend, prompt, skip_unless, unique};
+use super::{Capability, TestBackend, eventually, keys_under, prompt, skip_unless, unique};
 
 async fn put(c: &dyn coord_core::CoordinationBackend, key: &str, value: &str) -> Revision {
     c.put(key.as_bytes(), value.as_bytes(), NO_LEASE)
@@ -20,6 +21,16 @@ async fn put(c: &dyn coord_core::CoordinationBackend, key: &str, value: &str) ->
 
 async fn get(c: &dyn coord_core::CoordinationBackend, key: &str) -> Option<KeyValue> {
     c.get(key.as_bytes()).await.expect("get")
+}
+
+/// The key of a DELETE event, as etcd reports it: the key and the deleting revision, every
+/// other field zero or empty.
+fn deleted(key: impl Into<Vec<u8>>, revision: Revision) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        mod_revision: revision,
+        ..KeyValue::default()
+    }
 }
 
 /// Every write txn raises the revision by exactly one and all of its changes carry it; a
@@ -93,10 +104,17 @@ pub async fn revision_rises_once_per_write_txn(backend: &dyn TestBackend) {
         before + 2,
         "an empty delete changes nothing"
     );
-    // Deleting three keys in one txn: one revision.
+    // A put and a delete in one txn: one revision.
+    let resp = c
+        .txn(TxnRequest::new().and_then([TxnOp::put(b.as_str(), "2"), TxnOp::delete(d.as_str())]))
+        .await
+        .unwrap();
+    assert_eq!(resp.revision, before + 3);
+    assert!(get(c.as_ref(), &d).await.is_none());
+    // Deleting the two keys left in one txn: one revision.
     let n = c.delete(KeyRange::prefix(p.as_str())).await.unwrap();
-    assert_eq!(n, 3);
-    assert_eq!(c.current_revision().await.unwrap(), before + 3);
+    assert_eq!(n, 2);
+    assert_eq!(c.current_revision().await.unwrap(), before + 4);
     // Re-creating a key gives it a new create revision and version 1.
     let r4 = put(c.as_ref(), &a, "3").await;
     let kv = get(c.as_ref(), &a).await.unwrap();
@@ -166,8 +184,28 @@ pub async fn txn_compares_every_kind_on_both_branches(backend: &dyn TestBackend)
             Compare::mod_revision(absent.as_str(), CompareOp::Greater, 0),
             false,
         ),
+        (
+            Compare::create_revision(absent.as_str(), CompareOp::Greater, 0),
+            false,
+        ),
+        (
+            Compare::mod_revision(absent.as_str(), CompareOp::Equal, 0),
+            true,
+        ),
+        (
+            Compare::mod_revision(absent.as_str(), CompareOp::Less, 1),
+            true,
+        ),
+        (
+            Compare::version(absent.as_str(), CompareOp::NotEqual, 0),
+            false,
+        ),
         (Compare::lease(absent.as_str(), CompareOp::Equal, 0), true),
         (Compare::value(absent.as_str(), CompareOp::Equal, ""), false),
+        (
+            Compare::value(absent.as_str(), CompareOp::Greater, ""),
+            false,
+        ),
         (
             Compare::value(absent.as_str(), CompareOp::NotEqual, "x"),
             false,
@@ -213,49 +251,295 @@ pub async fn txn_compares_every_kind_on_both_branches(backend: &dyn TestBackend)
 }
 
 /// Later operations of a branch see the writes of earlier ones; `prev_kv` on a put returns
-/// the key before the txn's write.
+/// the key before the txn's write. A read reports the store revision it saw: the one before
+/// the txn until the branch has written, the txn's own after (as etcd's write txns do).
 pub async fn txn_later_ops_see_earlier_ones(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let p = unique("seq");
     let (a, b) = (format!("{p}/a"), format!("{p}/b"));
     put(c.as_ref(), &a, "old").await;
     put(c.as_ref(), &b, "b").await;
-    let mut put_a = TxnOp::put(a.as_str(), "new");
-    if let TxnOp::Put(pt) = &mut put_a {
-        pt.prev_kv = true;
-    }
     let resp = c
         .txn(TxnRequest::new().and_then([
-            put_a,
+            TxnOp::range(RangeRequest::key(a.as_str())),
+            put_returning_prev(&a, "new"),
             TxnOp::range(RangeRequest::key(a.as_str())),
             TxnOp::delete(b.as_str()),
             TxnOp::range(RangeRequest::prefix(p.as_str())),
         ]))
         .await
         .unwrap();
-    match &resp.responses[0] {
+    let unwritten = resp.range(0).unwrap();
+    assert_eq!(unwritten.kvs[0].value, b"old");
+    assert_eq!(
+        unwritten.revision,
+        resp.revision - 1,
+        "a read before the branch's first write reports the revision before the txn"
+    );
+    match &resp.responses[1] {
         TxnOpResponse::Put {
             prev_kv: Some(prev),
         } => assert_eq!(prev.value, b"old"),
         other => panic!("put with prev_kv returned {other:?}"),
     }
-    let read = resp.range(1).unwrap();
+    let read = resp.range(2).unwrap();
     assert_eq!(
         read.kvs[0].value, b"new",
         "a read after a put in one branch sees it"
     );
     assert_eq!(read.kvs[0].mod_revision, resp.revision);
-    match &resp.responses[2] {
+    assert_eq!(read.revision, resp.revision);
+    match &resp.responses[3] {
         TxnOpResponse::Delete { deleted, .. } => assert_eq!(*deleted, 1),
         other => panic!("delete returned {other:?}"),
     }
-    let all = resp.range(3).unwrap();
+    let all = resp.range(4).unwrap();
     let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key_str().into_owned()).collect();
     assert_eq!(
         keys,
         vec![a.clone()],
         "a read after a delete in one branch misses it"
     );
+}
+
+fn put_returning_prev(key: &str, value: &str) -> TxnOp {
+    TxnOp::Put(Put {
+        key: key.into(),
+        value: value.into(),
+        lease: NO_LEASE,
+        prev_kv: true,
+    })
+}
+
+/// `prev_kv` on a put returns the whole key as it was (none for a new key); on a delete,
+/// every deleted key in key order. Without it, neither returns anything.
+pub async fn txn_prev_kv_returns_the_keys_before_the_write(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("prev");
+    let (k, k2) = (format!("{p}/k"), format!("{p}/k2"));
+    let resp = c
+        .txn(TxnRequest::new().and_then([put_returning_prev(&k, "1")]))
+        .await
+        .unwrap();
+    let created = resp.revision;
+    assert_eq!(resp.responses[0], TxnOpResponse::Put { prev_kv: None });
+    let resp = c
+        .txn(TxnRequest::new().and_then([put_returning_prev(&k, "2")]))
+        .await
+        .unwrap();
+    let first = KeyValue {
+        key: k.clone().into(),
+        value: b"1".to_vec(),
+        create_revision: created,
+        mod_revision: created,
+        version: 1,
+        lease: NO_LEASE,
+    };
+    assert_eq!(
+        resp.responses[0],
+        TxnOpResponse::Put {
+            prev_kv: Some(first)
+        }
+    );
+    let resp = c
+        .txn(TxnRequest::new().and_then([TxnOp::put(k.as_str(), "3")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.responses[0], TxnOpResponse::Put { prev_kv: None });
+    let third = resp.revision;
+    let lease = c.lease_grant(Duration::from_secs(600)).await.unwrap().id;
+    let leased = c.put(k2.as_bytes(), b"x", lease).await.unwrap();
+    let resp = c
+        .txn(TxnRequest::new().and_then([TxnOp::Delete(Delete {
+            range: KeyRange::prefix(p.as_str()),
+            prev_kv: true,
+        })]))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.responses[0],
+        TxnOpResponse::Delete {
+            deleted: 2,
+            prev_kvs: vec![
+                KeyValue {
+                    key: k.clone().into(),
+                    value: b"3".to_vec(),
+                    create_revision: created,
+                    mod_revision: third,
+                    version: 3,
+                    lease: NO_LEASE,
+                },
+                KeyValue {
+                    key: k2.clone().into(),
+                    value: b"x".to_vec(),
+                    create_revision: leased,
+                    mod_revision: leased,
+                    version: 1,
+                    lease,
+                },
+            ]
+        }
+    );
+    put(c.as_ref(), &k, "again").await;
+    let resp = c
+        .txn(TxnRequest::new().and_then([TxnOp::delete(k.as_str())]))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.responses[0],
+        TxnOpResponse::Delete {
+            deleted: 1,
+            prev_kvs: Vec::new()
+        }
+    );
+    c.lease_revoke(lease).await.unwrap();
+}
+
+/// A put naming a lease that does not exist fails the whole txn with `LeaseNotFound` for
+/// that lease, and nothing of the txn is applied. Only the branch that runs is checked.
+pub async fn txn_put_on_a_missing_lease_applies_nothing(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("nolease");
+    let (a, b) = (format!("{p}/a"), format!("{p}/b"));
+    // Revoked, so certainly absent, even on a store other tests share.
+    let gone = c.lease_grant(backend.short_ttl()).await.unwrap().id;
+    c.lease_revoke(gone).await.unwrap();
+    let err = c
+        .txn(TxnRequest::new().and_then([
+            TxnOp::put(a.as_str(), "1"),
+            TxnOp::put_with_lease(b.as_str(), "2", gone),
+        ]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LeaseNotFound { lease } if lease == Some(gone)),
+        "{err:?}"
+    );
+    assert!(keys_under(c.as_ref(), &p).await.is_empty());
+    let resp = c
+        .txn(
+            TxnRequest::new()
+                .and_then([TxnOp::put(a.as_str(), "1")])
+                .or_else([TxnOp::put_with_lease(b.as_str(), "2", gone)]),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    assert!(get(c.as_ref(), &a).await.is_some());
+    assert!(get(c.as_ref(), &b).await.is_none());
+}
+
+/// A txn that etcd's API layer refuses is rejected whole with `InvalidArgument`, whatever
+/// part is bad and in whichever branch: nothing of it is applied. Requests right at the
+/// limits are accepted.
+pub async fn invalid_txns_are_rejected_whole(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("invalid");
+    let k = |name: &str| format!("{p}/{name}");
+    let marker = k("marker");
+    // Every bad request also writes the marker in the branch that would run.
+    let marked = || TxnRequest::new().and_then([TxnOp::put(marker.as_str(), "applied")]);
+    let puts = |n: usize| (0..n).map(|i| TxnOp::put(k(&format!("many/{i}")), "v"));
+    let absent =
+        |n: usize| (0..n).map(|i| Compare::version(k(&format!("absent/{i}")), CompareOp::Equal, 0));
+    let bad = [
+        ("empty put key", marked().and_then([TxnOp::put("", "v")])),
+        (
+            "empty compare key",
+            marked().when([Compare::version("", CompareOp::Equal, 0)]),
+        ),
+        ("empty delete key", marked().and_then([TxnOp::delete("")])),
+        (
+            "inverted delete range",
+            marked().and_then([TxnOp::delete_range(KeyRange::range(k("b"), k("a")))]),
+        ),
+        (
+            "negative read limit",
+            marked().and_then([TxnOp::range(RangeRequest::key(k("a")).limit(-1))]),
+        ),
+        (
+            "negative lease",
+            marked().and_then([TxnOp::put_with_lease(k("a"), "v", -1)]),
+        ),
+        (
+            "a key put twice",
+            marked().and_then([TxnOp::put(k("a"), "1"), TxnOp::put(k("a"), "2")]),
+        ),
+        (
+            "a key put after a delete of its range",
+            marked().and_then([
+                TxnOp::delete_range(KeyRange::prefix(k("d/"))),
+                TxnOp::put(k("d/1"), "v"),
+            ]),
+        ),
+        (
+            "a key put before its delete",
+            marked().and_then([TxnOp::put(k("a"), "v"), TxnOp::delete(k("a"))]),
+        ),
+        (
+            "a bad branch that does not run",
+            marked().or_else([TxnOp::put(k("a"), "1"), TxnOp::put(k("a"), "2")]),
+        ),
+        ("too many operations", marked().and_then(puts(MAX_TXN_OPS))),
+        (
+            "too many operations in the branch that does not run",
+            marked().or_else(puts(MAX_TXN_OPS + 1)),
+        ),
+        ("too many compares", marked().when(absent(MAX_TXN_OPS + 1))),
+    ];
+    for (what, request) in bad {
+        match c.txn(request).await {
+            Err(Error::InvalidArgument { .. }) => {}
+            other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(
+        keys_under(c.as_ref(), &p).await.is_empty(),
+        "a rejected txn applies nothing"
+    );
+
+    let at_limits = TxnRequest::new()
+        .when(absent(MAX_TXN_OPS))
+        .and_then(puts(MAX_TXN_OPS))
+        .or_else(puts(MAX_TXN_OPS));
+    assert!(c.txn(at_limits).await.expect("at the limits").succeeded);
+    assert_eq!(keys_under(c.as_ref(), &k("many/")).await.len(), MAX_TXN_OPS);
+    // Overlapping deletes, a put beside a deleted range, and one key put in both branches.
+    let fine = TxnRequest::new()
+        .and_then([
+            TxnOp::delete_range(KeyRange::prefix(k("many/"))),
+            TxnOp::delete(k("many/1")),
+            TxnOp::put(k("b"), "success"),
+        ])
+        .or_else([TxnOp::put(k("b"), "failure")]);
+    assert!(c.txn(fine).await.expect("valid txn").succeeded);
+    assert!(keys_under(c.as_ref(), &k("many/")).await.is_empty());
+    assert_eq!(get(c.as_ref(), &k("b")).await.unwrap().value, b"success");
+}
+
+/// A delete of one key, of a prefix or of a `[start, end)` range removes exactly the keys
+/// in it and says how many.
+pub async fn delete_by_key_prefix_and_range(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("del");
+    let k = |name: &str| format!("{p}/{name}");
+    for name in ["a", "b/1", "b/2", "c", "d", "e"] {
+        put(c.as_ref(), &k(name), "v").await;
+    }
+    assert_eq!(c.delete(KeyRange::prefix(k("b/"))).await.unwrap(), 2);
+    assert_eq!(
+        c.delete(KeyRange::range(k("a"), k("d"))).await.unwrap(),
+        2,
+        "a and c; d is the excluded end"
+    );
+    assert_eq!(c.delete(KeyRange::key(k("d"))).await.unwrap(), 1);
+    assert_eq!(c.delete(KeyRange::key(k("d"))).await.unwrap(), 0);
+    let left: Vec<_> = keys_under(c.as_ref(), &p)
+        .await
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(left, [k("e").into_bytes()]);
 }
 
 /// Range applies filter, then sort, then limit, sets `more` when the limit cut keys off,
@@ -283,6 +567,10 @@ pub async fn range_filter_sort_limit_and_more(backend: &dyn TestBackend) {
     let sorted = |t, o| RangeRequest::prefix(pre.as_str()).sort(t, o);
     let cases = [
         (
+            sorted(SortTarget::Key, SortOrder::Ascend),
+            vec!["a", "b", "c", "d", "e"],
+        ),
+        (
             sorted(SortTarget::Key, SortOrder::Descend),
             vec!["e", "d", "c", "b", "a"],
         ),
@@ -307,62 +595,88 @@ pub async fn range_filter_sort_limit_and_more(backend: &dyn TestBackend) {
         let r = c.range(req.clone()).await.unwrap();
         assert_eq!(names(&r.kvs), want, "{req:?}");
     }
-    // Limit: more, count of everything in range.
-    let r = c
-        .range(sorted(SortTarget::CreateRevision, SortOrder::Ascend).limit(2))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["d", "b"]);
-    assert!(r.more);
-    assert_eq!(r.count, 5);
-    let r = c
-        .range(RangeRequest::prefix(pre.as_str()).limit(5))
-        .await
-        .unwrap();
-    assert!(
-        !r.more,
-        "a limit equal to the number of keys cuts nothing off"
-    );
-    // Filter before sort before limit: the newest key created at or before `a`'s revision
-    // (etcd's WithLastCreate + WithMaxCreateRev: the predecessor query of the recipes).
-    let r = c
-        .range(RangeRequest::last_created_before(
-            pre.as_str(),
-            created["a"],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["a"]);
-    assert!(r.more, "d, b and e also pass the filter");
-    assert_eq!(r.count, 5, "count is taken before the revision filters");
-    let r = c
-        .range(RangeRequest::last_created_before(
-            pre.as_str(),
-            created["a"] - 1,
-        ))
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["e"]);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
+    // Filter, then sort, then limit; `more` when the limit cut off keys that passed the
+    // filters; `count` taken before the filters and the limit, so always 5 here.
+    let all = || RangeRequest::prefix(pre.as_str());
+    let b_to_a = || {
+        all()
+            .min_create_revision(created["b"])
+            .max_create_revision(created["a"])
+    };
+    let cases: [(&str, RangeRequest, &[&str], bool); 10] = [
+        (
+            "limit",
+            sorted(SortTarget::CreateRevision, SortOrder::Ascend).limit(2),
+            &["d", "b"],
+            true,
+        ),
+        (
+            "a limit equal to the number of keys",
+            all().limit(5),
+            &["a", "b", "c", "d", "e"],
+            false,
+        ),
+        // etcd's WithLastCreate + WithMaxCreateRev: the predecessor query of the recipes.
+        (
+            "newest created at or before a",
+            RangeRequest::last_created_before(pre.as_str(), created["a"]),
+            &["a"],
+            true,
+        ),
+        (
+            "newest created before a",
+            RangeRequest::last_created_before(pre.as_str(), created["a"] - 1),
+            &["e"],
+            true,
+        ),
+        (
+            "oldest",
+            RangeRequest::first_created(pre.as_str()),
+            &["d"],
+            true,
+        ),
+        (
+            "min create revision, sorted, limited",
+            all()
                 .min_create_revision(created["e"])
                 .sort(SortTarget::CreateRevision, SortOrder::Ascend)
                 .limit(2),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["e", "a"]);
-    assert!(r.more);
-    let r = c
-        .range(
-            RangeRequest::prefix(pre.as_str())
-                .min_create_revision(created["b"])
-                .max_create_revision(created["a"]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(names(&r.kvs), ["a", "b", "e"]);
+            &["e", "a"],
+            true,
+        ),
+        (
+            "min and max create revision",
+            b_to_a(),
+            &["a", "b", "e"],
+            false,
+        ),
+        (
+            "min and max create revision, sorted, limited",
+            b_to_a().sort(SortTarget::Key, SortOrder::Descend).limit(2),
+            &["e", "b"],
+            true,
+        ),
+        (
+            "a filter that lets no more keys through than the limit",
+            all().min_create_revision(created["a"]).limit(2),
+            &["a", "c"],
+            false,
+        ),
+        (
+            "a filter that lets nothing through",
+            all().max_create_revision(created["d"] - 1),
+            &[],
+            false,
+        ),
+    ];
+    for (what, req, want, more) in cases {
+        let r = c.range(req).await.unwrap();
+        assert_eq!(
+            (names(&r.kvs), r.more, r.count),
+            (want.iter().map(|n| n.to_string()).collect(), more, 5),
+            "{what}"
+        );
+    }
     // [start, end) ranges and single keys.
     let r = c
         .range(RangeRequest::new(KeyRange::range(
@@ -382,13 +696,15 @@ pub async fn range_filter_sort_limit_and_more(backend: &dyn TestBackend) {
     assert_eq!(r.revision, c.current_revision().await.unwrap());
 }
 
-/// `keys_only` returns metadata without values; `count_only` returns the count alone.
+/// `keys_only` returns metadata without values; `count_only` returns the count alone,
+/// and never `more`, whatever the limit.
 pub async fn range_keys_only_and_count_only(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let p = unique("konly");
     for i in 0..3 {
         put(c.as_ref(), &format!("{p}/{i}"), "value").await;
     }
+    put(c.as_ref(), &format!("{p}/1"), "value").await;
     let r = c
         .range(RangeRequest::prefix(p.as_str()).keys_only())
         .await
@@ -397,14 +713,58 @@ pub async fn range_keys_only_and_count_only(backend: &dyn TestBackend) {
     assert!(
         r.kvs
             .iter()
-            .all(|kv| kv.value.is_empty() && kv.create_revision > 0 && kv.version == 1)
+            .all(|kv| kv.value.is_empty() && kv.create_revision > 0)
     );
+    assert_eq!(r.kvs[1].version, 2);
+    assert!(r.kvs[1].mod_revision > r.kvs[1].create_revision);
+    let r = c
+        .range(RangeRequest::prefix(p.as_str()).keys_only().limit(2))
+        .await
+        .unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 3));
+    assert!(r.kvs.iter().all(|kv| kv.value.is_empty()));
     let r = c
         .range(RangeRequest::prefix(p.as_str()).count_only())
         .await
         .unwrap();
     assert!(r.kvs.is_empty());
     assert_eq!(r.count, 3);
+    let r = c
+        .range(RangeRequest::prefix(p.as_str()).count_only().limit(1))
+        .await
+        .unwrap();
+    assert!(r.kvs.is_empty());
+    assert_eq!((r.count, r.more), (3, false));
+}
+
+/// A key range is that key alone, not a prefix; a prefix ending in 0xff bytes ends at the
+/// next key that does not start with it.
+pub async fn range_key_is_one_key_and_prefixes_may_end_in_0xff(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("bytes");
+    let key = |tail: &[u8]| [p.as_bytes(), tail].concat();
+    for tail in [
+        &b"/a"[..],
+        b"/ab",
+        b"/\xfe",
+        b"/\xff\xff",
+        b"/\xff\xff\x01",
+        b"0",
+    ] {
+        c.put(&key(tail), b"v", NO_LEASE).await.unwrap();
+    }
+    let r = c.range(RangeRequest::key(key(b"/a"))).await.unwrap();
+    assert_eq!(r.kvs.len(), 1);
+    assert_eq!((r.kvs[0].key.clone(), r.count), (key(b"/a"), 1));
+    let r = c.range(RangeRequest::key(key(b"/"))).await.unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 0));
+    let r = c
+        .range(RangeRequest::prefix(key(b"/\xff\xff")))
+        .await
+        .unwrap();
+    let keys: Vec<_> = r.kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, [key(b"/\xff\xff"), key(b"/\xff\xff\x01")]);
+    assert_eq!(r.count, 2);
 }
 
 /// A lease that runs out deletes all of its keys in one new revision, and a watcher sees a
@@ -421,7 +781,10 @@ pub async fn lease_expiry_deletes_all_keys_in_one_revision(backend: &dyn TestBac
             .unwrap();
     }
     put(c.as_ref(), &format!("{p}/unleased"), "v").await;
-    let mut watch = c.watch(WatchRequest::prefix(p.as_str())).await.unwrap();
+    let mut watch = c
+        .watch(WatchRequest::prefix(p.as_str()).with_prev_kv())
+        .await
+        .unwrap();
     let resp = tokio::time::timeout(grant.ttl * 3, watch.next())
         .await
         .expect("lease expired within 3 TTLs")
@@ -432,12 +795,12 @@ pub async fn lease_expiry_deletes_all_keys_in_one_revision(backend: &dyn TestBac
         3,
         "one revision, one DELETE per key: {resp:?}"
     );
-    assert!(resp.events.iter().all(|e| e.kind == EventKind::Delete));
-    assert!(
-        resp.events
-            .iter()
-            .all(|e| e.kv.mod_revision == resp.revision)
-    );
+    for (i, e) in resp.events.iter().enumerate() {
+        assert_eq!(e.kind, EventKind::Delete);
+        assert_eq!(e.kv, deleted(format!("{p}/{i}"), resp.revision));
+        let prev = e.prev_kv.as_ref().expect("prev kv of the expired key");
+        assert_eq!((prev.value.as_slice(), prev.lease), (&b"v"[..], grant.id));
+    }
     let left = c.range(RangeRequest::prefix(p.as_str())).await.unwrap();
     assert_eq!(left.kvs.len(), 1, "only the unleased key is left");
     assert!(matches!(
@@ -471,7 +834,7 @@ pub async fn lease_keep_alive_after_expiry_is_lease_not_found(backend: &dyn Test
     tokio::time::sleep(grant.ttl + grant.ttl / 2 + Duration::from_millis(500)).await;
     assert!(matches!(
         c.lease_keep_alive(grant.id).await,
-        Err(Error::LeaseNotFound { lease: Some(lease) }) if lease == grant.id
+        Err(Error::LeaseNotFound { lease }) if lease == Some(grant.id)
     ));
     assert!(matches!(
         c.lease_time_to_live(grant.id).await,
@@ -521,10 +884,97 @@ pub async fn lease_revoke_deletes_keys(backend: &dyn TestBackend) {
             .kvs
             .is_empty()
     );
-    assert!(matches!(
+    for result in [
         c.lease_revoke(grant.id).await,
-        Err(Error::LeaseNotFound { .. })
+        c.lease_keep_alive(grant.id).await.map(drop),
+        c.lease_time_to_live(grant.id).await.map(drop),
+    ] {
+        assert!(
+            matches!(result, Err(Error::LeaseNotFound { lease }) if lease == Some(grant.id)),
+            "{result:?}"
+        );
+    }
+}
+
+/// A grant gives a positive id that no other live lease has, for at least the TTL asked;
+/// a zero TTL is `InvalidArgument`.
+pub async fn lease_grant_gives_distinct_positive_ids(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let ttl = backend.short_ttl();
+    let grants = [
+        c.lease_grant(ttl).await.unwrap(),
+        c.lease_grant(ttl).await.unwrap(),
+    ];
+    assert!(grants[0].id > 0 && grants[1].id > 0, "{grants:?}");
+    assert_ne!(grants[0].id, grants[1].id);
+    assert!(grants.iter().all(|g| g.ttl >= ttl), "{grants:?}");
+    assert!(matches!(
+        c.lease_grant(Duration::ZERO).await,
+        Err(Error::InvalidArgument { .. })
     ));
+    for g in grants {
+        c.lease_revoke(g.id).await.unwrap();
+    }
+}
+
+/// Leases change the key space only through their keys: granting, keeping alive, and
+/// revoking or expiring a lease that has no keys (any more) make no revision.
+pub async fn leases_without_keys_never_change_the_revision(backend: &dyn TestBackend) {
+    backend.exclusive().await;
+    let c = backend.client().await;
+    let k = unique("keyless");
+    let ttl = backend.short_ttl();
+    let before = c.current_revision().await.unwrap();
+    let emptied = c.lease_grant(ttl).await.unwrap().id;
+    let unused = c.lease_grant(ttl).await.unwrap().id;
+    c.lease_keep_alive(unused).await.unwrap();
+    assert_eq!(c.current_revision().await.unwrap(), before);
+    c.put(k.as_bytes(), b"v", emptied).await.unwrap();
+    c.delete(KeyRange::key(k.as_str())).await.unwrap();
+    let after = before + 2;
+    c.lease_revoke(unused).await.unwrap();
+    assert_eq!(
+        c.current_revision().await.unwrap(),
+        after,
+        "revoking a lease without keys"
+    );
+    eventually(ttl * 3, "the emptied lease expires", || async {
+        matches!(
+            c.lease_time_to_live(emptied).await,
+            Err(Error::LeaseNotFound { .. })
+        )
+    })
+    .await;
+    assert_eq!(
+        c.current_revision().await.unwrap(),
+        after,
+        "expiry of a lease whose keys were deleted"
+    );
+}
+
+/// A put moves a key to the lease it names, or off any lease when it names none; the lease
+/// the key left no longer deletes it.
+pub async fn put_moves_a_key_between_leases(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("move");
+    let (a, b) = (format!("{p}/a"), format!("{p}/b"));
+    let first = c.lease_grant(Duration::from_secs(600)).await.unwrap().id;
+    let second = c.lease_grant(Duration::from_secs(600)).await.unwrap().id;
+    c.put(a.as_bytes(), b"1", first).await.unwrap();
+    c.put(b.as_bytes(), b"1", first).await.unwrap();
+    c.put(a.as_bytes(), b"2", second).await.unwrap();
+    c.put(b.as_bytes(), b"2", NO_LEASE).await.unwrap();
+    assert_eq!(get(c.as_ref(), &a).await.unwrap().lease, second);
+    assert_eq!(get(c.as_ref(), &b).await.unwrap().lease, NO_LEASE);
+    c.lease_revoke(first).await.unwrap();
+    assert_eq!(
+        keys_under(c.as_ref(), &p).await.len(),
+        2,
+        "the first lease has no keys left"
+    );
+    c.lease_revoke(second).await.unwrap();
+    assert!(get(c.as_ref(), &a).await.is_none());
+    assert_eq!(get(c.as_ref(), &b).await.unwrap().value, b"2");
 }
 
 /// A watch from a past revision replays every write in revision order, with no gaps and
@@ -648,48 +1098,202 @@ pub async fn watch_key_vs_prefix(backend: &dyn TestBackend) {
     assert_eq!(next_event(&mut prefix_watch).await.revision, r2);
 }
 
-/// `prev_kv` attaches the previous state to each event; a DELETE carries the key with the
-/// deleting revision as `mod_revision`.
+/// `prev_kv` attaches the previous state to each event (none for a key's creation); a
+/// DELETE carries the key and the deleting revision only. Without `prev_kv`, no event has
+/// one.
 pub async fn watch_prev_kv_and_delete_events(backend: &dyn TestBackend) {
     let c = backend.client().await;
     let k = unique("prevkv");
-    let r1 = put(c.as_ref(), &k, "one").await;
-    let mut w = c
+    let mut with = c
         .watch(WatchRequest::key(k.as_str()).with_prev_kv())
         .await
         .unwrap();
+    let mut without = c.watch(WatchRequest::key(k.as_str())).await.unwrap();
+    let r1 = put(c.as_ref(), &k, "one").await;
     let r2 = put(c.as_ref(), &k, "two").await;
     c.delete(KeyRange::key(k.as_str())).await.unwrap();
     let mut events = Vec::new();
-    while events.len() < 2 {
-        let resp = tokio::time::timeout(Duration::from_secs(5), w.next())
-            .await
-            .expect("event")
-            .unwrap()
-            .unwrap();
-        events.extend(resp.events);
+    while events.len() < 3 {
+        events.extend(next_event(&mut with).await.events);
     }
     assert_eq!(events[0].kind, EventKind::Put);
-    assert_eq!(events[0].kv.value, b"two");
+    assert_eq!(events[0].prev_kv, None, "the key did not exist");
+    assert_eq!(events[1].kind, EventKind::Put);
+    assert_eq!(events[1].kv.value, b"two");
     assert_eq!(
-        (events[0].kv.create_revision, events[0].kv.mod_revision),
+        (events[1].kv.create_revision, events[1].kv.mod_revision),
         (r1, r2)
     );
-    let prev = events[0].prev_kv.as_ref().expect("prev kv of the put");
+    let prev = events[1].prev_kv.as_ref().expect("prev kv of the update");
     assert_eq!(
         (prev.value.as_slice(), prev.mod_revision),
         (&b"one"[..], r1)
     );
-    assert_eq!(events[1].kind, EventKind::Delete);
-    assert_eq!(events[1].kv.key, k.as_bytes());
-    assert!(events[1].kv.mod_revision > r2);
-    let prev = events[1].prev_kv.as_ref().expect("prev kv of the delete");
-    assert_eq!(prev.value, b"two");
+    assert_eq!(events[2].kind, EventKind::Delete);
+    assert!(events[2].kv.mod_revision > r2);
+    assert_eq!(events[2].kv, deleted(k.as_str(), events[2].kv.mod_revision));
+    let prev = events[2].prev_kv.as_ref().expect("prev kv of the delete");
+    assert_eq!(
+        (
+            prev.value.as_slice(),
+            prev.create_revision,
+            prev.mod_revision
+        ),
+        (&b"two"[..], r1, r2)
+    );
+    let mut plain = Vec::new();
+    while plain.len() < 3 {
+        plain.extend(next_event(&mut without).await.events);
+    }
+    assert!(plain.iter().all(|e| e.prev_kv.is_none()), "{plain:?}");
+}
+
+/// A watch hands out one response per revision: the events of one txn come together, in
+/// the order of its operations. A watch from the past replays them so, then goes on live
+/// without a gap; `start_revision` is the revision asked for.
+pub async fn watch_delivers_a_txn_as_one_response_in_op_order(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("group");
+    let w = |name: &str| format!("{p}/w/{name}");
+    let r1 = put(c.as_ref(), &w("a"), "1").await;
+    let r2 = put(c.as_ref(), &w("b"), "2").await;
+    put(c.as_ref(), &format!("{p}/outside"), "x").await;
+    let r3 = c
+        .txn(TxnRequest::new().and_then([
+            TxnOp::put(w("c"), "3"),
+            TxnOp::put(w("a"), "1b"),
+            TxnOp::put(format!("{p}/outside2"), "x"),
+        ]))
+        .await
+        .unwrap()
+        .revision;
+    let r4 = c
+        .txn(TxnRequest::new().and_then([TxnOp::delete(w("b"))]))
+        .await
+        .unwrap()
+        .revision;
+    let mut watch = c
+        .watch(
+            WatchRequest::prefix(format!("{p}/w/"))
+                .from_revision(r1)
+                .with_prev_kv(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(watch.start_revision(), r1);
+    let summary = |resp: &coord_core::WatchResponse| {
+        let events: Vec<_> = resp
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.kv.key_str().into_owned(),
+                    e.kv.value_str().into_owned(),
+                )
+            })
+            .collect();
+        (resp.revision, events)
+    };
+    let put_of = |key: String, value: &str| (EventKind::Put, key, value.to_owned());
+    assert_eq!(
+        summary(&next_event(&mut watch).await),
+        (r1, vec![put_of(w("a"), "1")])
+    );
+    assert_eq!(
+        summary(&next_event(&mut watch).await),
+        (r2, vec![put_of(w("b"), "2")])
+    );
+    let txn = next_event(&mut watch).await;
+    assert_eq!(
+        summary(&txn),
+        (r3, vec![put_of(w("c"), "3"), put_of(w("a"), "1b")])
+    );
+    assert_eq!(txn.events[0].prev_kv, None);
+    let prev = txn.events[1].prev_kv.as_ref().expect("prev kv of a");
+    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"1"[..], r1));
+    let delete = next_event(&mut watch).await;
+    assert_eq!(delete.revision, r4);
+    assert_eq!(delete.events.len(), 1);
+    assert_eq!(delete.events[0].kind, EventKind::Delete);
+    assert_eq!(delete.events[0].kv, deleted(w("b"), r4));
+    let live = put(c.as_ref(), &w("a"), "live").await;
+    assert_eq!(
+        summary(&next_event(&mut watch).await),
+        (live, vec![put_of(w("a"), "live")])
+    );
+}
+
+/// A watch from a revision still to come reports it as its start and delivers nothing
+/// before it; a `[start, end)` watch sees the keys in the range only.
+pub async fn watch_from_a_future_revision_starts_there(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("future");
+    let (inside, end) = (format!("{p}/n"), format!("{p}/o"));
+    let start = c.current_revision().await.unwrap() + 3;
+    let mut watch = c
+        .watch(
+            WatchRequest::new(KeyRange::range(format!("{p}/m"), end.as_str())).from_revision(start),
+        )
+        .await
+        .unwrap();
+    assert_eq!(watch.start_revision(), start);
+    let mut written = Vec::new();
+    for i in 0..4 {
+        written.push(put(c.as_ref(), &inside, &i.to_string()).await);
+        put(c.as_ref(), &end, "outside the range").await;
+    }
+    // Other tests may write to a shared store meanwhile, so which writes fall before the
+    // start is known only now.
+    let expected: Vec<Revision> = written.into_iter().filter(|r| *r >= start).collect();
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let resp = next_event(&mut watch).await;
+        for e in &resp.events {
+            assert_eq!(e.kv.key, inside.as_bytes());
+        }
+        seen.push(resp.revision);
+    }
+    assert_eq!(seen, expected);
+}
+
+/// Malformed reads and watches are `InvalidArgument`: an empty key, an empty or inverted
+/// range, a negative limit, create-revision filter or start revision.
+pub async fn malformed_reads_and_watches_are_invalid_argument(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let p = unique("malformed");
+    let (a, b) = (format!("{p}/a"), format!("{p}/b"));
+    for request in [
+        RangeRequest::key(""),
+        RangeRequest::new(KeyRange::range(a.as_str(), a.as_str())),
+        RangeRequest::new(KeyRange::range(b.as_str(), a.as_str())),
+        RangeRequest::prefix(p.as_str()).limit(-1),
+        RangeRequest::prefix(p.as_str()).min_create_revision(-1),
+        RangeRequest::prefix(p.as_str()).max_create_revision(-1),
+    ] {
+        let result = c.range(request.clone()).await;
+        assert!(
+            matches!(result, Err(Error::InvalidArgument { .. })),
+            "{request:?}: {result:?}"
+        );
+    }
+    for request in [
+        WatchRequest::key(""),
+        WatchRequest::new(KeyRange::range(b.as_str(), a.as_str())),
+        WatchRequest::key(a.as_str()).from_revision(-1),
+    ] {
+        let result = c.watch(request.clone()).await.map(|w| w.start_revision());
+        assert!(
+            matches!(result, Err(Error::InvalidArgument { .. })),
+            "{request:?}: {result:?}"
+        );
+    }
 }
 
 /// After compaction at revision r, a watch starting below r ends with
-/// `Compacted { compact_revision: Some(r) }`; compacting at or below r again gives `Compacted`,
-/// and a future revision gives `InvalidArgument`. A watch from r still works.
+/// `Compacted { compact_revision: r }` and then ends; compacting at or below r again gives
+/// `Compacted` with r, and revision 0 or a future revision gives `InvalidArgument`. Keys
+/// survive compaction, a watch from r still works and open watches are not disturbed.
 pub async fn watch_compacted_reports_compact_revision(backend: &dyn TestBackend) {
     if skip_unless(
         backend,
@@ -703,6 +1307,7 @@ pub async fn watch_compacted_reports_compact_revision(backend: &dyn TestBackend)
     let first = put(c.as_ref(), &k, "1").await;
     put(c.as_ref(), &k, "2").await;
     let last = put(c.as_ref(), &k, "3").await;
+    let mut open = c.watch(WatchRequest::key(k.as_str())).await.unwrap();
     c.compact(last).await.unwrap();
     let mut w = c
         .watch(WatchRequest::key(k.as_str()).from_revision(first))
@@ -716,23 +1321,36 @@ pub async fn watch_compacted_reports_compact_revision(backend: &dyn TestBackend)
         Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, Some(last)),
         other => panic!("expected Compacted, got {other:?}"),
     }
-    assert!(matches!(
-        c.compact(first).await,
-        Err(Error::Compacted { .. })
-    ));
+    let after = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("the compacted watch ends");
+    assert!(after.is_none(), "nothing after Compacted: {after:?}");
+    for below in [first, last] {
+        let result = c.compact(below).await;
+        assert!(
+            matches!(result, Err(Error::Compacted { compact_revision }) if compact_revision == Some(last)),
+            "compact({below}) after compact({last}): {result:?}"
+        );
+    }
     let future = c.current_revision().await.unwrap() + 100;
-    assert!(matches!(
-        c.compact(future).await,
-        Err(Error::InvalidArgument { .. })
-    ));
+    for bad in [0, future] {
+        let result = c.compact(bad).await;
+        assert!(
+            matches!(result, Err(Error::InvalidArgument { .. })),
+            "compact({bad}): {result:?}"
+        );
+    }
+    assert_eq!(get(c.as_ref(), &k).await.unwrap().version, 3);
     let mut w = c
         .watch(WatchRequest::key(k.as_str()).from_revision(last))
         .await
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .expect("event at the compact revision")
-        .unwrap()
-        .unwrap();
-    assert_eq!(resp.revision, last);
+    assert_eq!(next_event(&mut w).await.revision, last);
+    let newer = put(c.as_ref(), &k, "4").await;
+    assert_eq!(next_event(&mut w).await.revision, newer);
+    assert_eq!(
+        next_event(&mut open).await.revision,
+        newer,
+        "a watch open across the compaction"
+    );
 }

@@ -590,15 +590,26 @@ macro_rules! __conformance_list {
             contract::revision_rises_once_per_write_txn
             contract::txn_compares_every_kind_on_both_branches
             contract::txn_later_ops_see_earlier_ones
+            contract::txn_prev_kv_returns_the_keys_before_the_write
+            contract::txn_put_on_a_missing_lease_applies_nothing
+            contract::invalid_txns_are_rejected_whole
+            contract::delete_by_key_prefix_and_range
             contract::range_filter_sort_limit_and_more
             contract::range_keys_only_and_count_only
+            contract::range_key_is_one_key_and_prefixes_may_end_in_0xff
             contract::lease_expiry_deletes_all_keys_in_one_revision
             contract::lease_keep_alive_after_expiry_is_lease_not_found
             contract::lease_revoke_deletes_keys
+            contract::lease_grant_gives_distinct_positive_ids
+            contract::leases_without_keys_never_change_the_revision
+            contract::put_moves_a_key_between_leases
             contract::watch_from_past_replays_in_order_with_concurrent_writers
             contract::watch_from_now_misses_nothing_after_it_returns
             contract::watch_key_vs_prefix
             contract::watch_prev_kv_and_delete_events
+            contract::watch_delivers_a_txn_as_one_response_in_op_order
+            contract::watch_from_a_future_revision_starts_there
+            contract::malformed_reads_and_watches_are_invalid_argument
             contract::watch_compacted_reports_compact_revision
             session::resumed_session_uses_the_given_lease
             session::orphan_fires_lost_promptly
