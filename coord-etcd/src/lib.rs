@@ -513,7 +513,9 @@ impl CoordinationBackend for EtcdBackend {
         // has already seen (a deleted earlier incarnation of its own key, say). A
         // linearizable read gives a "now" no older than anything read before the call.
         let floor = match request.start {
-            coord_core::WatchStart::Now if self.inner.endpoints.len() > 1 => {
+            coord_core::WatchStart::Now | coord_core::WatchStart::Revision(0)
+                if self.inner.endpoints.len() > 1 =>
+            {
                 Some(self.read_revision_at(request.range.start()).await?)
             }
             _ => None,

@@ -76,11 +76,12 @@ pub(crate) async fn watch(
 ) -> Result<WatchStream> {
     request.range.validate()?;
     let start = match request.start {
-        WatchStart::Now => now_floor.map_or(0, |r| r + 1),
+        // Revision 0 means "now", as in etcd's own API.
+        WatchStart::Now | WatchStart::Revision(0) => now_floor.map_or(0, |r| r + 1),
         WatchStart::Revision(r) if r > 0 => r,
         WatchStart::Revision(r) => {
             return Err(Error::invalid_argument(format!(
-                "watch start revision must be positive, got {r}"
+                "watch start revision must not be negative, got {r}"
             )));
         }
     };

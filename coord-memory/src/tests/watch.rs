@@ -10,22 +10,6 @@ use crate::MemoryBackend;
 
 /// Revision 0 means "now", as the contract (and etcd) say. Not yet in the conformance
 /// suite: coord-etcd rejects it.
-#[tokio::test(start_paused = true)]
-async fn start_revision_zero_means_now() {
-    let b = MemoryBackend::new();
-    b.put(b"k", b"old", NO_LEASE).await.unwrap();
-    let mut zero = b
-        .watch(WatchRequest::key("k").from_revision(0))
-        .await
-        .unwrap();
-    assert_eq!(zero.start_revision(), 3);
-    b.put(b"k", b"new", NO_LEASE).await.unwrap();
-    let resp = next(&mut zero).await;
-    assert_eq!(
-        (resp.revision, resp.events[0].kv.value_str()),
-        (3, "new".into())
-    );
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_watch_ended_by_compaction_is_unregistered() {

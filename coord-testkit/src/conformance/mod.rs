@@ -611,6 +611,7 @@ macro_rules! __conformance_list {
             contract::watch_from_a_future_revision_starts_there
             contract::malformed_reads_and_watches_are_invalid_argument
             contract::watch_compacted_reports_compact_revision
+            contract::watch_from_revision_zero_means_now
             session::resumed_session_uses_the_given_lease
             session::orphan_fires_lost_promptly
             session::session_ttl_option_is_honoured
