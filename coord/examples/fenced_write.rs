@@ -9,6 +9,9 @@
 
 use coord::{BackendExt, Mutex, MutexGuard, Session, TxnOp, TxnRequest};
 
+mod common;
+use common::backend_url;
+
 const LOCK: &str = "examples/fenced/lock";
 const CONFIG: &str = "examples/fenced/config";
 
@@ -56,15 +59,4 @@ async fn main() -> coord::Result<()> {
     drop(a_guard);
     b_guard.unlock().await?;
     b.close().await
-}
-
-/// `--backend URL` (or `COORD_BACKEND`), default `memory://`.
-fn backend_url() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--backend" {
-            return args.next().expect("--backend needs a URL");
-        }
-    }
-    std::env::var("COORD_BACKEND").unwrap_or_else(|_| "memory://".to_owned())
 }

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use coord::{Error, Mutex};
 
+mod common;
+use common::backend_url;
+
 const LOCK: &str = "examples/mutex";
 
 #[tokio::main]
@@ -60,15 +63,4 @@ async fn main() -> coord::Result<()> {
     guard.unlock().await?;
     holder.close().await?;
     other.close().await
-}
-
-/// `--backend URL` (or `COORD_BACKEND`), default `memory://`.
-fn backend_url() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--backend" {
-            return args.next().expect("--backend needs a URL");
-        }
-    }
-    std::env::var("COORD_BACKEND").unwrap_or_else(|_| "memory://".to_owned())
 }

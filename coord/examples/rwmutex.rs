@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use coord::RwMutex;
 
+mod common;
+use common::backend_url;
+
 const LOCK: &str = "examples/rwmutex";
 
 #[tokio::main]
@@ -67,15 +70,4 @@ async fn main() -> coord::Result<()> {
         s.close().await?;
     }
     Ok(())
-}
-
-/// `--backend URL` (or `COORD_BACKEND`), default `memory://`.
-fn backend_url() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--backend" {
-            return args.next().expect("--backend needs a URL");
-        }
-    }
-    std::env::var("COORD_BACKEND").unwrap_or_else(|_| "memory://".to_owned())
 }

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use coord::Semaphore;
 
+mod common;
+use common::backend_url;
+
 const NAME: &str = "examples/semaphore";
 const PERMITS: usize = 2;
 
@@ -42,15 +45,4 @@ async fn main() -> coord::Result<()> {
     }
     println!("all workers done");
     Ok(())
-}
-
-/// `--backend URL` (or `COORD_BACKEND`), default `memory://`.
-fn backend_url() -> String {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--backend" {
-            return args.next().expect("--backend needs a URL");
-        }
-    }
-    std::env::var("COORD_BACKEND").unwrap_or_else(|_| "memory://".to_owned())
 }
