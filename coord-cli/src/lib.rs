@@ -44,26 +44,28 @@ pub(crate) mod code {
     pub(crate) const NOT_FOUND: u8 = 127;
 }
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    success (or, with `lock NAME -- CMD`, CMD's own exit code)
-  1    failure: backend unreachable, bad URL, benchmark counter wrong
-  2    bad usage, or a --kill-after too long for the --ttl (TTL/10 + kill-after must
-       stay below two thirds of the TTL)
-  3    --try: the lock is held elsewhere
-  4    --timeout passed before the lock or leadership was acquired
-  5    the lock or leadership was lost while held (CMD is terminated first)
-  6    `leader`: the election has no leader
-  126  CMD could not be executed; 127: CMD not found
-  128+N  interrupted by signal N while waiting (130 for SIGINT, 143 for SIGTERM),
-       or CMD was killed by signal N";
+/// The exit codes, as the README shows them too (a test keeps the two the same).
+const EXIT_CODES: &str = include_str!("exit_codes.md");
+
+/// The exit-code table as plain text for `--help`.
+fn exit_codes_text() -> String {
+    let mut text = String::from("Exit codes:");
+    for row in EXIT_CODES.lines().skip(2) {
+        let cells: Vec<&str> = row.trim_matches('|').split(" | ").map(str::trim).collect();
+        if let [code, meaning] = cells[..] {
+            text.push_str(&format!("\n  {code:<9} {}", meaning.replace('`', "")));
+        }
+    }
+    text
+}
 
 /// The help text after the options: the exit codes, then the backend URLs of the table
 /// `coord::connect` reads, those this build lacks with the feature that adds them.
 fn after_help() -> String {
     let mut help = format!(
-        "{EXIT_CODES}\n\nBackend URLs (every one takes the query options {}; values \
+        "{}\n\nBackend URLs (every one takes the query options {}; values \
          percent-encoded):",
+        exit_codes_text(),
         coord::backend_url::COMMON_QUERY_PARAMETERS.join(" and ")
     );
     for backend in coord::known_backends() {
@@ -323,6 +325,28 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_every_exit_code_as_the_readme_does() {
+        let help = exit_codes_text();
+        for code in [
+            "0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "6 ", "126, 127", "128+N",
+        ] {
+            assert!(
+                help.contains(&format!("  {code}")),
+                "{code:?} missing:\n{help}"
+            );
+        }
+        assert!(!help.contains('`'), "markdown left in the help:\n{help}");
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+        let Ok(readme) = std::fs::read_to_string(readme) else {
+            return; // a packaged crate has no workspace README
+        };
+        assert!(
+            readme.contains(EXIT_CODES),
+            "README.md's exit-code table differs from coord-cli/src/exit_codes.md"
+        );
     }
 
     #[test]

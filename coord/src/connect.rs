@@ -450,7 +450,7 @@ mod tests {
 
     /// The README shows the same section, which GitHub cannot include from a file.
     #[test]
-    fn the_readme_shows_the_backend_url_section_as_the_docs_do() {
+    fn the_readme_shows_the_backend_url_section_and_feature_table_as_the_docs_do() {
         let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
         let Ok(readme) = std::fs::read_to_string(readme) else {
             return; // a packaged crate has no workspace README
@@ -458,6 +458,10 @@ mod tests {
         assert!(
             readme.contains(include_str!("backend_urls.md")),
             "README.md's \"Backend URLs\" section differs from coord/src/backend_urls.md"
+        );
+        assert!(
+            readme.contains(include_str!("features.md")),
+            "README.md's \"Cargo features\" table differs from coord/src/features.md"
         );
     }
 

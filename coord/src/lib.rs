@@ -46,11 +46,9 @@
 //! # fn main() {}
 //! ```
 //!
-//! | cargo feature | adds |
-//! |---|---|
-//! | `memory` (default) | `memory://` URLs and [`memory::MemoryBackend`] |
-//! | `etcd` | `etcd://` and `etcds://` URLs and the `etcd` module (`EtcdBackend`, `EtcdOptions`) |
-//! | `redis` | `redis://` and `rediss://` URLs and the `redis` module (`RedisOptions`; the backend is not written yet: connecting says so) |
+//! Cargo features:
+//!
+#![doc = include_str!("features.md")]
 //!
 //! [`known_backends`] lists the backends `connect` knows, with their schemes and whether
 //! this build has them.
