@@ -353,7 +353,7 @@ impl MemoryBackend {
     /// [`apply_late`](FaultControls::apply_late) (late apply), and
     /// [`break_watches`](FaultControls::break_watches). They act on this client (and its
     /// clones) alone, so one client can be cut off while the others carry on.
-    pub fn faults(&self) -> &FaultControls {
+    pub fn faults(&self) -> &Arc<FaultControls> {
         &self.faults
     }
 

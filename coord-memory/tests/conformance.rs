@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use coord_core::faults::FaultyBackend;
 use coord_core::{CoordinationBackend, LeaseId};
 use coord_memory::MemoryBackend;
 use coord_testkit::conformance::{ClientFaults, Clock, Faults, TestBackend};
@@ -70,12 +69,12 @@ impl TestBackend for Memory {
 
 #[async_trait]
 impl Faults for MemoryFaults {
-    /// The generic client-side fault wrapper every backend's suite uses, around a new
-    /// client of the store (coord-memory's own per-client hooks are tested in its unit
-    /// tests).
+    /// A new client and its own fault hooks (the same fault wrapper every backend's suite
+    /// puts around its clients).
     async fn faulty_client(&self) -> (Arc<dyn CoordinationBackend>, Arc<dyn ClientFaults>) {
-        let (client, controls) = FaultyBackend::new(self.wrap(self.store.new_client()));
-        (Arc::new(client), controls)
+        let client = self.store.new_client();
+        let controls = client.faults().clone();
+        (self.wrap(client), controls)
     }
     async fn expire_lease_now(&self, lease: LeaseId) {
         // Already gone is fine: the point is that it is gone now.
