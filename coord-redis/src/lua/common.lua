@@ -1,0 +1,97 @@
+-- Shared by every script (prepended on the Rust side). ARGV[1] is the namespace's key
+-- prefix, ending in its hash tag ("{ns}"), so every key below lives in one cluster slot.
+local P = ARGV[1]
+local K_REV = P .. ':rev'          -- store revision; absent means 1 (an empty etcd)
+local K_COMPACT = P .. ':compact'  -- compact revision; absent means 0
+local K_IDX = P .. ':idx'          -- every live key, score 0, for ZRANGEBYLEX
+local K_LOG = P .. ':log'          -- one stream entry per changed key, id <rev>-<n>
+local K_DEADLINES = P .. ':leases' -- lease id -> deadline (server ms)
+local K_TTLS = P .. ':ttl'         -- lease id -> granted TTL (ms)
+local function kkey(k) return P .. ':k:' .. k end
+local function lkeys(id) return P .. ':lk:' .. id end
+
+-- Keys and values cross JSON as hex: cjson passes bytes through unescaped, and the
+-- Rust side wants valid UTF-8.
+local function hex(s)
+  return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end))
+end
+local function unhex(h)
+  return (h:gsub('..', function(x) return string.char(tonumber(x, 16)) end))
+end
+local function num(s) return tonumber(s) or 0 end
+
+-- Server time in ms: one clock for every client, so leases do not depend on theirs.
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local CUR = num(redis.call('GET', K_REV))
+if CUR == 0 then CUR = 1 end
+
+local function get(key)
+  local f = redis.call('HMGET', kkey(key), 'v', 'c', 'm', 'ver', 'l')
+  if not f[2] then return nil end
+  return { k = key, v = f[1], c = num(f[2]), m = num(f[3]), ver = num(f[4]), l = num(f[5]) }
+end
+
+local function enc(kv, keys_only)
+  return { k = hex(kv.k), v = keys_only and '' or hex(kv.v), c = kv.c, m = kv.m,
+           ver = kv.ver, l = kv.l }
+end
+
+-- One stream entry per changed key; the prev fields are there for prev_kv watches.
+local function log(rev, n, kind, kv, prev)
+  local fields = { 't', kind, 'k', kv.k }
+  if kind == 'P' then
+    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
+      table.insert(fields, f); table.insert(fields, tostring(kv[f]))
+    end
+  end
+  if prev then
+    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
+      table.insert(fields, 'p' .. f); table.insert(fields, tostring(prev[f]))
+    end
+  end
+  redis.call('XADD', K_LOG, string.format('%d-%d', rev, n), unpack(fields))
+end
+
+local function remove_key(prev, rev, n)
+  redis.call('DEL', kkey(prev.k))
+  redis.call('ZREM', K_IDX, prev.k)
+  if prev.l ~= 0 then redis.call('SREM', lkeys(prev.l), prev.k) end
+  log(rev, n, 'D', { k = prev.k }, prev)
+end
+
+local function commit(rev)
+  CUR = rev
+  redis.call('SET', K_REV, string.format('%d', rev))
+end
+
+-- Removes a lease; its keys go in one new revision (none when it has no keys).
+local function drop_lease(id)
+  local sid = string.format('%d', id)
+  local members = redis.call('SMEMBERS', lkeys(sid))
+  redis.call('DEL', lkeys(sid))
+  redis.call('ZREM', K_DEADLINES, sid)
+  redis.call('HDEL', K_TTLS, sid)
+  table.sort(members)
+  local rev, n = CUR + 1, 0
+  for _, key in ipairs(members) do
+    local prev = get(key)
+    if prev then remove_key(prev, rev, n); n = n + 1 end
+  end
+  if n > 0 then commit(rev) end
+end
+
+-- Expires at most REAP_BATCH due leases, earliest first, so no script runs unbounded;
+-- the background reaper repeats while a full batch was due.
+local REAP_BATCH = 64
+local function reap()
+  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', NOW, 'LIMIT', 0, REAP_BATCH)
+  for _, id in ipairs(due) do drop_lease(tonumber(id)) end
+  return #due
+end
+local REAPED = reap()
+
+local function lease_exists(id)
+  return redis.call('HEXISTS', K_TTLS, string.format('%d', id)) == 1
+end
