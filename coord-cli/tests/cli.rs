@@ -376,13 +376,14 @@ fn bad_urls_and_unavailable_backends_say_what_is_wrong() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("unknown query parameter `colour`"));
-    // Redis: not compiled in, or not written yet; either way the password stays secret.
+    // Redis: not compiled in, or nothing listens there; either way the password stays
+    // secret.
     coord("redis://user:hunter2@127.0.0.1:1", &["leader", "x"])
         .assert()
         .code(1)
         .stderr(
             predicate::str::contains("feature \"redis\"")
-                .or(predicate::str::contains("not implemented yet"))
+                .or(predicate::str::contains("unavailable"))
                 .and(predicate::str::contains("hunter2").not()),
         );
     // The env variable is the default for --backend.

@@ -263,14 +263,8 @@ impl UrlOptions for RedisOptions {
         backend_url::join_url(&base, &query)
     }
 
-    /// Not wired yet: `coord-cli`'s tests still expect a `redis://` URL to say the
-    /// backend is not implemented, so the facade keeps saying so until they change. Use
-    /// [`RedisBackend::connect`] directly.
     async fn connect(&self) -> Result<RedisBackend> {
-        Err(coord_core::Error::invalid_argument(format!(
-            "{}: the Redis backend is not implemented yet",
-            self.redacted_url()
-        )))
+        RedisBackend::connect(self.clone()).await
     }
 }
 
@@ -329,12 +323,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_facade_still_says_the_backend_is_not_implemented_yet() {
-        let options = RedisOptions::parse_url("rediss://u:hunter2@127.0.0.1").unwrap();
+    async fn a_server_that_is_not_there_is_unavailable_without_showing_the_password() {
+        // Port 1 on loopback: nothing listens there.
+        let options = RedisOptions::parse_url("redis://u:hunter2@127.0.0.1:1").unwrap();
         let e = options.connect().await.unwrap_err();
-        let e = e.to_string();
-        assert!(e.contains("not implemented yet"), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.is_retryable(), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Distributed coordination for Rust services: leader election, mutexes, read/write locks
-//! and semaphores, written once against one backend contract and run on etcd or in memory
-//! (a Redis backend is designed but not written yet).
+//! and semaphores, written once against one backend contract and run on etcd, in memory, or
+//! on Redis (its backend passes the conformance suite; TLS, reconnection and Redis Cluster
+//! are still to come).
 //!
 //! ```
 //! # #[cfg(feature = "memory")]
