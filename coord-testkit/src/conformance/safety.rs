@@ -26,6 +26,19 @@ use super::{
     unique,
 };
 
+/// The backend's fault injection if it has every capability in `needs`; otherwise prints
+/// the skip line for `test` and gives `None`.
+fn faults_for<'a>(
+    backend: &'a dyn TestBackend,
+    test: &str,
+    needs: &[Capability],
+) -> Option<&'a dyn super::Faults> {
+    if skip_unless(backend, test, needs) {
+        return None;
+    }
+    backend.faults()
+}
+
 /// Whether any key under `prefix` is attached to `lease`.
 async fn has_key_of(client: &dyn CoordinationBackend, prefix: &str, lease: LeaseId) -> bool {
     keys_under(client, prefix)
@@ -39,11 +52,13 @@ async fn has_key_of(client: &dyn CoordinationBackend, prefix: &str, lease: Lease
 /// name again. The late writes must not touch the new acquisition: deletes name the
 /// incarnation they mean (its create revision), never the lease alone.
 pub async fn stale_withdrawal_never_deletes_a_later_acquisition(backend: &dyn TestBackend) {
-    let test = "stale_withdrawal_never_deletes_a_later_acquisition";
-    if skip_unless(backend, test, &[Capability::LateApply]) {
+    let Some(faults) = faults_for(
+        backend,
+        "stale_withdrawal_never_deletes_a_later_acquisition",
+        &[Capability::LateApply],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("stale-withdrawal");
     let (client, controls) = faults.faulty_client().await;
     let session = session_with_ttl(&client, backend.short_ttl()).await;
@@ -100,11 +115,13 @@ pub async fn stale_withdrawal_never_deletes_a_later_acquisition(backend: &dyn Te
 /// session waits until this one ends (and, for an election, `leader()` names a leader that
 /// nobody is).
 pub async fn cancelled_claim_landing_late_leaves_no_key_on_a_live_lease(backend: &dyn TestBackend) {
-    let test = "cancelled_claim_landing_late_leaves_no_key_on_a_live_lease";
-    if skip_unless(backend, test, &[Capability::LateApply]) {
+    let Some(faults) = faults_for(
+        backend,
+        "cancelled_claim_landing_late_leaves_no_key_on_a_live_lease",
+        &[Capability::LateApply],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let observer = backend.client().await;
     for election in [false, true] {
         let name = unique("late-claim");
@@ -165,11 +182,13 @@ pub async fn cancelled_claim_landing_late_leaves_no_key_on_a_live_lease(backend:
 /// that never answers cannot keep a caller waiting past it. Five candidates of one election,
 /// and a lock, a read lock, a write lock and a semaphore permit.
 pub async fn acquisitions_cut_off_mid_setup_end_at_the_session_deadline(backend: &dyn TestBackend) {
-    let test = "acquisitions_cut_off_mid_setup_end_at_the_session_deadline";
-    if skip_unless(backend, test, &[Capability::PartitionHang]) {
+    let Some(faults) = faults_for(
+        backend,
+        "acquisitions_cut_off_mid_setup_end_at_the_session_deadline",
+        &[Capability::PartitionHang],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("cut-off");
     // Holders elsewhere, so every acquisition below would have to wait.
     let holder = new_session(backend).await;
@@ -247,15 +266,13 @@ pub async fn acquisitions_cut_off_mid_setup_end_at_the_session_deadline(backend:
 /// A waiter's last read is answered only after its session was lost and another session
 /// took the lock: `lock()` must not return `Ok` on the strength of that stale answer.
 pub async fn lock_never_returns_ok_once_the_session_is_lost(backend: &dyn TestBackend) {
-    let test = "lock_never_returns_ok_once_the_session_is_lost";
-    if skip_unless(
+    let Some(faults) = faults_for(
         backend,
-        test,
+        "lock_never_returns_ok_once_the_session_is_lost",
         &[Capability::PartitionHang, Capability::ExpireLease],
-    ) {
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("ok-after-lost");
     let prefix = format!("{name}/");
     let holder = new_session(backend).await;
@@ -449,11 +466,13 @@ pub async fn one_sessions_overlapping_readers_never_starve_another_sessions_writ
 /// to a bound; one more ends the session (its lease revoked, so whatever lands late goes
 /// with it) rather than leaving a key that could land unwatched.
 pub async fn too_many_unsettled_claims_end_the_session(backend: &dyn TestBackend) {
-    let test = "too_many_unsettled_claims_end_the_session";
-    if skip_unless(backend, test, &[Capability::LateApply]) {
+    let Some(faults) = faults_for(
+        backend,
+        "too_many_unsettled_claims_end_the_session",
+        &[Capability::LateApply],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("unsettled");
     let (client, controls) = faults.faulty_client().await;
     let session = session_with_ttl(&client, backend.short_ttl() * 10).await;
@@ -534,11 +553,13 @@ pub async fn session_forgets_names_it_no_longer_uses(backend: &dyn TestBackend) 
 /// `try_lock` that finds the lock held, on a client cut off right after its claim answered:
 /// its withdrawal cannot get through, and it still returns by the session's deadline.
 pub async fn try_lock_cut_off_after_its_claim_returns_by_the_deadline(backend: &dyn TestBackend) {
-    let test = "try_lock_cut_off_after_its_claim_returns_by_the_deadline";
-    if skip_unless(backend, test, &[Capability::PartitionHang]) {
+    let Some(faults) = faults_for(
+        backend,
+        "try_lock_cut_off_after_its_claim_returns_by_the_deadline",
+        &[Capability::PartitionHang],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("try-cut-off");
     let holder = new_session(backend).await;
     let held = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
@@ -625,11 +646,13 @@ pub async fn lost_stays_pending_after_a_voluntary_release(backend: &dyn TestBack
 /// with `Unavailable`) watches again from now and re-reads; it is served when its turn
 /// comes, like the holder it waits for, who is unaffected.
 pub async fn waiters_watch_again_when_their_watch_breaks(backend: &dyn TestBackend) {
-    let test = "waiters_watch_again_when_their_watch_breaks";
-    if skip_unless(backend, test, &[Capability::BreakWatches]) {
+    let Some(faults) = faults_for(
+        backend,
+        "waiters_watch_again_when_their_watch_breaks",
+        &[Capability::BreakWatches],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     for how in [WatchBreak::Compacted, WatchBreak::Unavailable] {
         let name = unique("watch-break");
         let holder = new_session(backend).await;
@@ -746,11 +769,13 @@ pub async fn session_is_lost_when_its_keep_alive_task_dies(backend: &dyn TestBac
 /// on for another TTL once the connection is back (etcd restores a lease for a full TTL
 /// when it restarts or elects a new leader).
 pub async fn lost_session_keeps_revoking_until_the_lease_is_gone(backend: &dyn TestBackend) {
-    let test = "lost_session_keeps_revoking_until_the_lease_is_gone";
-    if skip_unless(backend, test, &[Capability::PartitionFail]) {
+    let Some(faults) = faults_for(
+        backend,
+        "lost_session_keeps_revoking_until_the_lease_is_gone",
+        &[Capability::PartitionFail],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("revoke-retry");
     let (client, controls) = faults.faulty_client().await;
     // A wide drift margin: the session gives up half a TTL before the server would, which
@@ -792,11 +817,13 @@ pub async fn lost_session_keeps_revoking_until_the_lease_is_gone(backend: &dyn T
 
 /// A proclamation whose answer was lost lands after a later one: the later value must stay.
 pub async fn proclaim_with_a_lost_answer_never_overwrites_a_later_one(backend: &dyn TestBackend) {
-    let test = "proclaim_with_a_lost_answer_never_overwrites_a_later_one";
-    if skip_unless(backend, test, &[Capability::LateApply]) {
+    let Some(faults) = faults_for(
+        backend,
+        "proclaim_with_a_lost_answer_never_overwrites_a_later_one",
+        &[Capability::LateApply],
+    ) else {
         return;
-    }
-    let faults = backend.faults().unwrap();
+    };
     let name = unique("late-proclaim");
     let (client, controls) = faults.faulty_client().await;
     let session = session_with_ttl(&client, backend.short_ttl()).await;
