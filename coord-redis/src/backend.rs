@@ -1,7 +1,6 @@
 //! [`RedisBackend`]: etcd's data model kept in Redis by Lua scripts (see the crate docs for
 //! the key layout).
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,19 +9,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord_core::{
-    BackendInfo, CompareOp, CompareTarget, CoordinationBackend, Error, Event, EventKind, KeyRange,
-    KeyValue, LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision,
-    SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest, TxnResponse, UrlOptions, WatchRequest,
-    WatchResponse, WatchStart, WatchStream, prefix_end,
+    BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest,
+    RangeResponse, Result, Revision, TxnOp, TxnOpResponse, TxnRequest, TxnResponse, UrlOptions,
+    WatchRequest, WatchStart, WatchStream,
 };
-use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Script};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::RedisOptions;
+use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
+use crate::watch;
 
 /// Lease TTLs are kept in whole milliseconds of the server's clock.
 pub const LEASE_GRANULARITY: Duration = Duration::from_millis(1);
@@ -40,10 +38,6 @@ pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 const REAP_BATCH: i64 = 64;
 /// Lease ids are below this, for the same reason as [`MAX_LEASE_TTL`].
 const LEASE_ID_BOUND: u64 = 100_000_000_000_000;
-/// How long one `XREAD BLOCK` waits before asking again; a dropped watch's connection is
-/// closed at once, so this only bounds how long a silent dead server goes unnoticed.
-const WATCH_BLOCK: Duration = Duration::from_secs(5);
-
 const COMMON: &str = include_str!("lua/common.lua");
 const TXN: &str = include_str!("lua/txn.lua");
 const LEASE: &str = include_str!("lua/lease.lua");
@@ -67,11 +61,11 @@ impl Scripts {
     }
 }
 
-struct Inner {
-    client: redis::Client,
+pub(crate) struct Inner {
+    pub(crate) client: redis::Client,
     conn: MultiplexedConnection,
     /// `{namespace}`: the hash tag every key of the namespace starts with.
-    prefix: String,
+    pub(crate) prefix: String,
     scripts: Scripts,
     url: String,
     next_lease: AtomicU64,
@@ -103,168 +97,13 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-fn redis_error(context: &str, e: redis::RedisError) -> Error {
+pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> Error {
     let message = format!("redis {context}: {e}");
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         Error::unavailable_with_source(message, e)
     } else {
         Error::backend_with_source("redis", message, e)
     }
-}
-
-fn contract(what: &str, reply: &Value) -> Error {
-    Error::contract(format!("redis script answered {what}: {reply}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-fn duration_ms(ms: i64) -> Duration {
-    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-/// The key selection of a range as the scripts take it: one key, or `[lo, hi)` with no
-/// `hi` meaning "to the end".
-fn range_json(range: &KeyRange) -> Value {
-    match range {
-        KeyRange::Key(k) => json!({ "key": hex(k) }),
-        KeyRange::Prefix(p) => {
-            let end = prefix_end(p);
-            if end == [0] {
-                json!({ "lo": hex(p) })
-            } else {
-                json!({ "lo": hex(p), "hi": hex(&end) })
-            }
-        }
-        KeyRange::Range { start, end } => json!({ "lo": hex(start), "hi": hex(end) }),
-    }
-}
-
-fn range_request_json(r: &RangeRequest) -> Value {
-    let mut v = range_json(&r.range);
-    let sort = match r.sort {
-        None | Some((SortTarget::Key, SortOrder::Ascend)) => None,
-        Some((SortTarget::Key, SortOrder::Descend)) => Some("kd"),
-        Some((SortTarget::CreateRevision, SortOrder::Ascend)) => Some("ca"),
-        Some((SortTarget::CreateRevision, SortOrder::Descend)) => Some("cd"),
-        Some((SortTarget::ModRevision, SortOrder::Ascend)) => Some("ma"),
-        Some((SortTarget::ModRevision, SortOrder::Descend)) => Some("md"),
-    };
-    let obj = v.as_object_mut().expect("range_json makes objects");
-    if let Some(sort) = sort {
-        obj.insert("sort".into(), sort.into());
-    }
-    obj.insert("limit".into(), r.limit.into());
-    obj.insert("minc".into(), r.min_create_revision.into());
-    obj.insert("maxc".into(), r.max_create_revision.into());
-    obj.insert("ko".into(), r.keys_only.into());
-    obj.insert("co".into(), r.count_only.into());
-    v
-}
-
-fn op_json(op: &TxnOp) -> Value {
-    match op {
-        TxnOp::Put(p) => json!({
-            "o": "put", "k": hex(&p.key), "v": hex(&p.value), "l": p.lease, "p": p.prev_kv,
-        }),
-        TxnOp::Delete(d) => json!({ "o": "del", "r": range_json(&d.range), "p": d.prev_kv }),
-        TxnOp::Range(r) => json!({ "o": "range", "r": range_request_json(r) }),
-    }
-}
-
-fn txn_json(request: &TxnRequest) -> String {
-    let compares: Vec<Value> = request
-        .compares
-        .iter()
-        .map(|c| {
-            let (t, x) = match &c.target {
-                CompareTarget::CreateRevision(r) => ("c", json!(r)),
-                CompareTarget::ModRevision(r) => ("m", json!(r)),
-                CompareTarget::Version(v) => ("ver", json!(v)),
-                CompareTarget::Lease(l) => ("l", json!(l)),
-                // Hex keeps byte order, and Lua compares its strings with strcoll.
-                CompareTarget::Value(v) => ("v", json!(hex(v))),
-            };
-            let op = match c.op {
-                CompareOp::Equal => "=",
-                CompareOp::NotEqual => "!=",
-                CompareOp::Less => "<",
-                CompareOp::Greater => ">",
-            };
-            json!({ "k": hex(&c.key), "t": t, "op": op, "x": x })
-        })
-        .collect();
-    json!({
-        "cmp": compares,
-        "ok": request.success.iter().map(op_json).collect::<Vec<_>>(),
-        "els": request.failure.iter().map(op_json).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
-
-/// cjson writes an empty Lua table as `{}`, so an empty list may arrive as an object.
-fn list(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn int(v: &Value, field: &str) -> Result<i64> {
-    v.get(field)
-        .and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
-        .ok_or_else(|| contract(&format!("no number {field:?}"), v))
-}
-
-fn bytes(v: &Value, field: &str) -> Result<Vec<u8>> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .and_then(unhex)
-        .ok_or_else(|| contract(&format!("no hex {field:?}"), v))
-}
-
-fn kv_of(v: &Value) -> Result<KeyValue> {
-    Ok(KeyValue {
-        key: bytes(v, "k")?,
-        value: bytes(v, "v")?,
-        create_revision: int(v, "c")?,
-        mod_revision: int(v, "m")?,
-        version: int(v, "ver")?,
-        lease: int(v, "l")?,
-    })
-}
-
-fn range_response_of(v: &Value) -> Result<RangeResponse> {
-    Ok(RangeResponse {
-        kvs: list(&v["kvs"]).iter().map(kv_of).collect::<Result<_>>()?,
-        more: v["more"].as_bool().unwrap_or(false),
-        count: int(v, "count")?,
-        revision: int(v, "rev")?,
-    })
-}
-
-fn op_response_of(op: &TxnOp, v: &Value) -> Result<TxnOpResponse> {
-    Ok(match op {
-        TxnOp::Put(_) => TxnOpResponse::Put {
-            prev_kv: match &v["p"] {
-                Value::Object(_) => Some(kv_of(&v["p"])?),
-                _ => None,
-            },
-        },
-        TxnOp::Delete(_) => TxnOpResponse::Delete {
-            deleted: int(v, "n")?,
-            prev_kvs: list(&v["p"]).iter().map(kv_of).collect::<Result<_>>()?,
-        },
-        TxnOp::Range(_) => TxnOpResponse::Range(range_response_of(v)?),
-    })
 }
 
 impl RedisBackend {
@@ -351,7 +190,7 @@ impl Inner {
         }
     }
 
-    fn log_key(&self) -> String {
+    pub(crate) fn log_key(&self) -> String {
         format!("{}:log", self.prefix)
     }
 }
@@ -480,40 +319,7 @@ impl CoordinationBackend for RedisBackend {
             }
             WatchStart::Revision(r) => r,
         };
-        // Its own connection: XREAD BLOCK would hold up every call queued behind it on the
-        // shared multiplexed one.
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
-        let conn = self
-            .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| redis_error("watch connect", e))?;
-        let mut watch = Watch {
-            conn,
-            log_key: self.inner.log_key(),
-            compact_key: format!("{}:compact", self.inner.prefix),
-            range: request.range,
-            prev_kv: request.prev_kv,
-            start,
-            last_id: if start > 1 {
-                format!("{}-{}", start - 1, u64::MAX)
-            } else {
-                "0-0".to_owned()
-            },
-            pending: VecDeque::new(),
-            done: false,
-        };
-        if let Err(e) = watch.catch_up().await {
-            watch.done = true;
-            let inner = futures::stream::once(async move { Err(e) }).boxed();
-            return Ok(WatchStream::new(start, inner));
-        }
-        let inner = futures::stream::unfold(watch, |mut watch| async move {
-            let item = watch.next().await?;
-            Some((item, watch))
-        });
-        Ok(WatchStream::new(start, inner.boxed()))
+        watch::open(&self.inner, request, start).await
     }
 
     async fn current_revision(&self) -> Result<Revision> {
@@ -544,152 +350,6 @@ impl CoordinationBackend for RedisBackend {
                 "compact revision {revision} is in the future (current revision {})",
                 int(&reply, "rev")?
             ))),
-        }
-    }
-}
-
-/// A live watch: reads the namespace's stream on a connection of its own.
-struct Watch {
-    conn: MultiplexedConnection,
-    log_key: String,
-    compact_key: String,
-    range: KeyRange,
-    prev_kv: bool,
-    start: Revision,
-    /// The id of the last stream entry read.
-    last_id: String,
-    pending: VecDeque<WatchResponse>,
-    done: bool,
-}
-
-impl Watch {
-    /// Reads the history from the start revision (XRANGE), then checks that compaction has
-    /// not removed any of it: entries at or above the compact revision are never trimmed,
-    /// so reading first and checking after cannot miss a compaction in between.
-    async fn catch_up(&mut self) -> Result<()> {
-        let reply: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&self.log_key)
-            .arg(format!("{}-0", self.start))
-            .arg("+")
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| redis_error("watch XRANGE", e))?;
-        let compacted: Option<i64> = redis::cmd("GET")
-            .arg(&self.compact_key)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|e| redis_error("watch GET", e))?;
-        if let Some(at) = compacted
-            && self.start < at
-        {
-            return Err(Error::Compacted {
-                compact_revision: Some(at),
-            });
-        }
-        self.take(&reply.ids)
-    }
-
-    /// Groups stream entries by revision and queues those the watch matches.
-    fn take(&mut self, entries: &[StreamId]) -> Result<()> {
-        for entry in entries {
-            self.last_id.clone_from(&entry.id);
-            let revision: Revision = entry
-                .id
-                .split('-')
-                .next()
-                .and_then(|r| r.parse().ok())
-                .ok_or_else(|| Error::contract(format!("stream entry id {:?}", entry.id)))?;
-            let Some(event) = self.event(entry, revision)? else {
-                continue;
-            };
-            match self.pending.back_mut() {
-                Some(last) if last.revision == revision => last.events.push(event),
-                _ => self.pending.push_back(WatchResponse {
-                    revision,
-                    events: vec![event],
-                }),
-            }
-        }
-        Ok(())
-    }
-
-    fn event(&self, entry: &StreamId, revision: Revision) -> Result<Option<Event>> {
-        let field = |name: &str| -> Option<Vec<u8>> {
-            match entry.map.get(name)? {
-                redis::Value::BulkString(b) => Some(b.clone()),
-                redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
-                _ => None,
-            }
-        };
-        let number = |name: &str| -> i64 {
-            field(name)
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        };
-        let key = field("k").ok_or_else(|| Error::contract("stream entry without a key"))?;
-        if !self.range.contains(&key) {
-            return Ok(None);
-        }
-        let prev_kv = (self.prev_kv && field("pc").is_some()).then(|| KeyValue {
-            key: key.clone(),
-            value: field("pv").unwrap_or_default(),
-            create_revision: number("pc"),
-            mod_revision: number("pm"),
-            version: number("pver"),
-            lease: number("pl"),
-        });
-        let (kind, kv) = if field("t").as_deref() == Some(b"P") {
-            let kv = KeyValue {
-                key,
-                value: field("v").unwrap_or_default(),
-                create_revision: number("c"),
-                mod_revision: number("m"),
-                version: number("ver"),
-                lease: number("l"),
-            };
-            (EventKind::Put, kv)
-        } else {
-            let kv = KeyValue {
-                key,
-                mod_revision: revision,
-                ..KeyValue::default()
-            };
-            (EventKind::Delete, kv)
-        };
-        Ok(Some(Event { kind, kv, prev_kv }))
-    }
-
-    /// The next response: queued ones first, then whatever `XREAD BLOCK` brings.
-    async fn next(&mut self) -> Option<Result<WatchResponse>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(response) = self.pending.pop_front() {
-                return Some(Ok(response));
-            }
-            let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-                .arg("BLOCK")
-                .arg(WATCH_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.log_key)
-                .arg(&self.last_id)
-                .query_async(&mut self.conn)
-                .await;
-            let result = match reply {
-                Ok(Some(reply)) => {
-                    let entries: Vec<StreamId> =
-                        reply.keys.into_iter().flat_map(|k| k.ids).collect();
-                    self.take(&entries)
-                }
-                Ok(None) => Ok(()),
-                Err(e) => Err(redis_error("watch XREAD", e)),
-            };
-            if let Err(e) = result {
-                self.done = true;
-                return Some(Err(e));
-            }
         }
     }
 }

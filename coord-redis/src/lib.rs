@@ -40,6 +40,8 @@
 //! ```
 
 mod backend;
+mod codec;
+mod watch;
 
 use std::time::Duration;
 
