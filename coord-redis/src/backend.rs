@@ -13,13 +13,13 @@ use coord_core::{
     RangeResponse, Result, Revision, TxnOp, TxnOpResponse, TxnRequest, TxnResponse, UrlOptions,
     WatchRequest, WatchStart, WatchStream,
 };
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::Script;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::RedisOptions;
 use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
+use crate::connection::Connections;
 use crate::watch;
 
 /// Lease TTLs are kept in whole milliseconds of the server's clock.
@@ -62,8 +62,7 @@ impl Scripts {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: redis::Client,
-    conn: MultiplexedConnection,
+    pub(crate) connections: Connections,
     /// `{namespace}`: the hash tag every key of the namespace starts with.
     pub(crate) prefix: String,
     scripts: Scripts,
@@ -120,19 +119,8 @@ impl RedisBackend {
                 "{url}: TLS (rediss://) is not supported by the Redis backend yet"
             )));
         }
-        let client = redis::Client::open(options.connection_url())
-            .map_err(|e| Error::invalid_argument(format!("{url}: {e}")))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(
-                options.connect_timeout().unwrap_or(Duration::from_secs(5)),
-            ))
-            .set_response_timeout(Some(
-                options.request_timeout().unwrap_or(Duration::from_secs(10)),
-            ));
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
+        let connections = Connections::open(&options).await?;
+        let mut conn = connections.command();
         let scripts = Scripts::new();
         for script in [&scripts.txn, &scripts.lease, &scripts.compact] {
             script
@@ -142,8 +130,7 @@ impl RedisBackend {
                 .map_err(|e| redis_error("SCRIPT LOAD", e))?;
         }
         let inner = Arc::new(Inner {
-            client,
-            conn,
+            connections,
             prefix: format!("{{{}}}", options.namespace_name()),
             scripts,
             url,
@@ -167,7 +154,7 @@ impl Inner {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.connections.command();
         let reply: String = invocation
             .invoke_async(&mut conn)
             .await

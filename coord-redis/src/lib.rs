@@ -41,6 +41,7 @@
 
 mod backend;
 mod codec;
+mod connection;
 mod watch;
 
 use std::time::Duration;

@@ -9,7 +9,6 @@ use coord_core::{
     WatchStream,
 };
 use futures::StreamExt;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
@@ -26,13 +25,8 @@ pub(crate) async fn open(
     start: Revision,
 ) -> Result<WatchStream> {
     // Its own connection: XREAD BLOCK would hold up every call queued behind it on the
-    // shared multiplexed one.
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let conn = inner
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .map_err(|e| redis_error("watch connect", e))?;
+    // shared one.
+    let conn = inner.connections.blocking().await?;
     let mut watch = Watch {
         conn,
         log_key: inner.log_key(),
