@@ -471,3 +471,67 @@ async fn dropping_every_backend_handle_ends_its_watches_with_an_error() {
     let error = ending_error(&mut watch).await;
     assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_longer_than_one_read_arrives_in_one_response_live_and_replayed() {
+    let Some(shared) = shared_redis().await else {
+        return;
+    };
+    let backend = shared.connect(&shared.fresh_namespace()).await;
+    // More keys than one XREAD (512) or one XRANGE page (1000) takes.
+    const KEYS: usize = 1500;
+    for chunk in (0..KEYS)
+        .collect::<Vec<_>>()
+        .chunks(coord_core::MAX_TXN_OPS)
+    {
+        let ops = chunk.iter().map(|i| TxnOp::put(format!("big/{i:04}"), "v"));
+        let response = backend
+            .txn(TxnRequest::new().and_then(ops))
+            .await
+            .expect("puts");
+        assert!(response.succeeded);
+    }
+    let mut live = backend
+        .watch(WatchRequest::prefix("big/"))
+        .await
+        .expect("watch");
+    let deleted = backend
+        .txn(
+            TxnRequest::new().and_then([TxnOp::delete_range(coord_core::KeyRange::prefix("big/"))]),
+        )
+        .await
+        .expect("delete the prefix")
+        .revision;
+    let next = put(&backend, "big/after".into(), "v").await;
+    let mut replayed = backend
+        .watch(WatchRequest::prefix("big/").from_revision(deleted))
+        .await
+        .expect("watch from the delete");
+    for (name, watch) in [("live", &mut live), ("replayed", &mut replayed)] {
+        let response = tokio::time::timeout(BOUND, watch.next())
+            .await
+            .expect("a response")
+            .expect("the watch goes on")
+            .expect("no error");
+        assert_eq!(response.revision, deleted, "{name}");
+        assert_eq!(
+            response.events.len(),
+            KEYS,
+            "{name}: the delete's events came split over responses"
+        );
+        let keys: Vec<Vec<u8>> = response.events.iter().map(|e| e.kv.key.clone()).collect();
+        let expected: Vec<Vec<u8>> = (0..KEYS)
+            .map(|i| format!("big/{i:04}").into_bytes())
+            .collect();
+        assert_eq!(keys, expected, "{name}: the delete's events in key order");
+        assert!(
+            response.events.iter().all(|e| e.kind == EventKind::Delete),
+            "{name}"
+        );
+        assert_eq!(
+            collect(watch, 1).await,
+            vec![(next, b"big/after".to_vec())],
+            "{name}"
+        );
+    }
+}

@@ -143,7 +143,7 @@ struct Subscriber {
 }
 
 impl Feed {
-    fn new() -> Feed {
+    pub(super) fn new() -> Feed {
         Feed {
             state: Mutex::new(FeedState {
                 open: true,
@@ -160,7 +160,7 @@ impl Feed {
     }
 
     /// `None` when the feed has stopped.
-    fn register(self: &Arc<Self>, range: &KeyRange) -> Option<Subscription> {
+    pub(super) fn register(self: &Arc<Self>, range: &KeyRange) -> Option<Subscription> {
         let mut state = self.lock();
         if !state.open {
             return None;

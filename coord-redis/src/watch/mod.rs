@@ -16,6 +16,8 @@
 mod entry;
 mod hub;
 mod reader;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 
