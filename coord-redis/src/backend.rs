@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     url: String,
     next_lease: AtomicU64,
     ids: RandomState,
+    /// The reader shared by every watch of this backend.
+    pub(crate) watch_hub: watch::Hub,
 }
 
 /// A client of one namespace on one Redis server. Cloning gives another handle to the same
@@ -136,6 +138,7 @@ impl RedisBackend {
             url,
             next_lease: AtomicU64::new(0),
             ids: RandomState::new(),
+            watch_hub: watch::Hub::new(),
         });
         let reaper = tokio::spawn(reap_forever(Arc::downgrade(&inner)));
         Ok(RedisBackend {
@@ -179,6 +182,10 @@ impl Inner {
 
     pub(crate) fn log_key(&self) -> String {
         format!("{}:log", self.prefix)
+    }
+
+    pub(crate) fn compact_key(&self) -> String {
+        format!("{}:compact", self.prefix)
     }
 }
 
@@ -295,6 +302,20 @@ impl CoordinationBackend for RedisBackend {
         })
     }
 
+    /// Every watch of this backend shares one blocking reader (see the crate docs).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad range or a negative start revision;
+    /// [`Error::Unavailable`] when the reader's connection cannot be opened. The stream
+    /// ends with [`Error::Compacted`] when its start revision is compacted or it fell
+    /// [`crate::WATCH_BUFFER`] responses behind, with the redis error when the reader
+    /// fails (`Unavailable` for a lost connection), and with [`Error::Backend`] when the
+    /// server lost data.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream unsubscribes the watch at once (no event is kept for it any
+    /// more); the backend's last watch to go stops the reader and closes its connection.
+    /// Dropping this future before it is ready does the same.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         request.range.validate()?;
         let start = match request.start {

@@ -25,7 +25,9 @@
 //! `compact.lua` compacts. Requests and answers are JSON, keys and values hex-encoded.
 //! Leases are logical (never Redis TTLs); a reaper task per client runs every
 //! [`REAP_INTERVAL`], so a dead holder's keys go within its TTL plus that interval.
-//! Watches read the stream (`XRANGE`, then `XREAD BLOCK` on a connection of their own).
+//! Watches read the stream: a new watch catches up with `XRANGE`, then follows the live
+//! feed of the backend's one reader (`XREAD BLOCK` on a connection of its own, shared by
+//! every watch of that backend, started by the first and stopped with the last).
 //!
 //! `coord::connect` does not reach it yet ([`RedisOptions`]'s `UrlOptions::connect` says
 //! it is not implemented); connect with [`RedisBackend::connect`].
@@ -54,6 +56,7 @@ use coord_core::backend_url::{
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use backend::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL, REAP_INTERVAL, RedisBackend};
+pub use watch::WATCH_BUFFER;
 
 /// The namespace a client works in unless told otherwise ([`RedisOptions::namespace`]).
 pub const DEFAULT_NAMESPACE: &str = "coord";
