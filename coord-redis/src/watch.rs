@@ -12,7 +12,7 @@ use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
-use crate::backend::{Inner, redis_error};
+use crate::backend::{DataLost, Inner, redis_error};
 
 /// How long one `XREAD BLOCK` waits before asking again; a dropped watch's connection is
 /// closed at once, so this only bounds how long a silent dead server goes unnoticed.
@@ -41,6 +41,7 @@ pub(crate) async fn open(
         },
         pending: VecDeque::new(),
         done: false,
+        data_lost: inner.data_lost.clone(),
     };
     if let Err(e) = watch.catch_up().await {
         watch.done = true;
@@ -66,6 +67,8 @@ struct Watch {
     last_id: String,
     pending: VecDeque<WatchResponse>,
     done: bool,
+    /// Data loss ends the watch with an error, whatever the stream holds.
+    data_lost: DataLost,
 }
 
 impl Watch {
@@ -172,17 +175,26 @@ impl Watch {
             if self.done {
                 return None;
             }
+            if self.data_lost.is_lost() {
+                self.done = true;
+                return Some(Err(self.data_lost.error()));
+            }
             if let Some(response) = self.pending.pop_front() {
                 return Some(Ok(response));
             }
-            let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            let mut xread = redis::cmd("XREAD");
+            xread
                 .arg("BLOCK")
                 .arg(WATCH_BLOCK.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&self.log_key)
-                .arg(&self.last_id)
-                .query_async(&mut self.conn)
-                .await;
+                .arg(&self.last_id);
+            let read = xread.query_async(&mut self.conn);
+            let data_lost = self.data_lost.clone();
+            let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+                reply = read => reply,
+                () = data_lost.lost() => continue,
+            };
             let result = match reply {
                 Ok(Some(reply)) => {
                     let entries: Vec<StreamId> =

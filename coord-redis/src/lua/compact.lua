@@ -1,8 +1,8 @@
--- Compaction to ARGV[2]: watches can no longer start below it.
-local target = tonumber(ARGV[2])
+-- Compaction to ARGV[4]: watches can no longer start below it.
+local target = tonumber(ARGV[4])
 local compacted = num(redis.call('GET', K_COMPACT))
-if target <= compacted then return cjson.encode({ err = 'compacted', at = compacted }) end
-if target > CUR then return cjson.encode({ err = 'future', rev = CUR }) end
-redis.call('SET', K_COMPACT, string.format('%d', target))
-redis.call('XTRIM', K_LOG, 'MINID', string.format('%d-0', target))
-return cjson.encode({ at = target })
+if target <= compacted then return cmsgpack.pack({ err = 'compacted', at = compacted }) end
+if target > CUR then return cmsgpack.pack({ err = 'future', rev = CUR }) end
+redis.call('SET', K_COMPACT, int(target))
+redis.call('XTRIM', K_LOG, 'MINID', int(target) .. '-0')
+return cmsgpack.pack({ at = target })
