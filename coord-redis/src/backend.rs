@@ -85,16 +85,31 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub(crate) struct DataLost {
     token: CancellationToken,
+    /// The epoch the client adopted at connect.
+    epoch: Arc<str>,
+    /// The meta key that holds the epoch.
+    pub(crate) meta_key: Arc<str>,
     /// Where, for the error: the redacted URL and the namespace's prefix.
     at: Arc<str>,
 }
 
 impl DataLost {
-    fn new(url: &str, prefix: &str) -> Self {
+    fn new(url: &str, prefix: &str, epoch: &str) -> Self {
         DataLost {
             token: CancellationToken::new(),
+            epoch: epoch.into(),
+            meta_key: format!("{prefix}:meta").into(),
             at: format!("{url} in namespace {prefix}").into(),
         }
+    }
+
+    /// Checks the epoch a read found (`HGET {ns}:meta epoch`), declaring the loss when it
+    /// is gone or another one.
+    pub(crate) fn check(&self, found: Option<&str>) -> Result<()> {
+        if self.is_lost() || found != Some(&*self.epoch) {
+            return Err(self.lose(found));
+        }
+        Ok(())
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -106,11 +121,18 @@ impl DataLost {
         self.token.cancelled().await;
     }
 
-    /// Records the loss; true the first time.
-    fn declare(&self) -> bool {
-        let first = !self.token.is_cancelled();
-        self.token.cancel();
-        first
+    /// Records the loss (logged the first time) and answers the error.
+    fn lose(&self, found: Option<&str>) -> Error {
+        if !self.token.is_cancelled() {
+            self.token.cancel();
+            tracing::error!(
+                at = %self.at,
+                found = found.unwrap_or("none"),
+                "redis backend: data loss detected (the namespace's epoch is gone or \
+                 changed); this client fails closed"
+            );
+        }
+        self.error()
     }
 
     /// What every call answers once data loss was seen (lease calls answer
@@ -227,7 +249,7 @@ impl RedisBackend {
                 )));
             }
         }
-        let data_lost = DataLost::new(&url, &prefix);
+        let data_lost = DataLost::new(&url, &prefix, &epoch);
         let inner = Arc::new(Inner {
             connections,
             prefix,
@@ -296,16 +318,8 @@ impl Inner {
             .map_err(|e| redis_error(what, e))?;
         let reply = decode(&reply, what)?;
         if reply["err"].as_str() == Some("epoch") {
-            if self.data_lost.declare() {
-                tracing::error!(
-                    url = %self.url,
-                    namespace = %self.prefix,
-                    found = reply["epoch"].as_str().unwrap_or_default(),
-                    "redis backend: data loss detected (the namespace's epoch is gone or \
-                     changed); this client fails closed"
-                );
-            }
-            return Err(self.data_lost.error());
+            let found = reply["epoch"].as_str().filter(|e| !e.is_empty());
+            return Err(self.data_lost.lose(found));
         }
         Ok(reply)
     }

@@ -95,6 +95,14 @@ impl Watch {
                 compact_revision: Some(at),
             });
         }
+        // Data loss: read after the history, as entries of new data come after a new epoch.
+        let epoch: Option<String> = redis::cmd("HGET")
+            .arg(&*self.data_lost.meta_key)
+            .arg("epoch")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| redis_error("watch HGET", e))?;
+        self.data_lost.check(epoch.as_deref())?;
         self.take(&reply.ids)
     }
 
@@ -182,26 +190,33 @@ impl Watch {
             if let Some(response) = self.pending.pop_front() {
                 return Some(Ok(response));
             }
-            let mut xread = redis::cmd("XREAD");
-            xread
+            // Data loss: the epoch is read right after the XREAD on this connection, so
+            // entries of data that replaced this client's never pass unnoticed.
+            let mut read = redis::pipe();
+            read.cmd("XREAD")
                 .arg("BLOCK")
                 .arg(WATCH_BLOCK.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&self.log_key)
-                .arg(&self.last_id);
-            let read = xread.query_async(&mut self.conn);
+                .arg(&self.last_id)
+                .cmd("HGET")
+                .arg(&*self.data_lost.meta_key)
+                .arg("epoch");
+            let read = read.query_async(&mut self.conn);
             let data_lost = self.data_lost.clone();
-            let reply: redis::RedisResult<Option<StreamReadReply>> = tokio::select! {
+            let reply: redis::RedisResult<(Option<StreamReadReply>, Option<String>)> = tokio::select! {
                 reply = read => reply,
                 () = data_lost.lost() => continue,
             };
             let result = match reply {
-                Ok(Some(reply)) => {
-                    let entries: Vec<StreamId> =
-                        reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                Ok((reply, epoch)) => self.data_lost.check(epoch.as_deref()).and_then(|()| {
+                    let entries: Vec<StreamId> = reply
+                        .into_iter()
+                        .flat_map(|r| r.keys)
+                        .flat_map(|k| k.ids)
+                        .collect();
                     self.take(&entries)
-                }
-                Ok(None) => Ok(()),
+                }),
                 Err(e) => Err(redis_error("watch XREAD", e)),
             };
             if let Err(e) = result {

@@ -372,3 +372,27 @@ async fn sequential_revisions_repeat_tokens_after_a_flush() {
         again.fencing_token()
     );
 }
+
+/// A watch of a client whose data was replaced ends with the data-loss error instead of
+/// delivering the new data's events as if they followed the old ones, however soon after
+/// the loss they are written (here before the old client's reaper can notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_never_delivers_events_of_the_data_that_replaced_its_own() {
+    let Some(server) = server(false).await else {
+        return;
+    };
+    let old = client(&server, Revisions::TimeFloored).await;
+    old.put(b"job/a", b"old", NO_LEASE).await.unwrap();
+    let mut watch = old.watch(WatchRequest::prefix("job")).await.unwrap();
+    server.cli(&["FLUSHALL"]).await.expect("FLUSHALL");
+    let new = client(&server, Revisions::TimeFloored).await;
+    new.put(b"job/b", b"new", NO_LEASE).await.unwrap();
+    let first = tokio::time::timeout(BOUND, watch.next())
+        .await
+        .expect("the watch answers");
+    match first {
+        Some(Err(e)) => assert!(is_data_loss(&e), "{e}"),
+        other => panic!("the old client's watch delivered {other:?}"),
+    }
+    assert!(watch.next().await.is_none(), "nothing after the error");
+}
