@@ -304,10 +304,7 @@ impl Inner {
         invocation
             .arg(&self.prefix)
             .arg(&self.epoch)
-            .arg(match self.revisions {
-                Revisions::TimeFloored => "time",
-                Revisions::Sequential => "seq",
-            });
+            .arg(self.revisions.as_str());
         for arg in args {
             invocation.arg(*arg);
         }

@@ -1,7 +1,7 @@
 -- Shared by every script (prepended on the Rust side). ARGV[1] is the namespace's key
 -- prefix, ending in its hash tag ("{ns}"), so every key below lives in one cluster slot;
 -- ARGV[2] is the epoch the client adopted at connect, ARGV[3] the revision mode ('time' or
--- 'seq'). A script's own arguments start at ARGV[4].
+-- 'sequential'). A script's own arguments start at ARGV[4].
 local P = ARGV[1]
 local K_META = P .. ':meta'        -- epoch (random, set once) and revision mode
 local K_REV = P .. ':rev'          -- store revision; absent means 1 (an empty etcd)
