@@ -14,6 +14,7 @@ use super::WATCH_BUFFER;
 use super::entry::{Entry, responses_in};
 use super::reader;
 use crate::backend::{Inner, redis_error};
+use crate::data_loss::DataLost;
 
 /// Why a feed ended for a watcher; turned into the watcher's last item.
 #[derive(Debug, Clone)]
@@ -28,8 +29,9 @@ pub(super) enum Fate {
     },
     /// The server did not answer a blocking read within its block time plus a margin.
     NoAnswer(Duration),
-    /// The log went back below what was read: the server lost data.
-    DataLost(String),
+    /// The server lost data: the log went back below what was read, or the namespace's
+    /// epoch changed.
+    DataLost(DataLost),
     /// The log held something this code cannot read.
     Contract(String),
     /// Every handle of the backend was dropped.
@@ -46,9 +48,7 @@ impl Fate {
             Fate::NoAnswer(after) => Error::unavailable(format!(
                 "redis watch: the server did not answer a blocking read within {after:?}"
             )),
-            Fate::DataLost(message) => {
-                Error::backend("redis", format!("redis data loss detected: {message}"))
-            }
+            Fate::DataLost(signal) => signal.error(),
             Fate::Contract(message) => Error::contract(message.clone()),
             Fate::BackendDropped => {
                 Error::unavailable("redis watch: every handle of its RedisBackend was dropped")
@@ -88,25 +88,17 @@ impl Hub {
         let subscription = feed
             .register(range)
             .ok_or_else(|| Error::contract("redis watch: a new feed refused its first watcher"))?;
-        let reader = reader::Reader::new(conn, log_key, inner.compact_key(), top, feed.clone());
+        let reader = reader::Reader::new(
+            conn,
+            &inner.prefix,
+            inner.data_lost.clone(),
+            top,
+            feed.clone(),
+        );
         let task = tokio::spawn(reader.run());
         feed.set_task(task.abort_handle());
         *slot = Some(feed);
         Ok(subscription)
-    }
-
-    /// Ends every watch of this backend with `fate` and stops the reader; the next watch
-    /// starts a new one. For signals from outside the reader (data loss seen by a script).
-    #[allow(dead_code)] // the hook for the backend's data-loss signal
-    pub(crate) fn end_all_data_lost(&self, message: impl Into<String>) {
-        let feed = match self.slot.try_lock() {
-            Ok(slot) => slot.clone(),
-            // A watch is starting a reader; it will meet the loss itself.
-            Err(_) => None,
-        };
-        if let Some(feed) = feed {
-            feed.close(Fate::DataLost(message.into()));
-        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! was compacted, when compaction trimmed entries the reader had not read yet, or when it
 //! fell more than [`WATCH_BUFFER`] responses behind; with the redis error (`Unavailable`
 //! for a dropped connection) when the reader fails; with a `Backend` "data loss" error when
-//! the log went back below what was read. The next watch starts a new reader.
+//! the log went back below what was read or the namespace's epoch changed. The next watch starts a new reader.
 
 mod entry;
 mod hub;
@@ -121,6 +121,15 @@ async fn catch_up(inner: &Inner, start: Revision) -> Result<Vec<Entry>> {
             compact_revision: Some(at),
         });
     }
+    // Read after the history: entries of data that replaced this client's come with
+    // another epoch.
+    let epoch: Option<String> = redis::cmd("HGET")
+        .arg(&*inner.data_lost.meta_key)
+        .arg("epoch")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redis_error("watch HGET epoch", e))?;
+    inner.data_lost.check(epoch.as_deref())?;
     Ok(history)
 }
 

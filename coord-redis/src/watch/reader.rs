@@ -10,6 +10,7 @@ use redis::streams::{StreamId, StreamReadReply};
 
 use super::entry::{Entry, EntryId};
 use super::hub::{Fate, Feed};
+use crate::data_loss::DataLost;
 
 /// How long one `XREAD BLOCK` waits. Each timeout also checks that the log did not go
 /// back (data loss), so this bounds how long that goes unnoticed by an idle watch.
@@ -25,6 +26,8 @@ pub(super) struct Reader<C> {
     conn: C,
     log_key: String,
     compact_key: String,
+    trimmed_key: String,
+    data_lost: DataLost,
     feed: Arc<Feed>,
     /// The id of the last entry read.
     position: EntryId,
@@ -40,15 +43,17 @@ impl<C: ConnectionLike + Send + 'static> Reader<C> {
     /// revision: scripts are atomic).
     pub(super) fn new(
         conn: C,
-        log_key: String,
-        compact_key: String,
+        prefix: &str,
+        data_lost: DataLost,
         top: EntryId,
         feed: Arc<Feed>,
     ) -> Self {
         Reader {
             conn,
-            log_key,
-            compact_key,
+            log_key: format!("{prefix}:log"),
+            compact_key: format!("{prefix}:compact"),
+            trimmed_key: format!("{prefix}:trimmed"),
+            data_lost,
             feed,
             position: top,
             complete: top.revision,
@@ -72,37 +77,48 @@ impl<C: ConnectionLike + Send + 'static> Reader<C> {
 
     /// One blocking read and what follows; false when no watcher is left.
     async fn step(&mut self) -> Result<bool, Fate> {
-        let mut xread = redis::cmd("XREAD");
-        xread
+        // The epoch is read right after the XREAD, on this connection: entries of data that
+        // replaced this client's (after a restart without persistence, say) come with
+        // another epoch, so they never pass for the continuation of the old log.
+        let mut read = redis::pipe();
+        read.cmd("XREAD")
             .arg("BLOCK")
             .arg(BLOCK.as_millis() as u64)
             .arg("COUNT")
             .arg(READ_COUNT)
             .arg("STREAMS")
             .arg(&self.log_key)
-            .arg(self.position.to_string());
-        let reply: Option<StreamReadReply> =
-            match tokio::time::timeout(BLOCK + ANSWER_MARGIN, xread.query_async(&mut self.conn))
-                .await
-            {
-                Err(_) => return Err(Fate::NoAnswer(BLOCK + ANSWER_MARGIN)),
-                Ok(reply) => reply.map_err(|error| Fate::Redis {
-                    context: "watch XREAD",
-                    error,
-                })?,
-            };
+            .arg(self.position.to_string())
+            .cmd("HGET")
+            .arg(&*self.data_lost.meta_key)
+            .arg("epoch");
+        let data_lost = self.data_lost.clone();
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(BLOCK + ANSWER_MARGIN, read.query_async(&mut self.conn)) => answer,
+            () = data_lost.lost() => return Err(Fate::DataLost(data_lost)),
+        };
+        let (reply, epoch): (Option<StreamReadReply>, Option<String>) = match answer {
+            Err(_) => return Err(Fate::NoAnswer(BLOCK + ANSWER_MARGIN)),
+            Ok(reply) => reply.map_err(|error| Fate::Redis {
+                context: "watch XREAD",
+                error,
+            })?,
+        };
+        if self.data_lost.check(epoch.as_deref()).is_err() {
+            return Err(Fate::DataLost(self.data_lost.clone()));
+        }
         let mut raw = entries_of(reply);
         if raw.is_empty() {
             self.check_not_gone_back().await?;
             return Ok(self.feed.is_open());
         }
-        let mut compact = self.compact_revision().await?;
-        if compact > self.complete + 1 {
-            // Compaction passed entries not read before this read: read again, atomically
-            // with the compact revision, to tell "trimmed before we read" (a gap) from
-            // "compacted just after".
-            let (again_compact, again) = self.read_with_compaction().await?;
-            if again_compact > self.complete + 1 {
+        let (mut compact, trimmed) = self.compaction().await?;
+        if trimmed > self.complete {
+            // Compaction removed an entry newer than what was read before this read: read
+            // again, atomically with the compaction state, to tell "trimmed before we read"
+            // (a gap) from "compacted just after".
+            let ((again_compact, again_trimmed), again) = self.read_with_compaction().await?;
+            if again_trimmed > self.complete {
                 return Err(Fate::Compacted(again_compact));
             }
             compact = again_compact;
@@ -133,24 +149,34 @@ impl<C: ConnectionLike + Send + 'static> Reader<C> {
         Ok(self.feed.publish(ready.into(), compact))
     }
 
-    async fn compact_revision(&mut self) -> Result<Revision, Fate> {
-        let compact: Option<Revision> = redis::cmd("GET")
+    /// The compact revision and the revision of the newest entry compaction removed
+    /// (`{NS}:trimmed`; revisions may be sparse, so the compact revision alone cannot tell
+    /// whether an unread entry went).
+    async fn compaction(&mut self) -> Result<(Revision, Revision), Fate> {
+        let (compact, trimmed): (Option<Revision>, Option<Revision>) = redis::cmd("MGET")
             .arg(&self.compact_key)
+            .arg(&self.trimmed_key)
             .query_async(&mut self.conn)
             .await
             .map_err(|error| Fate::Redis {
-                context: "watch GET compact",
+                context: "watch MGET compaction",
                 error,
             })?;
-        Ok(compact.unwrap_or(0))
+        Ok((compact.unwrap_or(0), trimmed.unwrap_or(0)))
     }
 
-    /// The compact revision and the entries after the position, read in one `MULTI`.
-    async fn read_with_compaction(&mut self) -> Result<(Revision, Vec<StreamId>), Fate> {
-        let (compact, reply): (Option<Revision>, Option<StreamReadReply>) = redis::pipe()
+    /// The compaction state and the entries after the position, read in one `MULTI`.
+    async fn read_with_compaction(
+        &mut self,
+    ) -> Result<((Revision, Revision), Vec<StreamId>), Fate> {
+        let ((compact, trimmed), reply): (
+            (Option<Revision>, Option<Revision>),
+            Option<StreamReadReply>,
+        ) = redis::pipe()
             .atomic()
-            .cmd("GET")
+            .cmd("MGET")
             .arg(&self.compact_key)
+            .arg(&self.trimmed_key)
             .cmd("XREAD")
             .arg("COUNT")
             .arg(READ_COUNT)
@@ -160,10 +186,13 @@ impl<C: ConnectionLike + Send + 'static> Reader<C> {
             .query_async(&mut self.conn)
             .await
             .map_err(|error| Fate::Redis {
-                context: "watch MULTI GET XREAD",
+                context: "watch MULTI MGET XREAD",
                 error,
             })?;
-        Ok((compact.unwrap_or(0), entries_of(reply)))
+        Ok((
+            (compact.unwrap_or(0), trimmed.unwrap_or(0)),
+            entries_of(reply),
+        ))
     }
 
     /// After a read that found nothing: the log must still reach the position. A log that
@@ -182,14 +211,20 @@ impl<C: ConnectionLike + Send + 'static> Reader<C> {
             })?;
         match top {
             Some(top) if top >= self.position => Ok(()),
-            Some(top) => Err(Fate::DataLost(format!(
-                "the watch log {} went back from {} to {top}",
-                self.log_key, self.position
-            ))),
-            None => Err(Fate::DataLost(format!(
-                "the watch log {} is gone (it had reached {})",
-                self.log_key, self.position
-            ))),
+            Some(top) => {
+                self.data_lost.declare(&format!(
+                    "the watch log {} went back from {} to {top}",
+                    self.log_key, self.position
+                ));
+                Err(Fate::DataLost(self.data_lost.clone()))
+            }
+            None => {
+                self.data_lost.declare(&format!(
+                    "the watch log {} is gone (it had reached {})",
+                    self.log_key, self.position
+                ));
+                Err(Fate::DataLost(self.data_lost.clone()))
+            }
         }
     }
 }

@@ -52,7 +52,7 @@ fn after(revision: Revision) -> EntryId {
 
 #[tokio::test]
 async fn a_reader_behind_a_compaction_ends_its_watchers_compacted() {
-    let Some((_server, _backend, conn, prefix, revisions)) = compacted_log().await else {
+    let Some((_server, backend, conn, prefix, revisions)) = compacted_log().await else {
         return;
     };
     let feed = Arc::new(Feed::new());
@@ -60,8 +60,8 @@ async fn a_reader_behind_a_compaction_ends_its_watchers_compacted() {
     // It had read only the first write: the second to the seventh were trimmed unread.
     let reader = Reader::new(
         conn,
-        format!("{prefix}:log"),
-        format!("{prefix}:compact"),
+        &prefix,
+        backend.data_lost().clone(),
         after(revisions[0]),
         feed.clone(),
     );
@@ -76,7 +76,7 @@ async fn a_reader_behind_a_compaction_ends_its_watchers_compacted() {
 
 #[tokio::test]
 async fn a_reader_at_the_compaction_goes_on_without_a_gap() {
-    let Some((_server, _backend, conn, prefix, revisions)) = compacted_log().await else {
+    let Some((_server, backend, conn, prefix, revisions)) = compacted_log().await else {
         return;
     };
     let feed = Arc::new(Feed::new());
@@ -84,8 +84,8 @@ async fn a_reader_at_the_compaction_goes_on_without_a_gap() {
     // Everything below the compact revision was read: nothing unread was trimmed.
     let reader = Reader::new(
         conn,
-        format!("{prefix}:log"),
-        format!("{prefix}:compact"),
+        &prefix,
+        backend.data_lost().clone(),
         after(revisions[6]),
         feed.clone(),
     );
