@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::RedisOptions;
 use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
 use crate::connection::Connections;
+pub(crate) use crate::connection::redis_error;
 use crate::watch;
 
 /// Lease TTLs are kept in whole milliseconds of the server's clock.
@@ -96,29 +97,18 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> Error {
-    let message = format!("redis {context}: {e}");
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        Error::unavailable_with_source(message, e)
-    } else {
-        Error::backend_with_source("redis", message, e)
-    }
-}
-
 impl RedisBackend {
     /// Connects to the server the options name, loads the scripts and starts the lease
-    /// reaper.
+    /// reaper. The connection is made again after it breaks (a server restart): the call
+    /// that finds it broken fails with [`Error::Unavailable`], later ones reconnect.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached;
-    /// [`Error::InvalidArgument`] for options this backend does not support yet (TLS).
+    /// [`Error::Unavailable`] when the server cannot be reached (or the TLS handshake
+    /// fails); [`Error::Unauthenticated`] for a wrong user name or password;
+    /// [`Error::PermissionDenied`] when the user may not load the scripts;
+    /// [`Error::InvalidArgument`] for an unreadable or invalid TLS file.
     pub async fn connect(options: RedisOptions) -> Result<RedisBackend> {
         let url = options.redacted_url();
-        if options.tls() {
-            return Err(Error::invalid_argument(format!(
-                "{url}: TLS (rediss://) is not supported by the Redis backend yet"
-            )));
-        }
         let connections = Connections::open(&options).await?;
         let mut conn = connections.command();
         let scripts = Scripts::new();
@@ -127,7 +117,7 @@ impl RedisBackend {
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(|e| redis_error("SCRIPT LOAD", e))?;
+                .map_err(|e| redis_error(&format!("SCRIPT LOAD on {url}"), e))?;
         }
         let inner = Arc::new(Inner {
             connections,
