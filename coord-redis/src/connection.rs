@@ -78,21 +78,22 @@ impl Connections {
     pub(crate) async fn open(options: &RedisOptions) -> Result<Connections> {
         let url = options.redacted_url();
         let client = client(options, &url)?;
-        let mut config = AsyncConnectionConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(
                 options.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             ))
             .set_response_timeout(Some(
                 options.request_timeout().unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             ));
+        // The client is built for the tls_domain name (what rustls checks the certificate
+        // against); this resolver sends its connections to the real host.
         #[cfg(feature = "tls")]
-        if options.tls_files().tls_domain.is_some() {
-            // The client is built for the tls_domain name (what rustls checks the
-            // certificate against); this sends its connections to the real host.
-            config = config.set_dns_resolver(HostResolver {
+        let config = match options.tls_files().tls_domain {
+            Some(_) => config.set_dns_resolver(HostResolver {
                 host: options.host().trim_matches(['[', ']']).to_owned(),
-            });
-        }
+            }),
+            None => config,
+        };
         let shared = Arc::new(Shared {
             client: client.clone(),
             config: config.clone(),

@@ -9,7 +9,9 @@ use coord_core::{
     BackendExt, CoordinationBackend, Error, EventKind, Mutex, Session, UrlOptions, WatchRequest,
 };
 use coord_redis::{RedisBackend, RedisOptions};
-use coord_testkit::{RedisServer, RedisServerBuilder, TlsMaterial};
+#[cfg(feature = "tls")]
+use coord_testkit::TlsMaterial;
+use coord_testkit::{RedisServer, RedisServerBuilder};
 use futures::StreamExt;
 
 /// How long a backend may take to work again after its server came back. Generous: the
@@ -28,6 +30,7 @@ async fn connect(url: &str) -> coord_core::Result<RedisBackend> {
 
 /// `rediss://` to the server with `ca` as trusted root and, when given, the server's
 /// client certificate.
+#[cfg(feature = "tls")]
 fn tls_url(server: &RedisServer, ca: &TlsMaterial, client_cert: bool, extra: &str) -> String {
     let tls = server.tls().expect("a TLS server");
     let mut url = format!("{}?cacert={}", server.url(), ca.ca_cert_path().display());
@@ -66,6 +69,7 @@ async fn lock_unlock_and_watch(backend: RedisBackend) {
     session.close().await.expect("close");
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn tls_with_a_client_certificate_locks_unlocks_and_watches() {
     let Some(server) = start(RedisServer::builder().tls(true)).await else {
@@ -78,6 +82,7 @@ async fn tls_with_a_client_certificate_locks_unlocks_and_watches() {
     lock_unlock_and_watch(backend).await;
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn tls_domain_is_the_name_the_certificate_is_checked_against() {
     let Some(server) = start(RedisServer::builder().tls(true)).await else {
@@ -98,6 +103,7 @@ async fn tls_domain_is_the_name_the_certificate_is_checked_against() {
     assert!(text.contains("tls_domain=redis.invalid"), "{text}");
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn a_server_certificate_from_another_ca_is_refused() {
     let Some(server) = start(RedisServer::builder().tls(true)).await else {
@@ -115,6 +121,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     assert!(text.contains(&server.url()), "names the server: {text}");
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn a_tls_client_without_a_certificate_is_refused_by_the_server() {
     let Some(server) = start(RedisServer::builder().tls(true)).await else {
@@ -132,6 +139,7 @@ async fn a_tls_client_without_a_certificate_is_refused_by_the_server() {
     );
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn plain_text_to_a_tls_server_is_unavailable_not_a_hang() {
     let Some(server) = start(RedisServer::builder().tls(true)).await else {
@@ -261,8 +269,9 @@ async fn survives_a_restart(builder: RedisServerBuilder, aof: bool) {
         return;
     };
     let url = match server.tls() {
+        #[cfg(feature = "tls")]
         Some(tls) => tls_url(&server, tls, true, ""),
-        None => server.url(),
+        _ => server.url(),
     };
     let backend = connect(&url).await.expect("connect");
     let before = backend.put(b"k", b"before", 0).await.expect("put");
@@ -309,6 +318,7 @@ async fn the_backend_works_again_after_a_restart_with_aof() {
     survives_a_restart(RedisServer::builder(), true).await;
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn the_backend_works_again_after_a_restart_over_tls() {
     survives_a_restart(RedisServer::builder().tls(true), false).await;
