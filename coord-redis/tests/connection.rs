@@ -384,3 +384,57 @@ async fn secrets_never_show_in_options_backend_or_errors() {
     let e = wrong.connect().await.expect_err("a wrong password");
     hides(&e, PASSWORD);
 }
+
+#[tokio::test]
+async fn scripts_flushed_from_the_server_are_loaded_again() {
+    let Some(server) = start(RedisServer::builder()).await else {
+        return;
+    };
+    let backend = connect(&server.url()).await.expect("connect");
+    backend.put(b"k", b"v1", 0).await.expect("put");
+    server
+        .cli(&["SCRIPT", "FLUSH"])
+        .await
+        .expect("SCRIPT FLUSH");
+    // EVALSHA answers NOSCRIPT; the script is loaded and run again in the same call.
+    let revision = backend
+        .put(b"k", b"v2", 0)
+        .await
+        .expect("put after the flush");
+    let kv = backend.get(b"k").await.expect("get").expect("the key");
+    assert_eq!((kv.value, kv.mod_revision), (b"v2".to_vec(), revision));
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_times_out_as_unavailable_and_recovers() {
+    let Some(server) = start(RedisServer::builder()).await else {
+        return;
+    };
+    let url = format!(
+        "{}?request_timeout=500ms&connect_timeout=500ms",
+        server.url()
+    );
+    let backend = connect(&url).await.expect("connect");
+    backend.put(b"k", b"v1", 0).await.expect("put");
+    server.pause().await.expect("SIGSTOP");
+    let e = backend.put(b"k", b"v2", 0).await.expect_err("no answer");
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    // The next call reconnects, and the handshake gets no answer either.
+    let e = backend.get(b"k").await.expect_err("still no answer");
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    server.resume().await.expect("SIGCONT");
+    let started = Instant::now();
+    let kv = loop {
+        match backend.get(b"k").await {
+            Ok(kv) => break kv.expect("the key"),
+            Err(e) => {
+                assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+                assert!(started.elapsed() < RECOVERY_BOUND, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // The write that timed out reached the server before it stopped, or not at all: its
+    // outcome is unknown, so either value is right.
+    assert!(kv.value == b"v1" || kv.value == b"v2", "{kv:?}");
+}
