@@ -3,7 +3,7 @@
 //! blocking reads. TLS (`rediss://`) and credentials apply to both.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coord_core::{Error, Result, UrlOptions};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
@@ -97,7 +97,7 @@ impl Connections {
         let shared = Arc::new(Shared {
             client: client.clone(),
             config: config.clone(),
-            current: Mutex::new(None),
+            state: Mutex::new(State::default()),
         });
         shared
             .current()
@@ -251,10 +251,21 @@ impl redis::io::AsyncDNSResolver for HostResolver {
 struct Shared {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    /// The live connection, `None` after it broke until the next call connects. The lock
-    /// is held while connecting, so calls during an outage wait for one attempt instead of
+    /// Held while connecting, so calls during an outage wait for one attempt instead of
     /// each opening a connection.
-    current: Mutex<Option<Current>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The live connection, `None` after it broke until a call connects again.
+    live: Option<Current>,
+    /// The last connection attempt's failure and when it ended: a call that waited for
+    /// that attempt gets its error instead of trying again, so a burst of calls during an
+    /// outage (say, a paused server) waits for one connect timeout, not one each.
+    failure: Option<(Instant, RedisError)>,
+    /// Numbers the connections.
+    generations: u64,
 }
 
 #[derive(Clone)]
@@ -267,21 +278,36 @@ struct Current {
 
 impl Shared {
     async fn current(&self) -> redis::RedisResult<Current> {
-        let mut current = self.current.lock().await;
-        if let Some(live) = &*current {
+        let asked = Instant::now();
+        let mut state = self.state.lock().await;
+        if let Some(live) = &state.live {
             return Ok(live.clone());
         }
-        let connection = self
+        if let Some((ended, e)) = &state.failure
+            && *ended >= asked
+        {
+            return Err(e.clone());
+        }
+        match self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
-        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let live = Current {
-            connection,
-            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        };
-        *current = Some(live.clone());
-        Ok(live)
+            .await
+        {
+            Ok(connection) => {
+                state.generations += 1;
+                let live = Current {
+                    connection,
+                    generation: state.generations,
+                };
+                state.live = Some(live.clone());
+                state.failure = None;
+                Ok(live)
+            }
+            Err(e) => {
+                state.failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// Drops the connection of `generation` after it gave `e`, when `e` says it broke.
@@ -289,10 +315,14 @@ impl Shared {
         if !needs_reconnect(e) {
             return;
         }
-        let mut current = self.current.lock().await;
-        if current.as_ref().is_some_and(|c| c.generation == generation) {
+        let mut state = self.state.lock().await;
+        if state
+            .live
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
+        {
             tracing::debug!(error = %e, "redis backend: the shared connection broke; the next call reconnects");
-            *current = None;
+            state.live = None;
         }
     }
 
