@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
 use crate::connection::Connections;
+pub(crate) use crate::connection::redis_error;
 use crate::data_loss::DataLost;
 use crate::watch;
 use crate::{RedisOptions, Revisions};
@@ -107,18 +108,11 @@ impl fmt::Debug for RedisBackend {
     }
 }
 
-pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> Error {
-    let message = format!("redis {context}: {e}");
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        Error::unavailable_with_source(message, e)
-    } else {
-        Error::backend_with_source("redis", message, e)
-    }
-}
-
 impl RedisBackend {
     /// Connects to the server the options name, loads the scripts, adopts the namespace's
-    /// epoch (creating it in a namespace that has none) and starts the lease reaper.
+    /// epoch (creating it in a namespace that has none) and starts the lease reaper. The
+    /// connection is made again after it breaks (a server restart): the call that finds it
+    /// broken fails with [`Error::Unavailable`], later ones reconnect.
     ///
     /// A client that later finds the epoch gone or changed (the server lost the data:
     /// restart without persistence, `FLUSHALL`/`FLUSHDB`, failover to a replica that
@@ -126,16 +120,13 @@ impl RedisBackend {
     /// with new sessions (see the crate docs, "Data loss and fencing tokens").
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached;
-    /// [`Error::InvalidArgument`] for options this backend does not support yet (TLS), or a
-    /// revision mode other than the one the namespace was created with.
+    /// [`Error::Unavailable`] when the server cannot be reached (or the TLS handshake
+    /// fails); [`Error::Unauthenticated`] for a wrong user name or password;
+    /// [`Error::PermissionDenied`] when the user may not load the scripts;
+    /// [`Error::InvalidArgument`] for an unreadable or invalid TLS file, or a revision mode
+    /// other than the one the namespace was created with.
     pub async fn connect(options: RedisOptions) -> Result<RedisBackend> {
         let url = options.redacted_url();
-        if options.tls() {
-            return Err(Error::invalid_argument(format!(
-                "{url}: TLS (rediss://) is not supported by the Redis backend yet"
-            )));
-        }
         let connections = Connections::open(&options).await?;
         let mut conn = connections.command();
         let scripts = Scripts::new();
@@ -149,7 +140,7 @@ impl RedisBackend {
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
-                .map_err(|e| redis_error("SCRIPT LOAD", e))?;
+                .map_err(|e| redis_error(&format!("SCRIPT LOAD on {url}"), e))?;
         }
         let prefix = format!("{{{}}}", options.namespace_name());
         let revisions = options.revision_mode();

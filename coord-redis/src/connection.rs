@@ -1,14 +1,20 @@
 //! The connections of a backend: one shared (multiplexed) connection for every script and
-//! plain command, and dedicated ones for blocking reads.
+//! plain command, replaced on the next call after it breaks, and dedicated ones for
+//! blocking reads. TLS (`rediss://`) and credentials apply to both.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use coord_core::{Error, Result, UrlOptions};
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
+    Value,
+};
+use tokio::sync::Mutex;
 
 use crate::RedisOptions;
-use crate::backend::redis_error;
 
 /// Time allowed to reach the server unless the URL says otherwise.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -16,22 +22,62 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// (500 ms) would cut a script that waits behind a slow one on a loaded server.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Maps a redis-rs error to the kind a caller can act on. `context` says what failed (and,
+/// for a connection, where, as a redacted URL); it never holds a password, nor does the
+/// redis error (the server's `WRONGPASS` reply does not repeat it).
+pub(crate) fn redis_error(context: &str, e: RedisError) -> Error {
+    let message = format!("redis {context}: {e}");
+    match e.kind() {
+        ErrorKind::AuthenticationFailed => Error::Unauthenticated { message },
+        ErrorKind::Server(ServerErrorKind::NoPerm) => Error::PermissionDenied { message },
+        // The server is starting (LOADING: reading its AOF or RDB after a restart), has no
+        // healthy primary, or is busy: the same call may succeed later.
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown,
+        ) => Error::unavailable_with_source(message, e),
+        ErrorKind::InvalidClientConfig => Error::InvalidArgument { message },
+        // Redis 7.0 answers a script's access to a key or command its user may not touch
+        // with a plain ERR ("The user executing the script can't access at least one of
+        // the keys ...", Redis `script.c`), not NOPERM.
+        ErrorKind::Server(ServerErrorKind::ResponseError)
+            if e.detail()
+                .is_some_and(|d| d.contains("user executing the script can't")) =>
+        {
+            Error::PermissionDenied { message }
+        }
+        _ => match e.code() {
+            // NOAUTH: the server wants a password and none was given. WRONGPASS also comes
+            // back from a plain `AUTH` command, outside the handshake.
+            Some("NOAUTH" | "WRONGPASS") => Error::Unauthenticated { message },
+            // A script that ran past `busy-reply-threshold` holds the server.
+            Some("BUSY") => Error::unavailable_with_source(message, e),
+            _ if e.is_io_error() => Error::unavailable_with_source(message, e),
+            _ => Error::backend_with_source("redis", message, e),
+        },
+    }
+}
+
+/// Whether the connection that gave `e` must be replaced: it broke (EOF, reset, a
+/// timed-out read that may leave a late reply in the stream) or lost its framing.
+fn needs_reconnect(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_unrecoverable_error()
+}
+
 pub(crate) struct Connections {
     client: redis::Client,
-    shared: MultiplexedConnection,
+    config: AsyncConnectionConfig,
+    shared: Arc<Shared>,
+    db: i64,
 }
 
 impl Connections {
-    /// Connects the shared connection.
+    /// Reads the TLS files, builds the client and connects the shared connection.
     pub(crate) async fn open(options: &RedisOptions) -> Result<Connections> {
         let url = options.redacted_url();
-        if options.tls() {
-            return Err(Error::invalid_argument(format!(
-                "{url}: TLS (rediss://) is not supported by the Redis backend yet"
-            )));
-        }
-        let client = redis::Client::open(options.connection_url())
-            .map_err(|e| Error::invalid_argument(format!("{url}: {e}")))?;
+        let client = client(options, &url)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(
                 options.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
@@ -39,25 +85,295 @@ impl Connections {
             .set_response_timeout(Some(
                 options.request_timeout().unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             ));
-        let shared = client
-            .get_multiplexed_async_connection_with_config(&config)
+        // The client is built for the tls_domain name (what rustls checks the certificate
+        // against); this resolver sends its connections to the real host.
+        #[cfg(feature = "tls")]
+        let config = match options.tls_files().tls_domain {
+            Some(_) => config.set_dns_resolver(HostResolver {
+                host: options.host().trim_matches(['[', ']']).to_owned(),
+            }),
+            None => config,
+        };
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            config: config.clone(),
+            state: Mutex::new(State::default()),
+        });
+        shared
+            .current()
             .await
             .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
-        Ok(Connections { client, shared })
+        Ok(Connections {
+            client,
+            config,
+            shared,
+            db: i64::from(options.db()),
+        })
     }
 
-    /// The shared connection, for every call that answers at once.
-    pub(crate) fn command(&self) -> MultiplexedConnection {
-        self.shared.clone()
+    /// The shared connection, for every call that answers at once. After it breaks (a
+    /// server restart, a dropped socket, a timeout) the call that saw it fails and the
+    /// next one connects again.
+    pub(crate) fn command(&self) -> SharedConnection {
+        SharedConnection {
+            shared: self.shared.clone(),
+            db: self.db,
+        }
     }
 
     /// A new connection of its own with no response timeout, for `XREAD BLOCK`: a blocking
     /// read on the shared connection would hold up every call queued behind it.
     pub(crate) async fn blocking(&self) -> Result<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
+        let config = self.config.clone().set_response_timeout(None);
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| redis_error("connect a blocking reader", e))
+    }
+}
+
+/// The redis crate's client for `options`: credentials, database, TLS material.
+fn client(options: &RedisOptions, url: &str) -> Result<redis::Client> {
+    let mut userinfo = String::new();
+    let credentials = options.credentials();
+    if let Some(user) = credentials.user() {
+        userinfo.push_str(&utf8_percent_encode(user, NON_ALPHANUMERIC).to_string());
+    }
+    if let Some(password) = credentials.password() {
+        userinfo.push(':');
+        userinfo.push_str(&utf8_percent_encode(password, NON_ALPHANUMERIC).to_string());
+    }
+    if !userinfo.is_empty() {
+        userinfo.push('@');
+    }
+    // Errors below name `url`, never `connection_url`: it holds the password.
+    let bad = |e: RedisError| Error::invalid_argument(format!("{url}: {e}"));
+    if !options.tls() {
+        let connection_url = format!(
+            "redis://{userinfo}{}:{}/{}",
+            options.host(),
+            options.port(),
+            options.db()
+        );
+        return redis::Client::open(connection_url).map_err(bad);
+    }
+    tls_client(options, url, &userinfo)
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_client(_options: &RedisOptions, url: &str, _userinfo: &str) -> Result<redis::Client> {
+    Err(Error::invalid_argument(format!(
+        "{url}: this build of coord-redis has no TLS (enable its `tls` feature for rediss://)"
+    )))
+}
+
+/// The client for a `rediss://` URL: the CA, the client certificate and key, read now so
+/// that a missing file is an error naming it.
+#[cfg(feature = "tls")]
+fn tls_client(options: &RedisOptions, url: &str, userinfo: &str) -> Result<redis::Client> {
+    use redis::{ClientTlsConfig, TlsCertificates};
+
+    let bad = |e: RedisError| Error::invalid_argument(format!("{url}: {e}"));
+    let files = options.tls_files();
+    // rustls checks the server's certificate against the URL's host, so the client is
+    // built for tls_domain when one is given (the resolver in `open` keeps the address).
+    let name = match &files.tls_domain {
+        Some(domain) => match domain.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => domain.clone(),
+        },
+        None => options.host().to_owned(),
+    };
+    let connection_url = format!(
+        "rediss://{userinfo}{name}:{}/{}",
+        options.port(),
+        options.db()
+    );
+    let client_tls = match (&files.cert_file, &files.key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read(url, "cert", cert)?,
+            client_key: read(url, "key", key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = files
+        .ca_file
+        .as_deref()
+        .map(|ca| read(url, "cacert", ca))
+        .transpose()?;
+    // rustls needs a process-wide crypto provider when more than one is compiled in (an
+    // application may enable aws-lc-rs); ring is the one this crate brings. Installing
+    // fails harmlessly when one is already there.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    redis::Client::build_with_tls(
+        connection_url,
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(bad)
+}
+
+/// Reads a TLS file named by the URL parameter `parameter`.
+#[cfg(feature = "tls")]
+fn read(url: &str, parameter: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::invalid_argument(format!(
+            "{url}: cannot read the `{parameter}` file {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Resolves every name to the configured host: with `tls_domain` the redis crate is given
+/// the certificate's name as host, and this keeps the connection going to the URL's host.
+#[cfg(feature = "tls")]
+struct HostResolver {
+    host: String,
+}
+
+#[cfg(feature = "tls")]
+impl redis::io::AsyncDNSResolver for HostResolver {
+    fn resolve<'a, 'b: 'a>(
+        &'a self,
+        _name: &'b str,
+        port: u16,
+    ) -> RedisFuture<'a, Box<dyn Iterator<Item = std::net::SocketAddr> + Send + 'a>> {
+        Box::pin(async move {
+            let addresses = tokio::net::lookup_host((self.host.as_str(), port)).await?;
+            Ok(Box::new(addresses) as Box<dyn Iterator<Item = std::net::SocketAddr> + Send>)
+        })
+    }
+}
+
+/// The shared connection and how to make it again.
+struct Shared {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    /// Held while connecting, so calls during an outage wait for one attempt instead of
+    /// each opening a connection.
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The live connection, `None` after it broke until a call connects again.
+    live: Option<Current>,
+    /// The last connection attempt's failure and when it ended: a call that waited for
+    /// that attempt gets its error instead of trying again, so a burst of calls during an
+    /// outage (say, a paused server) waits for one connect timeout, not one each.
+    failure: Option<(Instant, RedisError)>,
+    /// Numbers the connections.
+    generations: u64,
+}
+
+#[derive(Clone)]
+struct Current {
+    connection: MultiplexedConnection,
+    /// Tells connections apart, so a late failure on a replaced one does not drop its
+    /// replacement.
+    generation: u64,
+}
+
+impl Shared {
+    async fn current(&self) -> redis::RedisResult<Current> {
+        let asked = Instant::now();
+        let mut state = self.state.lock().await;
+        if let Some(live) = &state.live {
+            return Ok(live.clone());
+        }
+        if let Some((ended, e)) = &state.failure
+            && *ended >= asked
+        {
+            return Err(e.clone());
+        }
+        match self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+        {
+            Ok(connection) => {
+                state.generations += 1;
+                let live = Current {
+                    connection,
+                    generation: state.generations,
+                };
+                state.live = Some(live.clone());
+                state.failure = None;
+                Ok(live)
+            }
+            Err(e) => {
+                state.failure = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops the connection of `generation` after it gave `e`, when `e` says it broke.
+    async fn failed(&self, generation: u64, e: &RedisError) {
+        if !needs_reconnect(e) {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        if state
+            .live
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
+        {
+            tracing::debug!(error = %e, "redis backend: the shared connection broke; the next call reconnects");
+            state.live = None;
+        }
+    }
+
+    async fn with<T>(
+        &self,
+        call: impl AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let Current {
+            mut connection,
+            generation,
+        } = self.current().await?;
+        let result = call(&mut connection).await;
+        if let Err(e) = &result {
+            self.failed(generation, e).await;
+        }
+        result
+    }
+}
+
+/// A handle to the shared connection: redis commands and scripts run on it as on a
+/// `MultiplexedConnection`, and a broken connection is replaced on the next call. A
+/// failed call is not retried: a script cut off mid-flight may have run.
+#[derive(Clone)]
+pub(crate) struct SharedConnection {
+    shared: Arc<Shared>,
+    db: i64,
+}
+
+impl ConnectionLike for SharedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(
+            self.shared
+                .with(async move |c: &mut MultiplexedConnection| c.req_packed_command(cmd).await),
+        )
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(
+            self.shared
+                .with(async move |c: &mut MultiplexedConnection| {
+                    c.req_packed_commands(pipeline, offset, count).await
+                }),
+        )
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
     }
 }

@@ -78,8 +78,20 @@
 //!   where the server cannot lose data, or tokens do not matter. A namespace keeps the mode
 //!   it was created with; a client asking for the other is refused at connect.
 //!
-//! `coord::connect` does not reach it yet ([`RedisOptions`]'s `UrlOptions::connect` says
-//! it is not implemented); connect with [`RedisBackend::connect`].
+//! # Connections
+//!
+//! Scripts and plain commands share one multiplexed connection; when it breaks (a server
+//! restart, a dropped socket, a timeout) the call that found it broken fails with
+//! `Error::Unavailable` (a script cut off may or may not have run) and the next call
+//! connects again; scripts missing after a restart are loaded again (`EVALSHA`, then
+//! `SCRIPT LOAD` on `NOSCRIPT`). `rediss://` speaks TLS through rustls (cargo feature `tls`,
+//! on by default): `cacert` replaces the system's trusted roots, `cert` and `key` give a
+//! client certificate, `tls_domain` is the name the server's certificate is checked
+//! against when it is not the URL's host. A user name and password (`USER:PASSWORD@` or
+//! `?user=&password=`) log in as a Redis ACL user (the `default` user with a password
+//! alone); the user needs to run scripts (`EVALSHA`, `SCRIPT LOAD`) and read streams on
+//! the namespace's keys, or calls fail with `Error::PermissionDenied`. `coord::connect` takes these URLs with the `redis` feature; without
+//! the facade connect with [`RedisBackend::connect`].
 //!
 //! ```
 //! use coord_core::UrlOptions;
@@ -103,7 +115,6 @@ use coord_core::Result;
 use coord_core::backend_url::{
     self, Credentials, Host, Query, TlsFiles, Url, UrlOptions, format_duration, invalid,
 };
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use backend::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL, REAP_INTERVAL, RedisBackend};
 pub use watch::WATCH_BUFFER;
@@ -175,7 +186,8 @@ impl RedisOptions {
     /// # Errors
     /// [`Error::InvalidArgument`](coord_core::Error::InvalidArgument) naming what is wrong: another scheme, no host or several,
     /// a bad port, a database that is not a number, an unknown or repeated query parameter,
-    /// a TLS file on `redis://`, an unknown revision mode. Never repeats the password.
+    /// a TLS file on `redis://`, a `tls_domain` that is neither a DNS name nor an IP
+    /// address, an unknown revision mode. Never repeats the password.
     pub fn from_url(url: &Url) -> Result<RedisOptions> {
         let scheme = url.scheme();
         let tls = match scheme {
@@ -216,6 +228,9 @@ impl RedisOptions {
         let mut query = Query::of(url)?;
         let credentials = Credentials::take(url, &mut query)?;
         let tls_files = TlsFiles::take(&mut query, scheme, tls, "rediss")?;
+        if let Some(domain) = &tls_files.tls_domain {
+            check_tls_domain(domain)?;
+        }
         let connect_timeout = query.take_duration("connect_timeout")?;
         let request_timeout = query.take_duration("request_timeout")?;
         let revisions = match query.take("revisions")? {
@@ -312,21 +327,26 @@ impl RedisOptions {
     pub fn revision_mode(&self) -> Revisions {
         self.revisions
     }
+}
 
-    /// The URL the redis crate connects with, password included.
-    fn connection_url(&self) -> String {
-        let mut userinfo = String::new();
-        if let Some(user) = self.credentials.user() {
-            userinfo.push_str(&utf8_percent_encode(user, NON_ALPHANUMERIC).to_string());
-        }
-        if let Some(password) = self.credentials.password() {
-            userinfo.push(':');
-            userinfo.push_str(&utf8_percent_encode(password, NON_ALPHANUMERIC).to_string());
-        }
-        if !userinfo.is_empty() {
-            userinfo.push('@');
-        }
-        format!("redis://{userinfo}{}:{}/{}", self.host, self.port, self.db)
+/// The server name a certificate is checked against: a DNS name or an IP address.
+fn check_tls_domain(domain: &str) -> Result<()> {
+    let is_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    let is_name = domain.len() <= 253 && domain.trim_end_matches('.').split('.').all(is_label);
+    if is_name || domain.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`tls_domain` must be a DNS name or an IP address, got {domain:?}"
+        )))
     }
 }
 
@@ -448,17 +468,50 @@ mod tests {
         assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
     }
 
+    #[test]
+    fn tls_domain_must_be_a_name_or_an_address() {
+        for ok in [
+            "redis.internal",
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "a-b.c_d.example.",
+        ] {
+            let url = format!("rediss://h?tls_domain={ok}");
+            let o = RedisOptions::parse_url(&url).unwrap();
+            assert_eq!(o.tls_files().tls_domain.as_deref(), Some(ok));
+        }
+        for bad in ["", "a..b", "-a.b", "a@b", "a%2Fb", "a%20b"] {
+            let e = err(&format!("rediss://h?tls_domain={bad}"));
+            assert!(e.contains("`tls_domain`"), "{bad}: {e}");
+        }
+    }
+
+    #[cfg(feature = "tls")]
     #[tokio::test]
-    async fn tls_is_refused_without_showing_the_password() {
+    async fn an_unreadable_tls_file_is_named_without_showing_the_password() {
+        let options =
+            RedisOptions::parse_url("rediss://u:hunter2@127.0.0.1?cacert=/nonexistent/ca.pem")
+                .unwrap();
+        let e = RedisBackend::connect(options).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("`cacert` file /nonexistent/ca.pem")
+                && e.contains("rediss://u:***@127.0.0.1:6379")
+                && !e.contains("hunter2"),
+            "{e}"
+        );
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn tls_is_refused_without_the_tls_feature() {
         let options = RedisOptions::parse_url("rediss://u:hunter2@127.0.0.1").unwrap();
         let e = RedisBackend::connect(options).await.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         let e = e.to_string();
-        assert!(e.contains("TLS"), "{e}");
-        assert!(
-            e.contains("rediss://u:***@127.0.0.1:6379") && !e.contains("hunter2"),
-            "{e}"
-        );
+        assert!(e.contains("`tls` feature") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

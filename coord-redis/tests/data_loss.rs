@@ -93,6 +93,25 @@ fn is_data_loss(e: &Error) -> bool {
     matches!(e, Error::Backend { .. }) && e.to_string().contains("redis data loss detected")
 }
 
+/// The first answer of `backend` after a server restart, skipping the `Unavailable` of calls
+/// that find the old connection broken (within [`BOUND`]).
+async fn first_answer_after_reconnecting(
+    backend: &Arc<dyn CoordinationBackend>,
+) -> coord_core::Result<Revision> {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            match backend.current_revision().await {
+                Err(Error::Unavailable { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answer => return answer,
+            }
+        }
+    })
+    .await
+    .expect("the client reconnects")
+}
+
 /// After the server lost the namespace's data: the holder's session and lock are lost
 /// within the bound, the watch ends with an error (the data-loss one when `detected`), the
 /// old client writes nothing to the new data (checked before any new client connects), and
@@ -190,10 +209,9 @@ async fn flushall_ends_sessions_and_watches_and_fails_the_old_client_closed() {
     assert!(is_data_loss(&e), "{e}");
 }
 
-/// The shared command connection does not reconnect after a restart yet, so the old client
-/// answers `Unavailable` here instead of the data-loss error the FLUSHALL test checks; the
-/// session is lost through its keep-alive deadline. What holds either way: nothing the old
-/// client sends lands in the new data, and tokens never repeat.
+/// The old client reconnects to the restarted, empty server and finds the epoch gone: it
+/// fails closed with the data-loss error (its watch ends first, with the reader's broken
+/// connection). Nothing it sends lands in the new data, and tokens never repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_without_persistence_loses_sessions_and_never_repeats_a_token() {
     let Some(server) = server(false).await else {
@@ -210,6 +228,9 @@ async fn restart_without_persistence_loses_sessions_and_never_repeats_a_token() 
         "0",
         "no persistence: the data is gone"
     );
+    let e = first_answer_after_reconnecting(&old).await.unwrap_err();
+    assert!(is_data_loss(&e), "{e}");
+    assert!(!e.is_retryable(), "{e}");
 
     after_loss(&server, &old, guard, watch, &tokens, false).await;
 }
@@ -234,7 +255,20 @@ async fn aof_restart_keeps_the_lock_its_token_and_rising_revisions() {
 
     server.restart().await.expect("restart");
 
-    // The shared connection does not reconnect yet: a new client does the checks.
+    // The holder's own client reconnects, its session and lock intact.
+    let revision = first_answer_after_reconnecting(&old)
+        .await
+        .expect("the old client answers again");
+    assert_eq!(revision, before, "the AOF kept the store revision");
+    assert!(
+        !s.is_lost(),
+        "the holder's session outlives a quick restart"
+    );
+    assert!(
+        old.get(held.as_bytes()).await.unwrap().is_some(),
+        "the holder's own client still sees its lock key"
+    );
+
     let new = client(&server, Revisions::TimeFloored).await;
     let kv = new
         .get(held.as_bytes())
@@ -275,6 +309,7 @@ async fn aof_restart_keeps_the_lock_its_token_and_rising_revisions() {
     );
     assert!(after > *tokens.iter().max().unwrap());
     assert!(!resumed.is_lost());
+    assert!(!s.is_lost());
     contender.close().await.unwrap();
     resumed.close().await.unwrap();
     assert!(new.get(held.as_bytes()).await.unwrap().is_none());

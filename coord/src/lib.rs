@@ -1,7 +1,7 @@
 //! Distributed coordination for Rust services: leader election, mutexes, read/write locks
 //! and semaphores, written once against one backend contract and run on etcd, in memory, or
-//! on Redis (its backend passes the conformance suite; TLS, reconnection and Redis Cluster
-//! are still to come).
+//! on Redis (its backend passes the conformance suite, speaks TLS and reconnects after a
+//! server restart; Redis Cluster is still to come).
 //!
 //! ```
 //! # #[cfg(feature = "memory")]
