@@ -14,10 +14,9 @@ use coord_core::{
     WatchRequest, WatchStart, WatchStream,
 };
 use redis::Script;
-use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
+use crate::codec::{Value, contract, decode, duration_ms, int, list, op_response_of, txn_request};
 use crate::connection::Connections;
 pub(crate) use crate::connection::redis_error;
 use crate::data_loss::DataLost;
@@ -212,22 +211,11 @@ fn new_epoch() -> String {
     format!("{a:016x}{b:016x}")
 }
 
-/// Decodes a script's msgpack answer. Redis' cmsgpack writes integral numbers as integers,
-/// so revisions above 10^15 arrive exact (cjson would keep 14 significant digits).
-fn decode(reply: &[u8], what: &str) -> Result<Value> {
-    rmp_serde::from_slice(reply).map_err(|e| {
-        Error::contract(format!(
-            "redis {what} script answered {:?}: {e}",
-            String::from_utf8_lossy(reply)
-        ))
-    })
-}
-
 impl Inner {
     /// Runs a script (EVALSHA; redis-rs loads it again after `NOSCRIPT`, e.g. after a
     /// server restart or `SCRIPT FLUSH`) and decodes its answer. Refuses at once once data
     /// loss was seen, and reports it when the script finds it.
-    async fn run(&self, script: &Script, args: &[&str], what: &str) -> Result<Value> {
+    async fn run(&self, script: &Script, args: &[&[u8]], what: &str) -> Result<Value> {
         if self.data_lost.is_lost() {
             return Err(self.data_lost.error());
         }
@@ -256,7 +244,11 @@ impl Inner {
         let reply = self
             .run(
                 &self.scripts.lease,
-                &[call, &lease.to_string(), &ttl_ms.to_string()],
+                &[
+                    call.as_bytes(),
+                    lease.to_string().as_bytes(),
+                    ttl_ms.to_string().as_bytes(),
+                ],
                 call,
             )
             .await;
@@ -372,7 +364,7 @@ impl CoordinationBackend for RedisBackend {
         request.validate()?;
         let reply = self
             .inner
-            .run(&self.inner.scripts.txn, &[&txn_json(&request)], "txn")
+            .run(&self.inner.scripts.txn, &[&txn_request(&request)], "txn")
             .await?;
         if reply["err"].as_str() == Some("lease") {
             return Err(Error::LeaseNotFound {
@@ -445,7 +437,7 @@ impl CoordinationBackend for RedisBackend {
             .inner
             .run(
                 &self.inner.scripts.compact,
-                &[&revision.to_string()],
+                &[revision.to_string().as_bytes()],
                 "compact",
             )
             .await?;

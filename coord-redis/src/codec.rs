@@ -1,6 +1,8 @@
-//! The scripts' wire format: requests go in as JSON, answers come back as msgpack (decoded
-//! into JSON values, numbers exact at 16 digits), keys and values hex-encoded (cjson passes
-//! bytes through unescaped, and the answers' strings must be UTF-8).
+//! The scripts' wire format: msgpack both ways. Requests are written here and read in Lua
+//! with `cmsgpack.unpack`; answers are written in Lua with `cmsgpack.pack` and read here.
+//! Keys and values travel as raw bytes in msgpack strings (Redis' cmsgpack reads no `bin`
+//! type, and Lua strings are bytes), and cmsgpack writes integral numbers as integers, so
+//! 16-digit revisions arrive exact.
 
 use std::time::Duration;
 
@@ -8,125 +10,189 @@ use coord_core::{
     CompareOp, CompareTarget, Error, KeyRange, KeyValue, RangeRequest, RangeResponse, Result,
     SortOrder, SortTarget, TxnOp, TxnOpResponse, TxnRequest, prefix_end,
 };
-use serde_json::{Value, json};
+pub(crate) use rmpv::Value;
 
 pub(crate) fn contract(what: &str, reply: &Value) -> Error {
     Error::contract(format!("redis script answered {what}: {reply}"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+/// Decodes a script's answer.
+pub(crate) fn decode(reply: &[u8], what: &str) -> Result<Value> {
+    rmpv::decode::read_value(&mut &reply[..]).map_err(|e| {
+        Error::contract(format!(
+            "redis {what} script answered {:?}: {e}",
+            String::from_utf8_lossy(reply)
+        ))
+    })
 }
 
 pub(crate) fn duration_ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// The key selection of a range as the scripts take it: one key, or `[lo, hi)` with no
-/// `hi` meaning "to the end".
-fn range_json(range: &KeyRange) -> Value {
-    match range {
-        KeyRange::Key(k) => json!({ "key": hex(k) }),
-        KeyRange::Prefix(p) => {
-            let end = prefix_end(p);
-            if end == [0] {
-                json!({ "lo": hex(p) })
-            } else {
-                json!({ "lo": hex(p), "hi": hex(&end) })
+/// A msgpack writer into memory (which cannot fail).
+#[derive(Default)]
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn map(&mut self, fields: u32) -> &mut Self {
+        rmp::encode::write_map_len(&mut self.0, fields).expect("writes to memory");
+        self
+    }
+
+    fn array(&mut self, items: usize) -> &mut Self {
+        let len = u32::try_from(items).expect("fewer than 2^32 items");
+        rmp::encode::write_array_len(&mut self.0, len).expect("writes to memory");
+        self
+    }
+
+    /// A string of any bytes: cmsgpack gives Lua the bytes as they are.
+    fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        let len = u32::try_from(bytes.len()).expect("values below 4 GiB");
+        rmp::encode::write_str_len(&mut self.0, len).expect("writes to memory");
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn str(&mut self, text: &str) -> &mut Self {
+        self.bytes(text.as_bytes())
+    }
+
+    fn int(&mut self, n: i64) -> &mut Self {
+        rmp::encode::write_sint(&mut self.0, n).expect("writes to memory");
+        self
+    }
+
+    fn bool(&mut self, b: bool) -> &mut Self {
+        rmp::encode::write_bool(&mut self.0, b).expect("writes to memory");
+        self
+    }
+
+    /// A key selection: `key`, or `lo` and (unless the range runs to the end) `hi`, as
+    /// fields of the map being written (`extra` more fields follow).
+    fn range(&mut self, range: &KeyRange, extra: u32) -> &mut Self {
+        match range {
+            KeyRange::Key(k) => self.map(1 + extra).str("key").bytes(k),
+            KeyRange::Prefix(p) => {
+                let end = prefix_end(p);
+                if end == [0] {
+                    self.map(1 + extra).str("lo").bytes(p)
+                } else {
+                    self.map(2 + extra).str("lo").bytes(p).str("hi").bytes(&end)
+                }
             }
+            KeyRange::Range { start, end } => self
+                .map(2 + extra)
+                .str("lo")
+                .bytes(start)
+                .str("hi")
+                .bytes(end),
         }
-        KeyRange::Range { start, end } => json!({ "lo": hex(start), "hi": hex(end) }),
+    }
+
+    fn range_request(&mut self, r: &RangeRequest) -> &mut Self {
+        let sort = match r.sort {
+            None | Some((SortTarget::Key, SortOrder::Ascend)) => None,
+            Some((SortTarget::Key, SortOrder::Descend)) => Some("kd"),
+            Some((SortTarget::CreateRevision, SortOrder::Ascend)) => Some("ca"),
+            Some((SortTarget::CreateRevision, SortOrder::Descend)) => Some("cd"),
+            Some((SortTarget::ModRevision, SortOrder::Ascend)) => Some("ma"),
+            Some((SortTarget::ModRevision, SortOrder::Descend)) => Some("md"),
+        };
+        self.range(&r.range, 5 + u32::from(sort.is_some()));
+        if let Some(sort) = sort {
+            self.str("sort").str(sort);
+        }
+        self.str("limit")
+            .int(r.limit)
+            .str("minc")
+            .int(r.min_create_revision)
+            .str("maxc")
+            .int(r.max_create_revision)
+            .str("ko")
+            .bool(r.keys_only)
+            .str("co")
+            .bool(r.count_only)
+    }
+
+    fn op(&mut self, op: &TxnOp) -> &mut Self {
+        match op {
+            TxnOp::Put(p) => self
+                .map(5)
+                .str("o")
+                .str("put")
+                .str("k")
+                .bytes(&p.key)
+                .str("v")
+                .bytes(&p.value)
+                .str("l")
+                .int(p.lease)
+                .str("p")
+                .bool(p.prev_kv),
+            TxnOp::Delete(d) => self
+                .map(3)
+                .str("o")
+                .str("del")
+                .str("p")
+                .bool(d.prev_kv)
+                .str("r")
+                .range(&d.range, 0),
+            TxnOp::Range(r) => self.map(2).str("o").str("range").str("r").range_request(r),
+        }
+    }
+
+    fn ops(&mut self, ops: &[TxnOp]) -> &mut Self {
+        self.array(ops.len());
+        for op in ops {
+            self.op(op);
+        }
+        self
     }
 }
 
-fn range_request_json(r: &RangeRequest) -> Value {
-    let mut v = range_json(&r.range);
-    let sort = match r.sort {
-        None | Some((SortTarget::Key, SortOrder::Ascend)) => None,
-        Some((SortTarget::Key, SortOrder::Descend)) => Some("kd"),
-        Some((SortTarget::CreateRevision, SortOrder::Ascend)) => Some("ca"),
-        Some((SortTarget::CreateRevision, SortOrder::Descend)) => Some("cd"),
-        Some((SortTarget::ModRevision, SortOrder::Ascend)) => Some("ma"),
-        Some((SortTarget::ModRevision, SortOrder::Descend)) => Some("md"),
-    };
-    let obj = v.as_object_mut().expect("range_json makes objects");
-    if let Some(sort) = sort {
-        obj.insert("sort".into(), sort.into());
+/// A txn request as `txn.lua` reads it: `cmp` (key `k`, target `t`, operator `op`, operand
+/// `x`), then the operations of each branch, `ok` and `els`.
+pub(crate) fn txn_request(request: &TxnRequest) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.map(3).str("cmp").array(request.compares.len());
+    for c in &request.compares {
+        let op = match c.op {
+            CompareOp::Equal => "=",
+            CompareOp::NotEqual => "!=",
+            CompareOp::Less => "<",
+            CompareOp::Greater => ">",
+        };
+        w.map(4).str("k").bytes(&c.key).str("op").str(op);
+        match &c.target {
+            CompareTarget::CreateRevision(r) => w.str("t").str("c").str("x").int(*r),
+            CompareTarget::ModRevision(r) => w.str("t").str("m").str("x").int(*r),
+            CompareTarget::Version(v) => w.str("t").str("ver").str("x").int(*v),
+            CompareTarget::Lease(l) => w.str("t").str("l").str("x").int(*l),
+            CompareTarget::Value(v) => w.str("t").str("v").str("x").bytes(v),
+        };
     }
-    obj.insert("limit".into(), r.limit.into());
-    obj.insert("minc".into(), r.min_create_revision.into());
-    obj.insert("maxc".into(), r.max_create_revision.into());
-    obj.insert("ko".into(), r.keys_only.into());
-    obj.insert("co".into(), r.count_only.into());
-    v
+    w.str("ok").ops(&request.success);
+    w.str("els").ops(&request.failure);
+    w.0
 }
 
-fn op_json(op: &TxnOp) -> Value {
-    match op {
-        TxnOp::Put(p) => json!({
-            "o": "put", "k": hex(&p.key), "v": hex(&p.value), "l": p.lease, "p": p.prev_kv,
-        }),
-        TxnOp::Delete(d) => json!({ "o": "del", "r": range_json(&d.range), "p": d.prev_kv }),
-        TxnOp::Range(r) => json!({ "o": "range", "r": range_request_json(r) }),
-    }
-}
-
-pub(crate) fn txn_json(request: &TxnRequest) -> String {
-    let compares: Vec<Value> = request
-        .compares
-        .iter()
-        .map(|c| {
-            let (t, x) = match &c.target {
-                CompareTarget::CreateRevision(r) => ("c", json!(r)),
-                CompareTarget::ModRevision(r) => ("m", json!(r)),
-                CompareTarget::Version(v) => ("ver", json!(v)),
-                CompareTarget::Lease(l) => ("l", json!(l)),
-                // Hex keeps byte order, and Lua compares its strings with strcoll.
-                CompareTarget::Value(v) => ("v", json!(hex(v))),
-            };
-            let op = match c.op {
-                CompareOp::Equal => "=",
-                CompareOp::NotEqual => "!=",
-                CompareOp::Less => "<",
-                CompareOp::Greater => ">",
-            };
-            json!({ "k": hex(&c.key), "t": t, "op": op, "x": x })
-        })
-        .collect();
-    json!({
-        "cmp": compares,
-        "ok": request.success.iter().map(op_json).collect::<Vec<_>>(),
-        "els": request.failure.iter().map(op_json).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
-
-/// cjson writes an empty Lua table as `{}`, so an empty list may arrive as an object.
+/// cmsgpack writes an empty Lua table as an empty map, so an empty list may arrive as one.
 pub(crate) fn list(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
 
 pub(crate) fn int(v: &Value, field: &str) -> Result<i64> {
-    v.get(field)
-        .and_then(|x| x.as_i64().or_else(|| x.as_f64().map(|f| f as i64)))
+    let x = &v[field];
+    x.as_i64()
+        .or_else(|| x.as_f64().map(|f| f as i64))
         .ok_or_else(|| contract(&format!("no number {field:?}"), v))
 }
 
 fn bytes(v: &Value, field: &str) -> Result<Vec<u8>> {
-    v.get(field)
-        .and_then(Value::as_str)
-        .and_then(unhex)
-        .ok_or_else(|| contract(&format!("no hex {field:?}"), v))
+    v[field]
+        .as_slice()
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| contract(&format!("no string {field:?}"), v))
 }
 
 fn kv_of(v: &Value) -> Result<KeyValue> {
@@ -153,7 +219,7 @@ pub(crate) fn op_response_of(op: &TxnOp, v: &Value) -> Result<TxnOpResponse> {
     Ok(match op {
         TxnOp::Put(_) => TxnOpResponse::Put {
             prev_kv: match &v["p"] {
-                Value::Object(_) => Some(kv_of(&v["p"])?),
+                Value::Map(m) if !m.is_empty() => Some(kv_of(&v["p"])?),
                 _ => None,
             },
         },
@@ -163,4 +229,28 @@ pub(crate) fn op_response_of(op: &TxnOp, v: &Value) -> Result<TxnOpResponse> {
         },
         TxnOp::Range(_) => TxnOpResponse::Range(range_response_of(v)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_travel_as_raw_bytes_and_numbers_exact() {
+        let key = vec![0, 0xff, b'k'];
+        let request = TxnRequest::new()
+            .when([coord_core::Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                1_800_000_000_000_001,
+            )])
+            .and_then([TxnOp::put(key.clone(), vec![0xfe, 0])]);
+        let v = decode(&txn_request(&request), "test").unwrap();
+        let cmp = &list(&v["cmp"])[0];
+        assert_eq!(cmp["k"].as_slice(), Some(&key[..]));
+        assert_eq!(cmp["x"].as_i64(), Some(1_800_000_000_000_001));
+        let put = &list(&v["ok"])[0];
+        assert_eq!(put["v"].as_slice(), Some(&[0xfe, 0][..]));
+        assert!(list(&v["els"]).is_empty());
+    }
 }

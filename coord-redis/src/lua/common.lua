@@ -24,13 +24,16 @@ local TIME_FLOORED = ARGV[3] == 'time'
 local function kkey(k) return P .. ':k:' .. k end
 local function lkeys(id) return P .. ':lk:' .. id end
 
--- Keys and values cross as hex: cjson passes bytes through unescaped in the JSON
--- requests, and the Rust side wants valid UTF-8 strings in the msgpack answers.
-local function hex(s)
-  return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end))
-end
-local function unhex(h)
-  return (h:gsub('..', function(x) return string.char(tonumber(x, 16)) end))
+-- Keys and values cross as raw bytes in msgpack strings, both ways. Lua compares strings
+-- with strcoll, which follows the server's locale and stops at a zero byte, so ordered
+-- compares of values use this byte order (memcmp's, as etcd's).
+local function bytes_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
 end
 local function num(s) return tonumber(s) or 0 end
 
@@ -62,8 +65,7 @@ local function get(key)
 end
 
 local function enc(kv, keys_only)
-  return { k = hex(kv.k), v = keys_only and '' or hex(kv.v), c = kv.c, m = kv.m,
-           ver = kv.ver, l = kv.l }
+  return { k = kv.k, v = keys_only and '' or kv.v, c = kv.c, m = kv.m, ver = kv.ver, l = kv.l }
 end
 
 -- One stream entry per changed key; the prev fields are there for prev_kv watches.

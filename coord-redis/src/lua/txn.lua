@@ -1,33 +1,34 @@
--- A txn (ARGV[4], JSON): compares on the state before it, then one branch in order.
-local req = cjson.decode(ARGV[4])
+-- A txn (ARGV[4], msgpack): compares on the state before it, then one branch in order.
+local req = cmsgpack.unpack(ARGV[4])
 
-local function holds(op, a, b)
+local function holds(op, a, b, less)
   if op == '=' then return a == b
   elseif op == '!=' then return a ~= b
-  elseif op == '<' then return a < b
-  else return a > b end
+  elseif op == '<' then return less(a, b)
+  else return less(b, a) end
 end
+local function number_less(a, b) return a < b end
 
 local function compare(c)
-  local kv = get(unhex(c.k))
+  local kv = get(c.k)
   if c.t == 'v' then
-    return kv ~= nil and holds(c.op, kv.v, unhex(c.x))
+    return kv ~= nil and holds(c.op, kv.v, c.x, bytes_less)
   end
   local field = kv and kv[c.t] or 0
-  return holds(c.op, field, c.x)
+  return holds(c.op, field, c.x, number_less)
 end
 
 -- The keys of a range, in key order.
 local function keys_in(r)
   if r.key then
-    local key = unhex(r.key)
+    local key = r.key
     if redis.call('EXISTS', kkey(key)) == 1 then return { key } end
     return {}
   end
-  local lo = '[' .. unhex(r.lo)
+  local lo = '[' .. r.lo
   if r.lo == '' then lo = '-' end
   local hi = '+'
-  if r.hi then hi = '(' .. unhex(r.hi) end
+  if r.hi then hi = '(' .. r.hi end
   return redis.call('ZRANGEBYLEX', K_IDX, lo, hi)
 end
 
@@ -87,13 +88,13 @@ local rev, n = next_rev(), 0
 local responses = {}
 for i, op in ipairs(ops) do
   if op.o == 'put' then
-    local key = unhex(op.k)
+    local key = op.k
     local prev = get(key)
     if prev and prev.l ~= 0 and prev.l ~= op.l then
       redis.call('SREM', lkeys(int(prev.l)), key)
     end
     if op.l ~= 0 then redis.call('SADD', lkeys(int(op.l)), key) end
-    local kv = { k = key, v = unhex(op.v), c = prev and prev.c or rev, m = rev,
+    local kv = { k = key, v = op.v, c = prev and prev.c or rev, m = rev,
                  ver = prev and prev.ver + 1 or 1, l = op.l }
     redis.call('HSET', kkey(key), 'v', kv.v, 'c', int(kv.c),
       'm', int(rev), 'ver', int(kv.ver),
