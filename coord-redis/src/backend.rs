@@ -150,7 +150,9 @@ impl Inner {
     /// server restart or `SCRIPT FLUSH`) and decodes its JSON answer.
     async fn run(&self, script: &Script, args: &[&str], what: &str) -> Result<Value> {
         let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix);
+        // The one declared key: it routes the call to the namespace's slot in a cluster,
+        // and the script derives the key prefix from it.
+        invocation.key(self.rev_key());
         for arg in args {
             invocation.arg(*arg);
         }
@@ -175,6 +177,10 @@ impl Inner {
             Some("lease") => Err(Error::LeaseNotFound { lease: Some(lease) }),
             _ => Ok(reply),
         }
+    }
+
+    fn rev_key(&self) -> String {
+        format!("{}:rev", self.prefix)
     }
 
     pub(crate) fn log_key(&self) -> String {

@@ -9,10 +9,10 @@ use coord_core::{
     WatchStream,
 };
 use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
 use crate::backend::{Inner, redis_error};
+use crate::connection::Connection;
 
 /// How long one `XREAD BLOCK` waits before asking again; a dropped watch's connection is
 /// closed at once, so this only bounds how long a silent dead server goes unnoticed.
@@ -56,7 +56,7 @@ pub(crate) async fn open(
 
 /// A live watch: reads the namespace's stream on a connection of its own.
 struct Watch {
-    conn: MultiplexedConnection,
+    conn: Connection,
     log_key: String,
     compact_key: String,
     range: KeyRange,

@@ -27,6 +27,6 @@ pub use history::{EventKind, History, HistoryEvent, Violation};
 pub use proxy::{FaultProxy, FaultProxyHandle};
 pub use servers::{
     Credentials, EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser,
-    FixtureError, MemberStatus, RedisServer, RedisServerBuilder, ServerMode, TlsMaterial,
-    require_backends,
+    FixtureError, MemberStatus, RedisCluster, RedisClusterBuilder, RedisServer, RedisServerBuilder,
+    ServerMode, TlsMaterial, require_backends,
 };

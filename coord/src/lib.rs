@@ -1,7 +1,7 @@
 //! Distributed coordination for Rust services: leader election, mutexes, read/write locks
 //! and semaphores, written once against one backend contract and run on etcd, in memory, or
-//! on Redis (its backend passes the conformance suite; TLS, reconnection and Redis Cluster
-//! are still to come).
+//! on Redis (its backend passes the conformance suite, on one server or a Redis Cluster;
+//! TLS and reconnection are still to come).
 //!
 //! ```
 //! # #[cfg(feature = "memory")]
@@ -73,7 +73,6 @@ registry::backends! {
     memory: "memory" ["memory"] => coord_memory::MemoryOptions;
     /// The etcd v3 backend.
     etcd: "etcd" ["etcd", "etcds"] => coord_etcd::EtcdOptions;
-    /// The Redis backend: a skeleton whose URLs parse, and whose connect says it is not
-    /// implemented yet.
-    redis: "redis" ["redis", "rediss"] => coord_redis::RedisOptions;
+    /// The Redis backend, on one server or a Redis Cluster.
+    redis: "redis" ["redis", "rediss", "redis+cluster", "rediss+cluster"] => coord_redis::RedisOptions;
 }

@@ -1,6 +1,8 @@
--- Shared by every script (prepended on the Rust side). ARGV[1] is the namespace's key
--- prefix, ending in its hash tag ("{ns}"), so every key below lives in one cluster slot.
-local P = ARGV[1]
+-- Shared by every script (prepended on the Rust side). KEYS[1] is the namespace's revision
+-- key, "{ns}:rev": declaring it routes the script to the master of the namespace's slot in a
+-- Redis Cluster. The key prefix "{ns}" is KEYS[1] without ":rev"; every key below starts
+-- with that hash tag, so they all live in the one slot.
+local P = string.sub(KEYS[1], 1, -5)
 local K_REV = P .. ':rev'          -- store revision; absent means 1 (an empty etcd)
 local K_COMPACT = P .. ':compact'  -- compact revision; absent means 0
 local K_IDX = P .. ':idx'          -- every live key, score 0, for ZRANGEBYLEX

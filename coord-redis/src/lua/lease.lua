@@ -1,5 +1,5 @@
--- Lease calls: ARGV[2] is the call, ARGV[3] the lease id, ARGV[4] the TTL in ms (grant).
-local call, sid = ARGV[2], ARGV[3]
+-- Lease calls: ARGV[1] is the call, ARGV[2] the lease id, ARGV[3] the TTL in ms (grant).
+local call, sid = ARGV[1], ARGV[2]
 local id = tonumber(sid)
 
 if call == 'reap' then
@@ -8,8 +8,8 @@ end
 if call == 'grant' then
   -- The id is the client's random pick; a clash with a live lease is reported, not reused.
   if lease_exists(id) then return cjson.encode({ err = 'exists' }) end
-  local ttl = tonumber(ARGV[4])
-  redis.call('HSET', K_TTLS, sid, ARGV[4])
+  local ttl = tonumber(ARGV[3])
+  redis.call('HSET', K_TTLS, sid, ARGV[3])
   redis.call('ZADD', K_DEADLINES, NOW + ttl, sid)
   return cjson.encode({ ttl = ttl })
 end

@@ -1,5 +1,5 @@
--- A txn (ARGV[2], JSON): compares on the state before it, then one branch in order.
-local req = cjson.decode(ARGV[2])
+-- A txn (ARGV[1], JSON): compares on the state before it, then one branch in order.
+local req = cjson.decode(ARGV[1])
 
 local function holds(op, a, b)
   if op == '=' then return a == b
