@@ -57,8 +57,8 @@
 //! assert_eq!(options.cluster_nodes(), ["10.0.0.1:7000", "10.0.0.2:7000"]);
 //! ```
 //!
-//! `coord::connect` does not reach it yet ([`RedisOptions`]'s `UrlOptions::connect` says
-//! it is not implemented); connect with [`RedisBackend::connect`].
+//! `coord::connect` reaches it by these URLs (feature `redis` of `coord`); or connect with
+//! [`RedisBackend::connect`].
 //!
 //! ```
 //! use coord_core::UrlOptions;

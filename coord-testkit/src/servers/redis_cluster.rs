@@ -2,7 +2,7 @@
 //! over them by `redis-cli --cluster create`.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -116,8 +116,8 @@ impl RedisClusterBuilder {
 /// Starts one cluster-enabled node in `dir`, on fresh ports (client and cluster bus) and
 /// again on new ones when another process took them first.
 async fn start_node(
-    bin: &PathBuf,
-    dir: &std::path::Path,
+    bin: &Path,
+    dir: &Path,
     startup_timeout: Duration,
 ) -> Result<Node, FixtureError> {
     std::fs::create_dir_all(dir)
@@ -152,7 +152,7 @@ async fn start_node(
         }
         let mut process = ManagedProcess::new(
             format!("redis-server cluster node (127.0.0.1:{port})"),
-            bin.clone(),
+            bin.to_path_buf(),
             args,
             dir.to_path_buf(),
             log_path.clone(),
