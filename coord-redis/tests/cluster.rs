@@ -13,6 +13,7 @@ use coord_core::{
     BackendExt as _, CoordinationBackend, Error, EventKind, Mutex, NO_LEASE, Session, WatchRequest,
     WatchStream,
 };
+use coord_redis::{RedisBackend, RedisOptions};
 use futures::StreamExt as _;
 
 mod conformance_suite {
@@ -159,4 +160,36 @@ async fn namespaces_on_different_masters_keep_their_own_revisions() {
     assert_eq!(after[1..], before[1..], "{namespaces:?}");
     assert!(clients[1].get(b"k0").await.unwrap().is_none());
     assert_eq!(clients[0].get(b"k2").await.unwrap().unwrap().value, b"v");
+}
+
+/// A watch's blocking read is on a cluster connection without a response timeout: a watch
+/// that sees nothing for longer than one `XREAD BLOCK` (5 s) keeps going, even when the
+/// request timeout is shorter than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_outlives_a_quiet_spell_longer_than_one_blocking_read() {
+    let Some(shared) = shared_cluster().await else {
+        return;
+    };
+    let ns = shared.fresh_namespace();
+    let options = RedisOptions::parse_url(&format!("{}?request_timeout=1s", shared.url()))
+        .and_then(|o| o.namespace(&ns))
+        .unwrap();
+    let client = RedisBackend::connect(options).await.unwrap();
+    let mut watch = client
+        .watch(WatchRequest::key(b"k".to_vec()))
+        .await
+        .unwrap();
+    // Polled from now on, so the blocking read is in flight through the quiet spell.
+    let next = tokio::spawn(async move { watch.next().await });
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let revision = client.put(b"k", b"late", NO_LEASE).await.unwrap();
+    let response = tokio::time::timeout(PATIENCE, next)
+        .await
+        .expect("the watch answers after the quiet spell")
+        .expect("the watch task does not panic")
+        .expect("the watch goes on")
+        .unwrap_or_else(|e| panic!("{ns}: watch failed after the quiet spell: {e}"));
+    assert_eq!(response.revision, revision);
+    assert_eq!(response.events.len(), 1, "{response:?}");
+    assert_eq!(response.events[0].kv.value, b"late");
 }

@@ -40,6 +40,11 @@ impl Shared {
             .expect("connect to the shared redis cluster")
     }
 
+    /// `redis+cluster://` and every master.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The cluster, to ask which master serves a namespace.
     pub(crate) fn cluster(&self) -> &RedisCluster {
         &self.cluster
