@@ -105,6 +105,15 @@ async fn namespaces_on_different_masters_each_lock_unlock_and_watch() {
         assert_eq!(events.next().await, (EventKind::Put, contender_key.clone()));
         again.unlock().await.unwrap();
         assert_eq!(events.next().await, (EventKind::Delete, contender_key));
+
+        // The namespace's stream is on the master the fixture named, and only there.
+        let cluster = shared.cluster();
+        for (i, endpoint) in cluster.endpoints().iter().enumerate() {
+            let log_key = format!("{{{ns}}}:log");
+            let answer = cluster.cli(i, &["EXISTS", &log_key]).await;
+            let here = matches!(&answer, Ok(out) if out.trim() == "1");
+            assert_eq!(here, endpoint == master, "{ns} on {endpoint}: {answer:?}");
+        }
     }
 }
 
