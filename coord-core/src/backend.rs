@@ -20,6 +20,9 @@ pub struct BackendInfo {
     pub lease_granularity: Duration,
     /// The shortest TTL the backend grants; shorter requests are raised to it.
     pub min_lease_ttl: Duration,
+    /// Whether every write raises the revision by exactly one (etcd, memory): true unless
+    /// [`with_sparse_revisions`](Self::with_sparse_revisions) says otherwise.
+    pub dense_revisions: bool,
 }
 
 impl BackendInfo {
@@ -29,7 +32,18 @@ impl BackendInfo {
             name,
             lease_granularity,
             min_lease_ttl,
+            dense_revisions: true,
         }
+    }
+
+    /// Says that a write raises the revision by one *or more*: revisions still rise
+    /// strictly with every write, in the order of the writes, but skip numbers (say, a
+    /// backend that keeps revisions at or above its clock so they never repeat after the
+    /// store lost data). Recipes only compare revisions, so they work the same.
+    #[must_use]
+    pub fn with_sparse_revisions(mut self) -> Self {
+        self.dense_revisions = false;
+        self
     }
 }
 
@@ -44,8 +58,9 @@ impl BackendInfo {
 ///
 /// - **Revisions.** The store has one revision counter. Every [`txn`](Self::txn) that
 ///   changes anything, and every lease expiry or revoke that deletes keys, raises it by
-///   exactly one, and all of its changes carry the new revision. A txn that changes nothing
-///   (only reads, or a failed compare with a read-only branch) leaves it alone.
+///   exactly one (by one or more where [`BackendInfo::dense_revisions`] is false), and all
+///   of its changes carry the new revision. A txn that changes nothing (only reads, or a
+///   failed compare with a read-only branch) leaves it alone.
 /// - **Keys** carry `create_revision` (the revision that created them since they were last
 ///   absent), `mod_revision`, `version` (1 after creation, +1 per write) and `lease`.
 /// - **Txn** is atomic and linearizable. Compares are evaluated on the state before the txn;

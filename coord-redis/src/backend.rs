@@ -5,7 +5,7 @@ use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use coord_core::{
@@ -17,18 +17,18 @@ use redis::Script;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-use crate::RedisOptions;
 use crate::codec::{contract, duration_ms, int, list, op_response_of, txn_json};
 use crate::connection::Connections;
+use crate::data_loss::DataLost;
 use crate::watch;
+use crate::{RedisOptions, Revisions};
 
 /// Lease TTLs are kept in whole milliseconds of the server's clock.
 pub const LEASE_GRANULARITY: Duration = Duration::from_millis(1);
 /// The shortest TTL granted.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(1);
-/// The longest TTL granted: ids, deadlines and TTLs cross the scripts' JSON as Lua numbers,
-/// which cjson prints with 14 significant digits, so every value must stay below 10^14
-/// (deadlines are server milliseconds plus the TTL).
+/// The longest TTL granted: deadlines (server milliseconds plus the TTL) are Lua numbers,
+/// kept below 10^14 so that they stay exact wherever a script prints one with `%.14g`.
 pub const MAX_LEASE_TTL: Duration = Duration::from_secs(50_000_000_000);
 /// How often each client's reaper expires due leases: a lease whose holder died has its
 /// keys deleted within its TTL plus this (plus one script's run time). Every script
@@ -42,12 +42,15 @@ const COMMON: &str = include_str!("lua/common.lua");
 const TXN: &str = include_str!("lua/txn.lua");
 const LEASE: &str = include_str!("lua/lease.lua");
 const COMPACT: &str = include_str!("lua/compact.lua");
+const EPOCH: &str = include_str!("lua/epoch.lua");
 
 /// The scripts, each with the shared prologue in front (Lua scripts cannot include).
 struct Scripts {
     txn: Script,
     lease: Script,
     compact: Script,
+    /// Run alone, at connect: adopts (or creates) the namespace's epoch.
+    epoch: Script,
 }
 
 impl Scripts {
@@ -57,6 +60,7 @@ impl Scripts {
             txn: with_common(TXN),
             lease: with_common(LEASE),
             compact: with_common(COMPACT),
+            epoch: Script::new(EPOCH),
         }
     }
 }
@@ -69,6 +73,13 @@ pub(crate) struct Inner {
     url: String,
     next_lease: AtomicU64,
     ids: RandomState,
+    /// The reader shared by every watch of this backend.
+    pub(crate) watch_hub: watch::Hub,
+    /// The namespace's epoch when this client connected; every script checks it first.
+    epoch: String,
+    revisions: Revisions,
+    /// Fires for good when a script finds the epoch gone or changed.
+    pub(crate) data_lost: DataLost,
 }
 
 /// A client of one namespace on one Redis server. Cloning gives another handle to the same
@@ -106,12 +117,18 @@ pub(crate) fn redis_error(context: &str, e: redis::RedisError) -> Error {
 }
 
 impl RedisBackend {
-    /// Connects to the server the options name, loads the scripts and starts the lease
-    /// reaper.
+    /// Connects to the server the options name, loads the scripts, adopts the namespace's
+    /// epoch (creating it in a namespace that has none) and starts the lease reaper.
+    ///
+    /// A client that later finds the epoch gone or changed (the server lost the data:
+    /// restart without persistence, `FLUSHALL`/`FLUSHDB`, failover to a replica that
+    /// lacked it) fails closed for good; connecting again is how to work on the new data,
+    /// with new sessions (see the crate docs, "Data loss and fencing tokens").
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the server cannot be reached;
-    /// [`Error::InvalidArgument`] for options this backend does not support yet (TLS).
+    /// [`Error::InvalidArgument`] for options this backend does not support yet (TLS), or a
+    /// revision mode other than the one the namespace was created with.
     pub async fn connect(options: RedisOptions) -> Result<RedisBackend> {
         let url = options.redacted_url();
         if options.tls() {
@@ -122,20 +139,59 @@ impl RedisBackend {
         let connections = Connections::open(&options).await?;
         let mut conn = connections.command();
         let scripts = Scripts::new();
-        for script in [&scripts.txn, &scripts.lease, &scripts.compact] {
+        for script in [
+            &scripts.txn,
+            &scripts.lease,
+            &scripts.compact,
+            &scripts.epoch,
+        ] {
             script
                 .prepare_invoke()
                 .load_async(&mut conn)
                 .await
                 .map_err(|e| redis_error("SCRIPT LOAD", e))?;
         }
+        let prefix = format!("{{{}}}", options.namespace_name());
+        let revisions = options.revision_mode();
+        let reply: Vec<u8> = scripts
+            .epoch
+            .prepare_invoke()
+            .key(format!("{prefix}:meta"))
+            .arg(new_epoch())
+            .arg(revisions.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| redis_error("epoch", e))?;
+        let reply = decode(&reply, "epoch")?;
+        let epoch = reply["epoch"]
+            .as_str()
+            .ok_or_else(|| contract("no \"epoch\"", &reply))?
+            .to_owned();
+        match reply["revisions"].as_str() {
+            Some(mode) if mode == revisions.as_str() => {}
+            // A namespace created by a client that knew no modes numbers as it likes.
+            Some("") | None => {}
+            Some(mode) => {
+                return Err(Error::invalid_argument(format!(
+                    "{url}: namespace {:?} numbers its revisions with revisions={mode}, \
+                     this client asks for revisions={}",
+                    options.namespace_name(),
+                    revisions.as_str()
+                )));
+            }
+        }
+        let data_lost = DataLost::new(&url, &prefix, &epoch);
         let inner = Arc::new(Inner {
             connections,
-            prefix: format!("{{{}}}", options.namespace_name()),
+            prefix,
             scripts,
             url,
             next_lease: AtomicU64::new(0),
             ids: RandomState::new(),
+            watch_hub: watch::Hub::new(),
+            epoch,
+            revisions,
+            data_lost,
         });
         let reaper = tokio::spawn(reap_forever(Arc::downgrade(&inner)));
         Ok(RedisBackend {
@@ -145,24 +201,66 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// This client's data-loss signal.
+    #[cfg(test)]
+    pub(crate) fn data_lost(&self) -> &DataLost {
+        &self.inner.data_lost
+    }
+}
+
+/// A fresh epoch: 128 bits from std's per-process random hash keys, the clock and the
+/// process id, so two clients creating one namespace's epoch never pick the same.
+fn new_epoch() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let pid = std::process::id();
+    let a = RandomState::new().hash_one((nanos, pid, 0u8));
+    let b = RandomState::new().hash_one((nanos, pid, 1u8));
+    format!("{a:016x}{b:016x}")
+}
+
+/// Decodes a script's msgpack answer. Redis' cmsgpack writes integral numbers as integers,
+/// so revisions above 10^15 arrive exact (cjson would keep 14 significant digits).
+fn decode(reply: &[u8], what: &str) -> Result<Value> {
+    rmp_serde::from_slice(reply).map_err(|e| {
+        Error::contract(format!(
+            "redis {what} script answered {:?}: {e}",
+            String::from_utf8_lossy(reply)
+        ))
+    })
+}
+
 impl Inner {
     /// Runs a script (EVALSHA; redis-rs loads it again after `NOSCRIPT`, e.g. after a
-    /// server restart or `SCRIPT FLUSH`) and decodes its JSON answer.
+    /// server restart or `SCRIPT FLUSH`) and decodes its answer. Refuses at once once data
+    /// loss was seen, and reports it when the script finds it.
     async fn run(&self, script: &Script, args: &[&str], what: &str) -> Result<Value> {
+        if self.data_lost.is_lost() {
+            return Err(self.data_lost.error());
+        }
         let mut invocation = script.prepare_invoke();
         // The one declared key: it routes the call to the namespace's slot in a cluster,
         // and the script derives the key prefix from it.
-        invocation.key(self.rev_key());
+        invocation
+            .key(self.rev_key())
+            .arg(&self.epoch)
+            .arg(self.revisions.as_str());
         for arg in args {
             invocation.arg(*arg);
         }
         let mut conn = self.connections.command();
-        let reply: String = invocation
+        let reply: Vec<u8> = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|e| redis_error(what, e))?;
-        serde_json::from_str(&reply)
-            .map_err(|e| Error::contract(format!("redis {what} script answered {reply:?}: {e}")))
+        let reply = decode(&reply, what)?;
+        if reply["err"].as_str() == Some("epoch") {
+            let found = reply["epoch"].as_str().filter(|e| !e.is_empty());
+            return Err(self.data_lost.lose(found));
+        }
+        Ok(reply)
     }
 
     async fn lease_call(&self, call: &str, lease: LeaseId, ttl_ms: i64) -> Result<Value> {
@@ -172,10 +270,17 @@ impl Inner {
                 &[call, &lease.to_string(), &ttl_ms.to_string()],
                 call,
             )
-            .await?;
-        match reply["err"].as_str() {
-            Some("lease") => Err(Error::LeaseNotFound { lease: Some(lease) }),
-            _ => Ok(reply),
+            .await;
+        match reply {
+            Ok(reply) if reply["err"].as_str() == Some("lease") => {
+                Err(Error::LeaseNotFound { lease: Some(lease) })
+            }
+            // The lease went with the data: its holder's session must end now, and
+            // keep-alive's LeaseNotFound is what ends it.
+            Err(_) if self.data_lost.is_lost() && lease != 0 && call != "grant" => {
+                Err(Error::LeaseNotFound { lease: Some(lease) })
+            }
+            reply => reply,
         }
     }
 
@@ -186,6 +291,10 @@ impl Inner {
     pub(crate) fn log_key(&self) -> String {
         format!("{}:log", self.prefix)
     }
+
+    pub(crate) fn compact_key(&self) -> String {
+        format!("{}:compact", self.prefix)
+    }
 }
 
 /// Expires due leases every [`REAP_INTERVAL`] until the backend is dropped.
@@ -195,6 +304,9 @@ async fn reap_forever(inner: Weak<Inner>) {
         // A full batch means more may be due: go again at once.
         loop {
             let Some(inner) = inner.upgrade() else { return };
+            if inner.data_lost.is_lost() {
+                return;
+            }
             match inner.lease_call("reap", 0, 0).await {
                 Ok(reply) if reply["reaped"].as_i64() == Some(REAP_BATCH) => continue,
                 Ok(_) => break,
@@ -210,7 +322,11 @@ async fn reap_forever(inner: Weak<Inner>) {
 #[async_trait]
 impl CoordinationBackend for RedisBackend {
     fn info(&self) -> BackendInfo {
-        BackendInfo::new("redis", LEASE_GRANULARITY, MIN_LEASE_TTL)
+        let info = BackendInfo::new("redis", LEASE_GRANULARITY, MIN_LEASE_TTL);
+        match self.inner.revisions {
+            Revisions::TimeFloored => info.with_sparse_revisions(),
+            Revisions::Sequential => info,
+        }
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
@@ -301,6 +417,20 @@ impl CoordinationBackend for RedisBackend {
         })
     }
 
+    /// Every watch of this backend shares one blocking reader (see the crate docs).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad range or a negative start revision;
+    /// [`Error::Unavailable`] when the reader's connection cannot be opened. The stream
+    /// ends with [`Error::Compacted`] when its start revision is compacted or it fell
+    /// [`crate::WATCH_BUFFER`] responses behind, with the redis error when the reader
+    /// fails (`Unavailable` for a lost connection), and with [`Error::Backend`] when the
+    /// server lost data.
+    ///
+    /// # Cancel safety
+    /// Dropping the stream unsubscribes the watch at once (no event is kept for it any
+    /// more); the backend's last watch to go stops the reader and closes its connection.
+    /// Dropping this future before it is ready does the same.
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         request.range.validate()?;
         let start = match request.start {

@@ -1,5 +1,6 @@
-//! The scripts' wire format: requests go in as JSON, answers come back as JSON, keys and
-//! values hex-encoded (cjson passes bytes through unescaped, and serde_json wants UTF-8).
+//! The scripts' wire format: requests go in as JSON, answers come back as msgpack (decoded
+//! into JSON values, numbers exact at 16 digits), keys and values hex-encoded (cjson passes
+//! bytes through unescaped, and the answers' strings must be UTF-8).
 
 use std::time::Duration;
 

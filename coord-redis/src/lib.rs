@@ -9,8 +9,10 @@
 //! |---|---|---|
 //! | `{NS}:k:KEY` | hash | `v` value, `c` create revision, `m` mod revision, `ver` version, `l` lease |
 //! | `{NS}:idx` | sorted set | every live key, score 0: the ordered index (`ZRANGEBYLEX`) |
-//! | `{NS}:rev` | string | the store revision (absent: 1), bumped once per write |
+//! | `{NS}:meta` | hash | `epoch`: random, set once by the namespace's first client; `revisions`: the revision mode (`time` or `sequential`) |
+//! | `{NS}:rev` | string | the store revision (absent: 1), raised once per write |
 //! | `{NS}:compact` | string | the compact revision (absent: 0) |
+//! | `{NS}:trimmed` | string | the revision of the newest log entry compaction removed (absent: 0): with sparse revisions, what tells a watch reader it missed one |
 //! | `{NS}:log` | stream | one entry per changed key, id `REVISION-N`, with the prev state |
 //! | `{NS}:leases` | sorted set | lease id scored by its deadline in server milliseconds |
 //! | `{NS}:ttl` | hash | lease id to granted TTL in milliseconds |
@@ -18,14 +20,63 @@
 //!
 //! # Scripts
 //!
-//! `src/lua/common.lua` is put in front of each script: it reads `TIME` and reaps a bounded
-//! number of due leases (each lease's keys deleted in one revision, with DELETE events)
-//! before the script does its own work. `txn.lua` runs a txn (also every range read and
-//! `current_revision`), `lease.lua` grants, refreshes, revokes, reads and reaps leases,
-//! `compact.lua` compacts. Requests and answers are JSON, keys and values hex-encoded.
+//! `src/lua/common.lua` is put in front of each script: it checks the epoch, reads `TIME`
+//! and reaps a bounded number of due leases (each lease's keys deleted in one revision,
+//! with DELETE events) before the script does its own work. `txn.lua` runs a txn (also
+//! every range read and `current_revision`), `lease.lua` grants, refreshes, revokes, reads
+//! and reaps leases, `compact.lua` compacts; `epoch.lua` runs alone at connect. Requests
+//! are JSON, answers msgpack (Redis' cmsgpack writes integral numbers as integers, where
+//! cjson would keep 14 significant digits of a 16-digit revision); keys and values are
+//! hex-encoded.
 //! Leases are logical (never Redis TTLs); a reaper task per client runs every
 //! [`REAP_INTERVAL`], so a dead holder's keys go within its TTL plus that interval.
-//! Watches read the stream (`XRANGE`, then `XREAD BLOCK` on a connection of their own).
+//! Watches read the stream: a new watch catches up with `XRANGE`, then follows the live
+//! feed of the backend's one reader (`XREAD BLOCK` on a connection of its own, shared by
+//! every watch of that backend, started by the first and stopped with the last).
+//!
+//! # Data loss and fencing tokens
+//!
+//! Redis acknowledges a write before it is durable or replicated: a restart without
+//! persistence (or with `appendfsync everysec`, which may lose the last second), `FLUSHALL`
+//! / `FLUSHDB`, or a failover to a replica that had not received the last writes, all lose
+//! data the clients were told was written, locks and leases included. Redis cannot promise
+//! otherwise (`WAIT` narrows the window but does not close it); run with `appendonly yes`
+//! and `appendfsync always` where a lock must survive a restart. What this backend does:
+//!
+//! - **Detection.** The namespace's first client writes a random epoch to `{NS}:meta`;
+//!   each client adopts the epoch it finds when it connects and passes it to every script,
+//!   which checks it before anything else. An epoch that is gone or another one means the
+//!   data this client worked on is lost: the script changes nothing and says so, and the
+//!   client **fails closed for good**: lease keep-alives (and revokes and TTL reads) answer
+//!   [`Error::LeaseNotFound`](coord_core::Error::LeaseNotFound), so every session on it
+//!   ends and its locks and leaderships report `lost()`; watches end with an error; every
+//!   other call answers [`Error::Backend`](coord_core::Error::Backend) "redis data loss
+//!   detected ...", which is not retryable. The client's reaper runs every
+//!   [`REAP_INTERVAL`], so an idle client notices within that. To work on the new data,
+//!   connect a new [`RedisBackend`] (it adopts the new epoch) and start new sessions.
+//!   Losing the namespace's data entirely is detected this way; a partial rollback that
+//!   keeps the epoch (a replica or AOF that lacks only the last writes) is not, and is
+//!   what time-floored revisions are for.
+//! - **Fencing tokens never repeat** (with the default `revisions=time`, [`Revisions`]).
+//!   A lock's fencing token is its key's create revision, and every write's revision is
+//!   `max(previous + 1, server clock in µs)` (about 1.8e15, exact in Lua's doubles below
+//!   2^53). Every write is floored, not only a namespace's first, so a rollback that keeps
+//!   the epoch is covered too: a revision handed out after the loss is at least the
+//!   clock then, and every revision handed out before was at most the clock then plus the
+//!   lead revisions can take over the clock. That lead grows only while the namespace
+//!   writes more than one revision per µs: each revision costs a script run (or, for a
+//!   lease expiry, several commands within one) on the server's single thread, so it stays
+//!   within microseconds, and any restart or failover takes far longer. The guarantee
+//!   needs the new primary's clock not to be behind the old one's by more than the outage
+//!   lasted (a clock stepped back on one server only makes revisions step by one for a
+//!   while; they never fall).
+//! - **The cost**: revisions are sparse (a write raises the revision by one or more, which
+//!   [`BackendInfo::dense_revisions`](coord_core::BackendInfo::dense_revisions) reports;
+//!   etcd's recipes only compare revisions), and they are 16-digit numbers.
+//!   `revisions=sequential` numbers 1, 2, 3, ... as etcd does, and after a data loss starts
+//!   again from 1, handing out fencing tokens that were handed out before: use it only
+//!   where the server cannot lose data, or tokens do not matter. A namespace keeps the mode
+//!   it was created with; a client asking for the other is refused at connect.
 //!
 //! # Redis Cluster
 //!
@@ -72,6 +123,7 @@
 mod backend;
 mod codec;
 mod connection;
+mod data_loss;
 mod watch;
 
 use std::time::Duration;
@@ -84,6 +136,7 @@ use coord_core::backend_url::{
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 pub use backend::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL, REAP_INTERVAL, RedisBackend};
+pub use watch::WATCH_BUFFER;
 
 /// The namespace a client works in unless told otherwise ([`RedisOptions::namespace`]).
 pub const DEFAULT_NAMESPACE: &str = "coord";
@@ -108,18 +161,57 @@ pub struct RedisOptions {
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     namespace: String,
+    revisions: Revisions,
+}
+
+/// How a namespace numbers its revisions (the `revisions` URL parameter). All clients of a
+/// namespace use the mode it was created with; see the crate docs, "Data loss and fencing
+/// tokens".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Revisions {
+    /// `revisions=time` (the default): every write's revision is at least the server's
+    /// clock in microseconds, so revisions and fencing tokens never repeat, even after the
+    /// server lost data. Revisions rise by one or more per write.
+    #[default]
+    TimeFloored,
+    /// `revisions=sequential`: revisions rise by exactly one per write, as etcd's do, and
+    /// start again from 1 after a server lost its data, so fencing tokens handed out
+    /// before can be handed out again. Unsafe where the server can lose data.
+    Sequential,
+}
+
+impl Revisions {
+    /// The URL parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revisions::TimeFloored => "time",
+            Revisions::Sequential => "sequential",
+        }
+    }
+
+    fn parse(value: &str) -> Result<Revisions> {
+        match value {
+            "time" => Ok(Revisions::TimeFloored),
+            "sequential" => Ok(Revisions::Sequential),
+            other => Err(invalid(format!(
+                "revisions must be `time` or `sequential`, got {other:?}"
+            ))),
+        }
+    }
 }
 
 impl RedisOptions {
     /// Parses a one-host `redis://`, `rediss://` or `redis+cluster://` URL (for several
     /// cluster nodes use [`RedisOptions::parse_url`]). The query parameters are `user`,
     /// `password` (or `USER:PASSWORD@`), `cacert`, `cert`, `key`, `tls_domain` (TLS only),
-    /// `connect_timeout` and `request_timeout`.
+    /// `connect_timeout`, `request_timeout` and `revisions` (`time` or `sequential`, see
+    /// [`Revisions`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](coord_core::Error::InvalidArgument) naming what is wrong: another scheme, no host or several,
     /// a bad port, a database that is not a number (or not 0 on a cluster), an unknown or
-    /// repeated query parameter, a TLS file on `redis://`. Never repeats the password.
+    /// repeated query parameter, a TLS file on `redis://`, an unknown revision mode. Never
+    /// repeats the password.
     pub fn from_url(url: &Url) -> Result<RedisOptions> {
         let scheme = url.scheme();
         let (tls, cluster) = match scheme {
@@ -154,6 +246,10 @@ impl RedisOptions {
         let tls_files = TlsFiles::take(&mut query, scheme, tls, tls_scheme)?;
         let connect_timeout = query.take_duration("connect_timeout")?;
         let request_timeout = query.take_duration("request_timeout")?;
+        let revisions = match query.take("revisions")? {
+            Some(mode) => Revisions::parse(&mode)?,
+            None => Revisions::default(),
+        };
         query.finish(scheme, Self::QUERY_PARAMETERS)?;
         Ok(RedisOptions {
             cluster_nodes: if cluster {
@@ -170,6 +266,7 @@ impl RedisOptions {
             connect_timeout,
             request_timeout,
             namespace: DEFAULT_NAMESPACE.to_owned(),
+            revisions,
         })
     }
 
@@ -306,6 +403,19 @@ impl RedisOptions {
         &self.namespace
     }
 
+    /// Numbers revisions in another mode (the `revisions` URL parameter). It matters only
+    /// for a namespace's first client: a namespace keeps the mode it was created with, and
+    /// [`RedisBackend::connect`] refuses a client that asks for another.
+    pub fn revisions(mut self, revisions: Revisions) -> Self {
+        self.revisions = revisions;
+        self
+    }
+
+    /// The revision mode.
+    pub fn revision_mode(&self) -> Revisions {
+        self.revisions
+    }
+
     /// The URL the redis crate connects with, password included.
     fn connection_url(&self) -> String {
         format!(
@@ -390,6 +500,7 @@ impl UrlOptions for RedisOptions {
         "tls_domain",
         "connect_timeout",
         "request_timeout",
+        "revisions",
     ];
 
     fn parse_url(url: &str) -> Result<Self> {
@@ -420,6 +531,9 @@ impl UrlOptions for RedisOptions {
             if let Some(t) = t {
                 query.push((name, format_duration(t)));
             }
+        }
+        if self.revisions != Revisions::default() {
+            query.push(("revisions", self.revisions.as_str().to_owned()));
         }
         backend_url::join_url(&base, &query)
     }
@@ -572,6 +686,20 @@ mod tests {
         assert!(e.is_retryable(), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+    }
+
+    #[test]
+    fn revisions_are_time_floored_unless_the_url_asks_for_sequential() {
+        let o = RedisOptions::parse_url("redis://h").unwrap();
+        assert_eq!(o.revision_mode(), Revisions::TimeFloored);
+        assert_eq!(o.redacted_url(), "redis://h:6379");
+        let o = RedisOptions::parse_url("redis://h?revisions=sequential").unwrap();
+        assert_eq!(o.revision_mode(), Revisions::Sequential);
+        assert_eq!(o.redacted_url(), "redis://h:6379?revisions=sequential");
+        let o = RedisOptions::parse_url("redis://h?revisions=time").unwrap();
+        assert_eq!(o.revision_mode(), Revisions::TimeFloored);
+        let e = err("redis://h?revisions=dense");
+        assert!(e.contains("revisions") && e.contains("dense"), "{e}");
     }
 
     #[test]

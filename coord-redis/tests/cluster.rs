@@ -156,16 +156,20 @@ async fn namespaces_on_different_masters_keep_their_own_revisions() {
         futures::future::try_join_all(clients.iter().map(|c| c.current_revision()))
             .await
             .unwrap();
+    let mut last = before[0];
     for i in 0..3 {
-        clients[0]
+        let revision = clients[0]
             .put(format!("k{i}").as_bytes(), b"v", NO_LEASE)
             .await
             .unwrap();
+        assert!(revision > last, "{revision} after {last}");
+        last = revision;
     }
     let after: Vec<_> = futures::future::try_join_all(clients.iter().map(|c| c.current_revision()))
         .await
         .unwrap();
-    assert_eq!(after[0], before[0] + 3, "{namespaces:?}");
+    // Revisions may be sparse (time-floored), so the first namespace's is its last put's.
+    assert_eq!(after[0], last, "{namespaces:?}");
     assert_eq!(after[1..], before[1..], "{namespaces:?}");
     assert!(clients[1].get(b"k0").await.unwrap().is_none());
     assert_eq!(clients[0].get(b"k2").await.unwrap().unwrap().value, b"v");

@@ -1,19 +1,33 @@
 -- Shared by every script (prepended on the Rust side). KEYS[1] is the namespace's revision
 -- key, "{ns}:rev": declaring it routes the script to the master of the namespace's slot in a
 -- Redis Cluster. The key prefix "{ns}" is KEYS[1] without ":rev"; every key below starts
--- with that hash tag, so they all live in the one slot.
+-- with that hash tag, so they all live in the one slot. ARGV[1] is the epoch the client
+-- adopted at connect, ARGV[2] the revision mode ('time' or 'sequential'). A script's own
+-- arguments start at ARGV[3].
 local P = string.sub(KEYS[1], 1, -5)
+local K_META = P .. ':meta'        -- epoch (random, set once) and revision mode
 local K_REV = P .. ':rev'          -- store revision; absent means 1 (an empty etcd)
 local K_COMPACT = P .. ':compact'  -- compact revision; absent means 0
+local K_TRIMMED = P .. ':trimmed'  -- revision of the newest entry compaction removed; absent: 0
 local K_IDX = P .. ':idx'          -- every live key, score 0, for ZRANGEBYLEX
 local K_LOG = P .. ':log'          -- one stream entry per changed key, id <rev>-<n>
 local K_DEADLINES = P .. ':leases' -- lease id -> deadline (server ms)
 local K_TTLS = P .. ':ttl'         -- lease id -> granted TTL (ms)
+
+-- Checked before anything else: an epoch that is gone or another one means the data this
+-- client worked on is lost (restart without persistence, FLUSHALL/FLUSHDB, failover to a
+-- replica without it). Changing nothing then is what keeps a second holder from being told
+-- it got a lock the first one still believes it holds.
+local EPOCH = redis.call('HGET', K_META, 'epoch')
+if EPOCH ~= ARGV[1] then
+  return cmsgpack.pack({ err = 'epoch', epoch = EPOCH or '' })
+end
+local TIME_FLOORED = ARGV[2] == 'time'
 local function kkey(k) return P .. ':k:' .. k end
 local function lkeys(id) return P .. ':lk:' .. id end
 
--- Keys and values cross JSON as hex: cjson passes bytes through unescaped, and the
--- Rust side wants valid UTF-8.
+-- Keys and values cross as hex: cjson passes bytes through unescaped in the JSON
+-- requests, and the Rust side wants valid UTF-8 strings in the msgpack answers.
 local function hex(s)
   return (s:gsub('.', function(c) return string.format('%02x', c:byte()) end))
 end
@@ -22,12 +36,26 @@ local function unhex(h)
 end
 local function num(s) return tonumber(s) or 0 end
 
--- Server time in ms: one clock for every client, so leases do not depend on theirs.
+-- Server time: one clock for every client, so leases do not depend on theirs. NOW is in
+-- ms (lease deadlines), NOW_US in µs (about 1.8e15, exact in a Lua double below 2^53).
 local t = redis.call('TIME')
 local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local NOW_US = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 local CUR = num(redis.call('GET', K_REV))
 if CUR == 0 then CUR = 1 end
+
+-- The revision of the next write. Time-floored, it is never below the server's clock in
+-- µs, so a namespace that lost writes (or all of its data) does not hand out a revision,
+-- and with it a fencing token, that it handed out before.
+local function next_rev()
+  if TIME_FLOORED then return math.max(CUR + 1, NOW_US) end
+  return CUR + 1
+end
+
+-- Every revision-bearing number is written with %d: tostring (and cjson) keep only 14
+-- significant digits, and time-floored revisions have 16.
+local function int(n) return string.format('%d', n) end
 
 local function get(key)
   local f = redis.call('HMGET', kkey(key), 'v', 'c', 'm', 'ver', 'l')
@@ -45,15 +73,16 @@ local function log(rev, n, kind, kv, prev)
   local fields = { 't', kind, 'k', kv.k }
   if kind == 'P' then
     for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, f); table.insert(fields, tostring(kv[f]))
+      table.insert(fields, f); table.insert(fields, f == 'v' and kv.v or int(kv[f]))
     end
   end
   if prev then
     for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, 'p' .. f); table.insert(fields, tostring(prev[f]))
+      table.insert(fields, 'p' .. f)
+      table.insert(fields, f == 'v' and prev.v or int(prev[f]))
     end
   end
-  redis.call('XADD', K_LOG, string.format('%d-%d', rev, n), unpack(fields))
+  redis.call('XADD', K_LOG, int(rev) .. '-' .. int(n), unpack(fields))
 end
 
 local function remove_key(prev, rev, n)
@@ -65,18 +94,18 @@ end
 
 local function commit(rev)
   CUR = rev
-  redis.call('SET', K_REV, string.format('%d', rev))
+  redis.call('SET', K_REV, int(rev))
 end
 
 -- Removes a lease; its keys go in one new revision (none when it has no keys).
 local function drop_lease(id)
-  local sid = string.format('%d', id)
+  local sid = int(id)
   local members = redis.call('SMEMBERS', lkeys(sid))
   redis.call('DEL', lkeys(sid))
   redis.call('ZREM', K_DEADLINES, sid)
   redis.call('HDEL', K_TTLS, sid)
   table.sort(members)
-  local rev, n = CUR + 1, 0
+  local rev, n = next_rev(), 0
   for _, key in ipairs(members) do
     local prev = get(key)
     if prev then remove_key(prev, rev, n); n = n + 1 end
@@ -95,5 +124,5 @@ end
 local REAPED = reap()
 
 local function lease_exists(id)
-  return redis.call('HEXISTS', K_TTLS, string.format('%d', id)) == 1
+  return redis.call('HEXISTS', K_TTLS, int(id)) == 1
 end

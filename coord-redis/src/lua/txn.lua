@@ -1,5 +1,5 @@
--- A txn (ARGV[1], JSON): compares on the state before it, then one branch in order.
-local req = cjson.decode(ARGV[1])
+-- A txn (ARGV[3], JSON): compares on the state before it, then one branch in order.
+local req = cjson.decode(ARGV[3])
 
 local function holds(op, a, b)
   if op == '=' then return a == b
@@ -79,25 +79,25 @@ local ops = succeeded and req.ok or req.els
 
 for _, op in ipairs(ops) do
   if op.o == 'put' and op.l ~= 0 and not lease_exists(op.l) then
-    return cjson.encode({ err = 'lease', lease = op.l })
+    return cmsgpack.pack({ err = 'lease', lease = op.l })
   end
 end
 
-local rev, n = CUR + 1, 0
+local rev, n = next_rev(), 0
 local responses = {}
 for i, op in ipairs(ops) do
   if op.o == 'put' then
     local key = unhex(op.k)
     local prev = get(key)
     if prev and prev.l ~= 0 and prev.l ~= op.l then
-      redis.call('SREM', lkeys(string.format('%d', prev.l)), key)
+      redis.call('SREM', lkeys(int(prev.l)), key)
     end
-    if op.l ~= 0 then redis.call('SADD', lkeys(string.format('%d', op.l)), key) end
+    if op.l ~= 0 then redis.call('SADD', lkeys(int(op.l)), key) end
     local kv = { k = key, v = unhex(op.v), c = prev and prev.c or rev, m = rev,
                  ver = prev and prev.ver + 1 or 1, l = op.l }
-    redis.call('HSET', kkey(key), 'v', kv.v, 'c', string.format('%d', kv.c),
-      'm', string.format('%d', rev), 'ver', string.format('%d', kv.ver),
-      'l', string.format('%d', kv.l))
+    redis.call('HSET', kkey(key), 'v', kv.v, 'c', int(kv.c),
+      'm', int(rev), 'ver', int(kv.ver),
+      'l', int(kv.l))
     redis.call('ZADD', K_IDX, 0, key)
     log(rev, n, 'P', kv, prev)
     n = n + 1
@@ -120,4 +120,4 @@ for i, op in ipairs(ops) do
   end
 end
 if n > 0 then commit(rev) end
-return cjson.encode({ ok = succeeded, rev = CUR, resp = responses, reaped = REAPED })
+return cmsgpack.pack({ ok = succeeded, rev = CUR, resp = responses, reaped = REAPED })

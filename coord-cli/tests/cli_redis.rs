@@ -1,0 +1,117 @@
+//! The `coord` command line against a real redis-server started by coord-testkit on a free
+//! loopback port: mutual exclusion across processes, and a killed holder's replacement.
+//!
+//! Without a redis-server binary the tests print a skip line, unless
+//! `COORD_TEST_REQUIRE_BACKENDS=1`, which makes them fail. Real time only.
+
+mod cli_support;
+
+use std::time::{Duration, Instant};
+
+use cli_support::{LONG, Proc, SHORT, coord};
+use coord::{BackendExt, Mutex};
+use coord_testkit::RedisServer;
+
+/// The backend URL for the fixture, keys confined to its namespace.
+fn url(redis: &RedisServer) -> String {
+    format!("{}?namespace={}", redis.url(), redis.namespace())
+}
+
+/// The counter a bench run left behind.
+async fn counter(url: &str, key: &str) -> i64 {
+    let conn = coord::connect(url).await.expect("connect");
+    let kv = conn
+        .backend()
+        .get(key.as_bytes())
+        .await
+        .expect("read the counter")
+        .expect("the counter exists");
+    kv.value_str().parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contend_with_eight_workers_keeps_the_counter_exact() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&redis);
+    let out = coord(
+        &url,
+        &[
+            "bench",
+            "contend",
+            "--workers",
+            "8",
+            "-n",
+            "25",
+            "--key",
+            "c8",
+        ],
+    )
+    .timeout(LONG)
+    .output()
+    .expect("run coord bench contend");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("counter=200 expected=200"), "{stdout}");
+    assert_eq!(counter(&url, "c8").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_hammering_one_counter_lose_nothing() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&redis);
+    let args = ["bench", "hammer", "-n", "150", "--name", "h", "--key", "hk"];
+    let mut a = Proc::coord(&url, &args);
+    let mut b = Proc::coord(&url, &args);
+    for p in [&mut a, &mut b] {
+        let status = p.wait(LONG);
+        assert!(status.success(), "{status}: {}", p.stderr());
+    }
+    assert_eq!(counter(&url, "hk").await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_is_replaced_within_its_ttl_and_a_second() {
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&redis);
+    let ttl = Duration::from_secs(2);
+    let mut holder = Proc::coord(&url, &["--ttl", "2", "lock", "dead"]);
+    let key = holder.line(SHORT);
+    let token: i64 = holder.line(SHORT).parse().expect("a token");
+    assert!(key.starts_with("dead/"), "{key}");
+
+    let conn = coord::connect(&url).await.expect("connect");
+    let session = conn.session().await.expect("session");
+    let waiter = Mutex::new(&session, "dead");
+    let acquire = tokio::spawn(async move {
+        let guard = waiter.lock().await.expect("lock after the holder died");
+        (Instant::now(), guard.fencing_token())
+    });
+    // The waiter is queued behind the holder before the holder dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!acquire.is_finished(), "the lock was granted while held");
+
+    holder.signal("KILL");
+    let killed = Instant::now();
+    holder.wait(SHORT);
+    let (granted, new_token) = tokio::time::timeout(LONG, acquire)
+        .await
+        .expect("the waiter gets the lock")
+        .expect("the waiter task");
+    let took = granted - killed;
+    eprintln!("killed holder replaced after {took:?} (TTL {ttl:?})");
+    assert!(
+        took <= ttl + Duration::from_secs(1),
+        "replaced after {took:?}, more than TTL {ttl:?} + 1 s"
+    );
+    assert!(new_token > token, "token {new_token} after {token}");
+}
