@@ -146,7 +146,7 @@ impl RedisBackend {
         let reply: Vec<u8> = scripts
             .epoch
             .prepare_invoke()
-            .arg(&prefix)
+            .key(format!("{prefix}:meta"))
             .arg(new_epoch())
             .arg(revisions.as_str())
             .invoke_async(&mut conn)
@@ -220,8 +220,10 @@ impl Inner {
             return Err(self.data_lost.error());
         }
         let mut invocation = script.prepare_invoke();
+        // The one declared key: it routes the call to the namespace's slot in a cluster,
+        // and the script derives the key prefix from it.
         invocation
-            .arg(&self.prefix)
+            .key(self.rev_key())
             .arg(&self.epoch)
             .arg(self.revisions.as_str());
         for arg in args {
@@ -263,6 +265,10 @@ impl Inner {
             }
             reply => reply,
         }
+    }
+
+    fn rev_key(&self) -> String {
+        format!("{}:rev", self.prefix)
     }
 
     pub(crate) fn log_key(&self) -> String {

@@ -1,6 +1,7 @@
 //! The connections of a backend: one shared (multiplexed) connection for every script and
 //! plain command, replaced on the next call after it breaks, and dedicated ones for
-//! blocking reads. TLS (`rediss://`) and credentials apply to both.
+//! blocking reads. TLS (`rediss://`) and credentials apply to both. To one server, or to a
+//! Redis Cluster (see the `cluster` module below), behind one [`Connection`] type.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,24 +68,83 @@ fn needs_reconnect(e: &RedisError) -> bool {
 }
 
 pub(crate) struct Connections {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    shared: Arc<Shared>,
-    db: i64,
+    kind: Kind,
+}
+
+enum Kind {
+    Single {
+        client: redis::Client,
+        config: AsyncConnectionConfig,
+        shared: Arc<Shared>,
+        db: i64,
+    },
+    Cluster(cluster::ClusterConnections),
+}
+
+/// A connection to the server, or to the cluster (each command routed to the master of its
+/// key's slot). Cheap to clone: clones share the underlying connection.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// The shared connection to one server, made again after it breaks.
+    Shared(SharedConnection),
+    /// A dedicated connection to one server (a blocking reader's).
+    Dedicated(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Shared(c) => c.req_packed_command(cmd),
+            Connection::Dedicated(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Shared(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Shared(c) => c.get_db(),
+            Connection::Dedicated(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+fn connect_timeout(options: &RedisOptions) -> Duration {
+    options.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+}
+
+fn request_timeout(options: &RedisOptions) -> Duration {
+    options.request_timeout().unwrap_or(DEFAULT_REQUEST_TIMEOUT)
 }
 
 impl Connections {
     /// Reads the TLS files, builds the client and connects the shared connection.
     pub(crate) async fn open(options: &RedisOptions) -> Result<Connections> {
+        if options.is_cluster() {
+            let cluster = cluster::ClusterConnections::open(options).await?;
+            return Ok(Connections {
+                kind: Kind::Cluster(cluster),
+            });
+        }
         let url = options.redacted_url();
         let client = client(options, &url)?;
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(
-                options.connect_timeout().unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            ))
-            .set_response_timeout(Some(
-                options.request_timeout().unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-            ));
+            .set_connection_timeout(Some(connect_timeout(options)))
+            .set_response_timeout(Some(request_timeout(options)));
         // The client is built for the tls_domain name (what rustls checks the certificate
         // against); this resolver sends its connections to the real host.
         #[cfg(feature = "tls")]
@@ -104,36 +164,47 @@ impl Connections {
             .await
             .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
         Ok(Connections {
-            client,
-            config,
-            shared,
-            db: i64::from(options.db()),
+            kind: Kind::Single {
+                client,
+                config,
+                shared,
+                db: i64::from(options.db()),
+            },
         })
     }
 
     /// The shared connection, for every call that answers at once. After it breaks (a
     /// server restart, a dropped socket, a timeout) the call that saw it fails and the
     /// next one connects again.
-    pub(crate) fn command(&self) -> SharedConnection {
-        SharedConnection {
-            shared: self.shared.clone(),
-            db: self.db,
+    pub(crate) fn command(&self) -> Connection {
+        match &self.kind {
+            Kind::Single { shared, db, .. } => Connection::Shared(SharedConnection {
+                shared: shared.clone(),
+                db: *db,
+            }),
+            Kind::Cluster(cluster) => Connection::Cluster(cluster.shared.clone()),
         }
     }
 
     /// A new connection of its own with no response timeout, for `XREAD BLOCK`: a blocking
     /// read on the shared connection would hold up every call queued behind it.
-    pub(crate) async fn blocking(&self) -> Result<MultiplexedConnection> {
-        let config = self.config.clone().set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| redis_error("connect a blocking reader", e))
+    pub(crate) async fn blocking(&self) -> Result<Connection> {
+        match &self.kind {
+            Kind::Single { client, config, .. } => {
+                let config = config.clone().set_response_timeout(None);
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Connection::Dedicated)
+                    .map_err(|e| redis_error("connect a blocking reader", e))
+            }
+            Kind::Cluster(cluster) => cluster.blocking().await.map(Connection::Cluster),
+        }
     }
 }
 
-/// The redis crate's client for `options`: credentials, database, TLS material.
-fn client(options: &RedisOptions, url: &str) -> Result<redis::Client> {
+/// `USER:PASSWORD@` percent-encoded, password included, or nothing.
+fn userinfo(options: &RedisOptions) -> String {
     let mut userinfo = String::new();
     let credentials = options.credentials();
     if let Some(user) = credentials.user() {
@@ -146,6 +217,22 @@ fn client(options: &RedisOptions, url: &str) -> Result<redis::Client> {
     if !userinfo.is_empty() {
         userinfo.push('@');
     }
+    userinfo
+}
+
+/// One URL per cluster node, password included.
+fn cluster_node_urls(options: &RedisOptions) -> Vec<String> {
+    let userinfo = userinfo(options);
+    options
+        .cluster_nodes()
+        .iter()
+        .map(|node| format!("redis://{userinfo}{node}"))
+        .collect()
+}
+
+/// The redis crate's client for `options`: credentials, database, TLS material.
+fn client(options: &RedisOptions, url: &str) -> Result<redis::Client> {
+    let userinfo = userinfo(options);
     // Errors below name `url`, never `connection_url`: it holds the password.
     let bad = |e: RedisError| Error::invalid_argument(format!("{url}: {e}"));
     if !options.tls() {
@@ -375,5 +462,88 @@ impl ConnectionLike for SharedConnection {
 
     fn get_db(&self) -> i64 {
         self.db
+    }
+}
+
+/// Redis Cluster: the redis crate's cluster client finds every master from the seed nodes
+/// of the URL, and routes each command by its key's slot (following `MOVED` and `ASK`).
+/// Every key of a namespace is in the slot of its hash tag, so one master serves it all.
+mod cluster {
+    use redis::cluster::{ClusterClient, ClusterConfig};
+    use redis::cluster_async::ClusterConnection;
+
+    use super::{Error, RedisOptions, Result, UrlOptions, connect_timeout, redis_error};
+
+    pub(super) struct ClusterConnections {
+        /// No overall timeout: a blocking read waits as long as it asks to.
+        blocking_client: ClusterClient,
+        pub(super) shared: ClusterConnection,
+        connect_timeout: std::time::Duration,
+    }
+
+    impl ClusterConnections {
+        pub(super) async fn open(options: &RedisOptions) -> Result<ClusterConnections> {
+            let url = options.redacted_url();
+            if options.tls() {
+                return Err(Error::invalid_argument(format!(
+                    "{url}: TLS with Redis Cluster (rediss+cluster://) is not supported by the \
+                     Redis backend yet"
+                )));
+            }
+            let nodes = super::cluster_node_urls(options);
+            let connect_timeout = connect_timeout(options);
+            let build = |builder: redis::cluster::ClusterClientBuilder| {
+                builder
+                    .connection_timeout(connect_timeout)
+                    .build()
+                    .map_err(|e| Error::invalid_argument(format!("{url}: {e}")))
+            };
+            // Requests time out after the request timeout, retries included.
+            let client = build(
+                ClusterClient::builder(nodes.clone())
+                    .response_timeout(super::request_timeout(options)),
+            )?;
+            let blocking_client =
+                build(ClusterClient::builder(nodes).overall_response_timeout(None))?;
+            let shared = client
+                .get_async_connection()
+                .await
+                .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
+            Ok(ClusterConnections {
+                blocking_client,
+                shared,
+                connect_timeout,
+            })
+        }
+
+        /// A cluster connection of its own (one socket per master it talks to) with no
+        /// response timeout.
+        pub(super) async fn blocking(&self) -> Result<ClusterConnection> {
+            let config = ClusterConfig::new().set_connection_timeout(self.connect_timeout);
+            self.blocking_client
+                .get_async_connection_with_config(config)
+                .await
+                .map_err(|e| redis_error("connect a blocking reader", e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cluster_node_gets_the_credentials() {
+        let o =
+            RedisOptions::parse_url("redis+cluster://app:p%40ss@10.0.0.1:7000,node-b,[::1]:7002")
+                .unwrap();
+        assert_eq!(
+            cluster_node_urls(&o),
+            [
+                "redis://app:p%40ss@10.0.0.1:7000",
+                "redis://app:p%40ss@node-b:6379",
+                "redis://app:p%40ss@[::1]:7002"
+            ]
+        );
     }
 }

@@ -90,8 +90,40 @@
 //! against when it is not the URL's host. A user name and password (`USER:PASSWORD@` or
 //! `?user=&password=`) log in as a Redis ACL user (the `default` user with a password
 //! alone); the user needs to run scripts (`EVALSHA`, `SCRIPT LOAD`) and read streams on
-//! the namespace's keys, or calls fail with `Error::PermissionDenied`. `coord::connect` takes these URLs with the `redis` feature; without
-//! the facade connect with [`RedisBackend::connect`].
+//! the namespace's keys, or calls fail with `Error::PermissionDenied`.
+//!
+//! # Redis Cluster
+//!
+//! A `redis+cluster://HOST[:PORT][,HOST[:PORT]...]` URL connects to a Redis Cluster through
+//! the nodes it names (any one that answers is enough: the client learns the others and
+//! which master serves which slot, and follows `MOVED` and `ASK` redirections). A cluster
+//! has only database 0, so such a URL takes no `/DB`.
+//!
+//! One namespace is one slot, so one master: every key of the namespace starts with the
+//! hash tag `{NS}`, each script declares the namespace's `{NS}:rev` as its one key (the
+//! cluster routes it by that key; the script derives every other key from it), and a
+//! watch reads `{NS}:log` on a cluster connection of its own, routed the same way. A
+//! namespace therefore runs on one master's single thread, with no cross-slot work and
+//! atomic scripts as on a single server; to spread load over the masters, spread the
+//! work over several namespaces ([`RedisOptions::namespace`]), whose hash tags land on
+//! different slots. Replicas are not read from: every call goes to the slot's master. A
+//! failover to a replica can lose the writes the replica had not yet received (Redis
+//! replicates asynchronously), as a restart without persistence loses everything.
+//!
+//! ```
+//! use coord_core::UrlOptions;
+//! use coord_redis::RedisOptions;
+//!
+//! let options = RedisOptions::parse_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7000")
+//!     .unwrap()
+//!     .namespace("billing")
+//!     .unwrap();
+//! assert!(options.is_cluster());
+//! assert_eq!(options.cluster_nodes(), ["10.0.0.1:7000", "10.0.0.2:7000"]);
+//! ```
+//!
+//! `coord::connect` reaches it by these URLs (feature `redis` of `coord`); or connect with
+//! [`RedisBackend::connect`].
 //!
 //! ```
 //! use coord_core::UrlOptions;
@@ -126,13 +158,17 @@ pub const DEFAULT_NAMESPACE: &str = "coord";
 pub const DEFAULT_PORT: u16 = 6379;
 
 /// How to reach a Redis server, from a `redis://[USER:PASSWORD@]HOST[:PORT][/DB]` (plain
-/// text) or `rediss://...` (TLS) URL. `Debug` never shows the password.
+/// text) or `rediss://...` (TLS) URL, or a Redis Cluster, from a
+/// `redis+cluster://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]` URL naming some of its
+/// nodes. `Debug` never shows the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     host: String,
     port: u16,
     db: u32,
     tls: bool,
+    /// `HOST:PORT` of every node the URL names; empty unless a cluster URL.
+    cluster_nodes: Vec<String>,
     credentials: Credentials,
     tls_files: TlsFiles,
     connect_timeout: Option<Duration>,
@@ -178,45 +214,32 @@ impl Revisions {
 }
 
 impl RedisOptions {
-    /// Parses a `redis://` or `rediss://` URL. The query parameters are `user`, `password`
-    /// (or `USER:PASSWORD@`), `cacert`, `cert`, `key`, `tls_domain` (TLS only),
+    /// Parses a one-host `redis://`, `rediss://` or `redis+cluster://` URL (for several
+    /// cluster nodes use [`RedisOptions::parse_url`]). The query parameters are `user`,
+    /// `password` (or `USER:PASSWORD@`), `cacert`, `cert`, `key`, `tls_domain` (TLS only),
     /// `connect_timeout`, `request_timeout` and `revisions` (`time` or `sequential`, see
     /// [`Revisions`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](coord_core::Error::InvalidArgument) naming what is wrong: another scheme, no host or several,
-    /// a bad port, a database that is not a number, an unknown or repeated query parameter,
-    /// a TLS file on `redis://`, a `tls_domain` that is neither a DNS name nor an IP
-    /// address, an unknown revision mode. Never repeats the password.
+    /// a bad port, a database that is not a number (or not 0 on a cluster), an unknown or
+    /// repeated query parameter, a TLS file on `redis://`, a `tls_domain` that is neither a
+    /// DNS name nor an IP address, an unknown revision mode. Never repeats the password.
     pub fn from_url(url: &Url) -> Result<RedisOptions> {
         let scheme = url.scheme();
-        let tls = match scheme {
-            "redis" => false,
-            "rediss" => true,
+        let (tls, cluster) = match scheme {
+            "redis" => (false, false),
+            "rediss" => (true, false),
+            "redis+cluster" => (false, true),
+            "rediss+cluster" => (true, true),
             other => {
                 return Err(invalid(format!(
-                    "not a redis:// or rediss:// URL (scheme {other:?})"
+                    "not a redis://, rediss:// or redis+cluster:// URL (scheme {other:?})"
                 )));
             }
         };
-        let host = match url.host() {
-            None | Some(Host::Domain("")) => {
-                return Err(invalid(format!("{scheme}:// needs a HOST[:PORT]")));
-            }
-            Some(Host::Domain(name)) if name.contains(',') => {
-                return Err(invalid(format!(
-                    "{scheme}:// takes one HOST[:PORT], got several"
-                )));
-            }
-            Some(Host::Domain(name))
-                if !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) =>
-            {
-                return Err(invalid(format!("bad host name {name:?}")));
-            }
-            Some(_) => url.host_str().unwrap_or_default().to_owned(),
-        };
+        let host = host_of(url)?;
+        let port = url.port().unwrap_or(DEFAULT_PORT);
         let db = match url.path().trim_start_matches('/') {
             "" => 0,
             db => db.parse().map_err(|_| {
@@ -225,9 +248,15 @@ impl RedisOptions {
                 ))
             })?,
         };
+        if cluster && db != 0 {
+            return Err(invalid(format!(
+                "a Redis Cluster has only database 0, got /{db} in a {scheme}:// URL"
+            )));
+        }
         let mut query = Query::of(url)?;
         let credentials = Credentials::take(url, &mut query)?;
-        let tls_files = TlsFiles::take(&mut query, scheme, tls, "rediss")?;
+        let tls_scheme = if cluster { "rediss+cluster" } else { "rediss" };
+        let tls_files = TlsFiles::take(&mut query, scheme, tls, tls_scheme)?;
         if let Some(domain) = &tls_files.tls_domain {
             check_tls_domain(domain)?;
         }
@@ -239,8 +268,13 @@ impl RedisOptions {
         };
         query.finish(scheme, Self::QUERY_PARAMETERS)?;
         Ok(RedisOptions {
+            cluster_nodes: if cluster {
+                vec![format!("{host}:{port}")]
+            } else {
+                Vec::new()
+            },
             host,
-            port: url.port().unwrap_or(DEFAULT_PORT),
+            port,
             db,
             tls,
             credentials,
@@ -252,12 +286,71 @@ impl RedisOptions {
         })
     }
 
-    /// The host: a name, an IPv4 address, or an IPv6 address in brackets.
+    /// Options from URL text, which for a Redis Cluster may name several of its nodes:
+    /// `redis+cluster://HOST[:PORT][,HOST[:PORT]...]` and the rest as in
+    /// [`RedisOptions::from_url`]. Any one reachable node is enough to find the others.
+    ///
+    /// The list is not one URL to the `url` crate (the first port would run on into the
+    /// next host), so it is cut out, each `HOST[:PORT]` parsed alone, and the URL parsed
+    /// with its first host.
+    ///
+    /// ```
+    /// use coord_core::UrlOptions;
+    /// use coord_redis::RedisOptions;
+    ///
+    /// let options = RedisOptions::parse_url("redis+cluster://:pw@10.0.0.1,10.0.0.2:7001").unwrap();
+    /// assert_eq!(options.cluster_nodes(), ["10.0.0.1:6379", "10.0.0.2:7001"]);
+    /// assert_eq!(options.redacted_url(), "redis+cluster://:***@10.0.0.1:6379,10.0.0.2:7001");
+    /// ```
+    ///
+    /// # Errors
+    /// As [`RedisOptions::from_url`]; several hosts on a scheme that is not a cluster one;
+    /// a bad node names it (`node "h:99999": bad port`).
+    pub fn parse_url(text: &str) -> Result<RedisOptions> {
+        backend_url::check_text(text)?;
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return RedisOptions::from_url(&backend_url::parse(text)?);
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        let (userinfo, hosts) = match authority.rfind('@') {
+            Some(at) => authority.split_at(at + 1),
+            None => ("", authority),
+        };
+        if !hosts.contains(',') {
+            return RedisOptions::from_url(&backend_url::parse(text)?);
+        }
+        if !scheme.to_ascii_lowercase().ends_with("+cluster") {
+            return Err(invalid(format!(
+                "{scheme}:// takes one HOST[:PORT], got several (a Redis Cluster's nodes go \
+                 in a redis+cluster:// URL)"
+            )));
+        }
+        let hosts: Vec<&str> = hosts.split(',').collect();
+        let nodes = hosts
+            .iter()
+            .map(|host| {
+                backend_url::parse(&format!("{scheme}://{host}"))
+                    .and_then(|url| {
+                        let name = host_of(&url)?;
+                        Ok(format!("{name}:{}", url.port().unwrap_or(DEFAULT_PORT)))
+                    })
+                    .map_err(|e| invalid(format!("node {host:?}: {}", reason(&e))))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let url = backend_url::parse(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
+        let mut options = RedisOptions::from_url(&url)?;
+        options.cluster_nodes = nodes;
+        Ok(options)
+    }
+
+    /// The host: a name, an IPv4 address, or an IPv6 address in brackets (a cluster's
+    /// first node).
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The port.
+    /// The port (a cluster's first node's).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -267,9 +360,20 @@ impl RedisOptions {
         self.db
     }
 
-    /// Whether the scheme is `rediss`.
+    /// Whether the scheme is `rediss` or `rediss+cluster`.
     pub fn tls(&self) -> bool {
         self.tls
+    }
+
+    /// Whether the URL names a Redis Cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// The cluster nodes the URL names, as `HOST:PORT`; empty unless
+    /// [`is_cluster`](Self::is_cluster).
+    pub fn cluster_nodes(&self) -> &[String] {
+        &self.cluster_nodes
     }
 
     /// The user name and password.
@@ -350,12 +454,43 @@ fn check_tls_domain(domain: &str) -> Result<()> {
     }
 }
 
+/// The host of a one-host URL, checked.
+fn host_of(url: &Url) -> Result<String> {
+    let scheme = url.scheme();
+    match url.host() {
+        None | Some(Host::Domain("")) => Err(invalid(format!("{scheme}:// needs a HOST[:PORT]"))),
+        Some(Host::Domain(name)) if name.contains(',') => Err(invalid(format!(
+            "{scheme}:// takes one HOST[:PORT], got several"
+        ))),
+        Some(Host::Domain(name))
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')) =>
+        {
+            Err(invalid(format!("bad host name {name:?}")))
+        }
+        Some(_) => Ok(url.host_str().unwrap_or_default().to_owned()),
+    }
+}
+
+/// The message of an error made by [`invalid`], without its `backend URL: ` lead.
+fn reason(e: &coord_core::Error) -> String {
+    let text = match e {
+        coord_core::Error::InvalidArgument { message } => message.as_str(),
+        _ => return e.to_string(),
+    };
+    text.strip_prefix("backend URL: ")
+        .unwrap_or(text)
+        .to_owned()
+}
+
 #[async_trait]
 impl UrlOptions for RedisOptions {
     type Backend = RedisBackend;
     const URL_FORMS: &'static [&'static str] = &[
         "redis://[USER:PASSWORD@]HOST[:PORT][/DB]",
         "rediss://[USER:PASSWORD@]HOST[:PORT][/DB] (TLS)",
+        "redis+cluster://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]...] (Redis Cluster)",
     ];
     const QUERY_PARAMETERS: &'static [&'static str] = &[
         "user",
@@ -370,17 +505,22 @@ impl UrlOptions for RedisOptions {
     ];
 
     fn parse_url(url: &str) -> Result<Self> {
-        RedisOptions::from_url(&backend_url::parse(url)?)
+        RedisOptions::parse_url(url)
     }
 
     fn redacted_url(&self) -> String {
-        let mut base = format!(
-            "{}://{}{}:{}",
-            if self.tls { "rediss" } else { "redis" },
-            self.credentials.redacted_userinfo(),
-            self.host,
-            self.port
-        );
+        let scheme = match (self.tls, self.is_cluster()) {
+            (false, false) => "redis",
+            (true, false) => "rediss",
+            (false, true) => "redis+cluster",
+            (true, true) => "rediss+cluster",
+        };
+        let hosts = if self.is_cluster() {
+            self.cluster_nodes.join(",")
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        let mut base = format!("{scheme}://{}{hosts}", self.credentials.redacted_userinfo());
         if self.db != 0 {
             base.push_str(&format!("/{}", self.db));
         }
@@ -449,7 +589,7 @@ mod tests {
     fn bad_urls_name_the_problem() {
         assert!(err("redis://h:1/x").contains("database"));
         assert!(err("redis://a,b").contains("one HOST"));
-        assert!(err("redis://a:1,b:2").contains("bad port"));
+        assert!(err("redis://a:1,b:2").contains("redis+cluster://"));
         assert!(err("redis://").contains("needs a HOST"));
         assert!(err("redis://h?cacert=/x").contains("use rediss://"));
         assert!(err("redis://h?db=1").contains("unknown query parameter `db`"));
@@ -512,6 +652,66 @@ mod tests {
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
         let e = e.to_string();
         assert!(e.contains("`tls` feature") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn cluster_urls_name_every_node_and_only_database_zero() {
+        let o = RedisOptions::parse_url(
+            "redis+cluster://app:hunter2@10.0.0.1:7000,node-b,[::1]:7002?request_timeout=2s",
+        )
+        .unwrap();
+        assert!(o.is_cluster() && !o.tls());
+        assert_eq!(
+            o.cluster_nodes(),
+            ["10.0.0.1:7000", "node-b:6379", "[::1]:7002"]
+        );
+        assert_eq!((o.host(), o.port()), ("10.0.0.1", 7000));
+        assert_eq!(o.credentials().password(), Some("hunter2"));
+        assert_eq!(
+            o.redacted_url(),
+            "redis+cluster://app:***@10.0.0.1:7000,node-b:6379,[::1]:7002?request_timeout=2s"
+        );
+        assert!(!format!("{o:?}").contains("hunter2"));
+        let one = RedisOptions::parse_url("redis+cluster://h:7000").unwrap();
+        assert_eq!(one.cluster_nodes(), ["h:7000"]);
+        assert_eq!(one.redacted_url(), "redis+cluster://h:7000");
+        let tls = RedisOptions::parse_url("rediss+cluster://a,b?cacert=/ca.pem").unwrap();
+        assert!(tls.is_cluster() && tls.tls());
+        assert_eq!(
+            tls.redacted_url(),
+            "rediss+cluster://a:6379,b:6379?cacert=/ca.pem"
+        );
+        assert!(!RedisOptions::parse_url("redis://h").unwrap().is_cluster());
+
+        assert!(err("redis+cluster://a,b/1").contains("only database 0"));
+        assert!(err("redis+cluster://a,b:99999").contains("node \"b:99999\""));
+        assert!(err("redis+cluster://a,,b").contains("node \"\""));
+        assert!(err("redis+cluster://a?cacert=/x").contains("use rediss+cluster://"));
+        let e = err("redis+cluster://u:hunter2@a,b?password=x");
+        assert!(e.contains("twice") && !e.contains("hunter"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tls_on_a_cluster_is_refused_without_showing_the_password() {
+        let options = RedisOptions::parse_url("rediss+cluster://u:hunter2@127.0.0.1:1").unwrap();
+        let e = RedisBackend::connect(options).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("TLS") && e.contains("rediss+cluster://u:***@"),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_that_is_not_there_is_unavailable_without_showing_the_password() {
+        let options =
+            RedisOptions::parse_url("redis+cluster://u:hunter2@127.0.0.1:1,127.0.0.1:2").unwrap();
+        let e = options.connect().await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
     }
 
     #[test]

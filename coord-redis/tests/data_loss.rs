@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use coord_core::{
     BackendExt as _, Compare, CompareOp, CoordinationBackend, Error, Mutex, NO_LEASE, Revision,
-    Session, TxnOp, TxnRequest, UrlOptions as _, WatchRequest,
+    Session, TxnOp, TxnRequest, WatchRequest,
 };
 use coord_redis::{RedisBackend, RedisOptions, Revisions};
 use coord_testkit::RedisServer;

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use coord_core::{
-    CoordinationBackend, Error, EventKind, Revision, TxnOp, TxnRequest, UrlOptions as _,
-    WatchRequest, WatchResponse, WatchStream,
+    CoordinationBackend, Error, EventKind, Revision, TxnOp, TxnRequest, WatchRequest,
+    WatchResponse, WatchStream,
 };
 use coord_redis::{RedisBackend, RedisOptions, WATCH_BUFFER};
 use coord_testkit::RedisServer;

@@ -1,7 +1,7 @@
 //! Test support for the `coord` workspace.
 //!
 //! * [`servers`]: real etcd and redis servers for integration tests ([`EtcdServer`],
-//!   [`EtcdCluster`], [`RedisServer`]). A server comes from an environment variable
+//!   [`EtcdCluster`], [`RedisServer`], and [`RedisCluster`], always local processes). A server comes from an environment variable
 //!   (`COORD_TEST_ETCD`, `COORD_TEST_REDIS`), else from a local binary spawned on free
 //!   loopback ports in a temp dir, else (feature `docker`) from testcontainers. Fixtures
 //!   can stop, kill, pause, resume and restart their server on the same ports and data,
@@ -27,6 +27,6 @@ pub use history::{EventKind, History, HistoryEvent, Violation};
 pub use proxy::{FaultProxy, FaultProxyHandle};
 pub use servers::{
     Credentials, EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser,
-    FixtureError, MemberStatus, RedisServer, RedisServerBuilder, ServerMode, TlsMaterial,
-    require_backends,
+    FixtureError, MemberStatus, RedisCluster, RedisClusterBuilder, RedisServer, RedisServerBuilder,
+    ServerMode, TlsMaterial, require_backends,
 };

@@ -1,7 +1,6 @@
 //! Distributed coordination for Rust services: leader election, mutexes, read/write locks
 //! and semaphores, written once against one backend contract and run on etcd, in memory, or
-//! on Redis (its backend passes the conformance suite, speaks TLS and reconnects after a
-//! server restart; Redis Cluster is still to come).
+//! on Redis (one server or a Redis Cluster, over TLS if asked, with data-loss detection).
 //!
 //! ```
 //! # #[cfg(feature = "memory")]
@@ -73,7 +72,6 @@ registry::backends! {
     memory: "memory" ["memory"] => coord_memory::MemoryOptions;
     /// The etcd v3 backend.
     etcd: "etcd" ["etcd", "etcds"] => coord_etcd::EtcdOptions;
-    /// The Redis backend: a skeleton whose URLs parse, and whose connect says it is not
-    /// implemented yet.
-    redis: "redis" ["redis", "rediss"] => coord_redis::RedisOptions;
+    /// The Redis backend, on one server or a Redis Cluster.
+    redis: "redis" ["redis", "rediss", "redis+cluster", "rediss+cluster"] => coord_redis::RedisOptions;
 }

@@ -1,8 +1,10 @@
--- Shared by every script (prepended on the Rust side). ARGV[1] is the namespace's key
--- prefix, ending in its hash tag ("{ns}"), so every key below lives in one cluster slot;
--- ARGV[2] is the epoch the client adopted at connect, ARGV[3] the revision mode ('time' or
--- 'sequential'). A script's own arguments start at ARGV[4].
-local P = ARGV[1]
+-- Shared by every script (prepended on the Rust side). KEYS[1] is the namespace's revision
+-- key, "{ns}:rev": declaring it routes the script to the master of the namespace's slot in a
+-- Redis Cluster. The key prefix "{ns}" is KEYS[1] without ":rev"; every key below starts
+-- with that hash tag, so they all live in the one slot. ARGV[1] is the epoch the client
+-- adopted at connect, ARGV[2] the revision mode ('time' or 'sequential'). A script's own
+-- arguments start at ARGV[3].
+local P = string.sub(KEYS[1], 1, -5)
 local K_META = P .. ':meta'        -- epoch (random, set once) and revision mode
 local K_REV = P .. ':rev'          -- store revision; absent means 1 (an empty etcd)
 local K_COMPACT = P .. ':compact'  -- compact revision; absent means 0
@@ -17,10 +19,10 @@ local K_TTLS = P .. ':ttl'         -- lease id -> granted TTL (ms)
 -- replica without it). Changing nothing then is what keeps a second holder from being told
 -- it got a lock the first one still believes it holds.
 local EPOCH = redis.call('HGET', K_META, 'epoch')
-if EPOCH ~= ARGV[2] then
+if EPOCH ~= ARGV[1] then
   return cmsgpack.pack({ err = 'epoch', epoch = EPOCH or '' })
 end
-local TIME_FLOORED = ARGV[3] == 'time'
+local TIME_FLOORED = ARGV[2] == 'time'
 local function kkey(k) return P .. ':k:' .. k end
 local function lkeys(id) return P .. ':lk:' .. id end
 

@@ -1,5 +1,5 @@
--- Compaction to ARGV[4]: watches can no longer start below it.
-local target = tonumber(ARGV[4])
+-- Compaction to ARGV[3]: watches can no longer start below it.
+local target = tonumber(ARGV[3])
 local compacted = num(redis.call('GET', K_COMPACT))
 if target <= compacted then return cmsgpack.pack({ err = 'compacted', at = compacted }) end
 if target > CUR then return cmsgpack.pack({ err = 'future', rev = CUR }) end

@@ -1,5 +1,5 @@
--- Lease calls: ARGV[4] is the call, ARGV[5] the lease id, ARGV[6] the TTL in ms (grant).
-local call, sid = ARGV[4], ARGV[5]
+-- Lease calls: ARGV[3] is the call, ARGV[4] the lease id, ARGV[5] the TTL in ms (grant).
+local call, sid = ARGV[3], ARGV[4]
 local id = tonumber(sid)
 
 if call == 'reap' then
@@ -8,8 +8,8 @@ end
 if call == 'grant' then
   -- The id is the client's random pick; a clash with a live lease is reported, not reused.
   if lease_exists(id) then return cmsgpack.pack({ err = 'exists' }) end
-  local ttl = tonumber(ARGV[6])
-  redis.call('HSET', K_TTLS, sid, ARGV[6])
+  local ttl = tonumber(ARGV[5])
+  redis.call('HSET', K_TTLS, sid, ARGV[5])
   redis.call('ZADD', K_DEADLINES, NOW + ttl, sid)
   return cmsgpack.pack({ ttl = ttl })
 end

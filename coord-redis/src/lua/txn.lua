@@ -1,5 +1,5 @@
--- A txn (ARGV[4], msgpack): compares on the state before it, then one branch in order.
-local req = cmsgpack.unpack(ARGV[4])
+-- A txn (ARGV[3], msgpack): compares on the state before it, then one branch in order.
+local req = cmsgpack.unpack(ARGV[3])
 
 local function holds(op, a, b, less)
   if op == '=' then return a == b

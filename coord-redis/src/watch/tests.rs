@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use coord_core::{CoordinationBackend, Error, KeyRange, Revision, TxnOp, TxnRequest, UrlOptions};
+use coord_core::{CoordinationBackend, Error, KeyRange, Revision, TxnOp, TxnRequest};
 use coord_testkit::RedisServer;
 
 use super::entry::EntryId;

@@ -7,7 +7,6 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use coord_core::UrlOptions as _;
 use coord_redis::{RedisBackend, RedisOptions};
 use coord_testkit::{RedisServer, require_backends};
 use tokio::sync::OnceCell;

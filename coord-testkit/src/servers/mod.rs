@@ -31,6 +31,7 @@ mod etcd;
 mod probe;
 mod process;
 mod redis;
+mod redis_cluster;
 mod tls;
 
 #[cfg(feature = "docker")]
@@ -49,6 +50,7 @@ pub use etcd::{
     EtcdCluster, EtcdClusterBuilder, EtcdServer, EtcdServerBuilder, EtcdUser, MemberStatus,
 };
 pub use redis::{RedisServer, RedisServerBuilder};
+pub use redis_cluster::{RedisCluster, RedisClusterBuilder};
 pub use tls::{CLIENT_COMMON_NAME, TlsMaterial};
 
 /// Environment variable naming external etcd endpoints (`host:port` or URLs, comma separated).
