@@ -25,9 +25,9 @@
 //! with DELETE events) before the script does its own work. `txn.lua` runs a txn (also
 //! every range read and `current_revision`), `lease.lua` grants, refreshes, revokes, reads
 //! and reaps leases, `compact.lua` compacts; `epoch.lua` runs alone at connect. Requests
-//! are JSON, answers msgpack (Redis' cmsgpack writes integral numbers as integers, where
-//! cjson would keep 14 significant digits of a 16-digit revision); keys and values are
-//! hex-encoded.
+//! and answers are msgpack, keys and values raw bytes in it (Redis' cmsgpack writes
+//! integral numbers as integers, where cjson would keep 14 significant digits of a
+//! 16-digit revision). An uncontended lock and unlock is two script runs: two round trips.
 //! Leases are logical (never Redis TTLs); a reaper task per client runs every
 //! [`REAP_INTERVAL`], so a dead holder's keys go within its TTL plus that interval.
 //! Watches read the stream: a new watch catches up with `XRANGE`, then follows the live
