@@ -13,6 +13,7 @@ declare -A needed=(
   [etcd]=etcd-server
   [etcdctl]=etcd-client
   [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 missing=()
 for cmd in "${!needed[@]}"; do
