@@ -36,12 +36,11 @@ pub(crate) struct LockArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub(crate) kill_after: Duration,
 
-    /// Command to run while holding the lock (after `--`, or directly after NAME).
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// Command to run while holding the lock (after `--`, or directly after NAME). A
+    /// CMD whose first word starts with `-` must come after `--`: otherwise a mistyped
+    /// option (`--timout 1s`) would run as a command, with no timeout, once the lock was
+    /// taken.
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
     pub(crate) command: Vec<String>,
 }
 

@@ -62,6 +62,69 @@ fn lock_command_without_double_dash_and_exit_codes() {
         .stderr(predicate::str::contains("cannot run"));
 }
 
+/// `coord` with no `--backend` and no `COORD_BACKEND`.
+fn coord_without_backend(args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(cli_support::coord_bin());
+    cmd.env_remove("COORD_BACKEND")
+        .env_remove("COORD_NAMESPACE")
+        .args(args)
+        .timeout(SHORT);
+    cmd
+}
+
+#[test]
+fn commands_that_coordinate_processes_never_fall_back_on_memory() {
+    // Before: two `coord lock jobs` processes both "held" jobs, with the same token.
+    for args in [
+        &["lock", "jobs"][..],
+        &["elect", "e", "v"],
+        &["leader", "e"],
+    ] {
+        coord_without_backend(args)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(format!("{} needs a backend", args[0]))
+                    .and(predicate::str::contains("--backend"))
+                    .and(predicate::str::contains("COORD_BACKEND")),
+            );
+    }
+    // Named explicitly, memory:// works (to try the CLI out), with a warning.
+    coord(MEM, &["lock", "jobs", "true"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("warning: memory:// is in-process"));
+    // In-process commands keep their default.
+    coord_without_backend(&["bench", "lock-loop", "-n", "3"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::is_empty());
+}
+
+#[test]
+fn a_mistyped_option_after_the_name_is_refused_not_run_as_the_command() {
+    // Before: `--timout 1s` became CMD, coord waited with no timeout, took the lock and
+    // failed with "cannot run --timout" (exit 127).
+    coord(MEM, &["lock", "TYPO", "--timout", "1s"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(
+            predicate::str::contains("unexpected argument '--timout'")
+                .and(predicate::str::contains("--timeout")),
+        );
+    // A command that starts with `-` still runs after `--`; options of CMD after its first
+    // word still go to CMD.
+    coord(MEM, &["lock", "x", "--", "-not-an-option"])
+        .assert()
+        .code(127)
+        .stderr(predicate::str::contains("cannot run \"-not-an-option\""));
+    coord(MEM, &["lock", "x", "sh", "-c", "exit 7"])
+        .assert()
+        .code(7);
+}
+
 #[test]
 fn lock_holds_until_sigterm_then_releases() {
     for signal in ["TERM", "INT"] {
@@ -415,7 +478,9 @@ fn help_lists_the_backend_urls_of_the_registry() {
             "etcd://, etcds://: not in this build",
         ));
     let redis = predicate::str::contains("  redis://[USER:PASSWORD@]HOST[:PORT][/DB]").or(
-        predicate::str::contains("redis://, rediss://: not in this build"),
+        predicate::str::contains(
+            "redis://, rediss://, redis+cluster://, rediss+cluster://: not in this build",
+        ),
     );
     assert_cmd::Command::new(cli_support::coord_bin())
         .arg("--help")
