@@ -102,6 +102,50 @@ fn commands_that_coordinate_processes_never_fall_back_on_memory() {
         .stderr(predicate::str::is_empty());
 }
 
+/// Whether `pid` still runs: it exists and is not a zombie waiting for its reaper.
+fn runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses.
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn cmd_dies_when_coord_is_killed() {
+    // Before: after `kill -9` of coord, CMD kept running without the lock, and another
+    // process took the lock once the lease ended.
+    let mut coord = Proc::coord(
+        MEM,
+        &["lock", "h3", "--", "sh", "-c", "echo $$; exec sleep 300"],
+    );
+    let _key = coord.line(SHORT);
+    let _token = coord.line(SHORT);
+    let cmd = coord.line(SHORT);
+    assert!(runs(&cmd), "CMD {cmd} runs under the lock");
+    coord.signal("KILL");
+    coord.wait(SHORT);
+    let deadline = std::time::Instant::now() + SHORT;
+    while runs(&cmd) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let survived = runs(&cmd);
+    if survived {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &cmd])
+            .status();
+    }
+    assert!(!survived, "CMD {cmd} outlived coord by {SHORT:?}");
+}
+
 #[test]
 fn a_mistyped_option_after_the_name_is_refused_not_run_as_the_command() {
     // Before: `--timout 1s` became CMD, coord waited with no timeout, took the lock and
