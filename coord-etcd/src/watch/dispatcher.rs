@@ -558,7 +558,7 @@ fn duplicate(e: &Error) -> Error {
         },
         Error::Backend {
             backend, message, ..
-        } => Error::backend(*backend, message.clone()),
+        } => Error::backend(backend, message.clone()),
         other => Error::backend("etcd", other.to_string()),
     }
 }
