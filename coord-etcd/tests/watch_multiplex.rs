@@ -262,6 +262,9 @@ async fn compaction_behind_resumed_watches_ends_them_with_compacted() {
     direct.put(b"y", b"2", NO_LEASE).await.unwrap();
     direct.compact(r2 + 1).await.unwrap();
     proxy.reset_all();
+    // The proxy aborts its connections asynchronously: healing at once could let the
+    // stalled events through the old connection first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.heal();
     for w in [&mut x, &mut y] {
         let item = tokio::time::timeout(Duration::from_secs(15), w.next())
@@ -282,4 +285,36 @@ async fn compaction_behind_resumed_watches_ends_them_with_compacted() {
     assert_eq!(next(&mut z).await.revision, rz);
     assert!(watched.watch_streams_opened() >= 2);
     assert_eq!(watched.active_watches(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_watch_fails_alone_and_the_others_go_on_without_gap() {
+    const ROOT_PW: &str = "root-Secret-pw";
+    const APP_PW: &str = "app-Secret-pw";
+    let Some(server) = coord_testkit::EtcdServer::builder()
+        .local_only()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+        .auth(ROOT_PW)
+        .user("app", APP_PW, "app/")
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let app = EtcdBackend::connect(EtcdOptions::new(server.urls()).user("app", APP_PW))
+        .await
+        .unwrap();
+    let mut allowed = app.watch(WatchRequest::key("app/a")).await.unwrap();
+    let r1 = app.put(b"app/a", b"1", NO_LEASE).await.unwrap();
+    // Refused: the client authenticates again and re-opens the stream once (its token may
+    // have been forgotten), and is refused again.
+    let err = app.watch(WatchRequest::key("other/k")).await.unwrap_err();
+    assert!(matches!(err, Error::PermissionDenied { .. }), "{err:?}");
+    let r2 = app.put(b"app/a", b"2", NO_LEASE).await.unwrap();
+    // The other watch saw both writes, once each, across the re-opened stream.
+    assert_eq!(next(&mut allowed).await.revision, r1);
+    assert_eq!(next(&mut allowed).await.revision, r2);
+    let r3 = app.put(b"app/a", b"3", NO_LEASE).await.unwrap();
+    assert_eq!(next(&mut allowed).await.revision, r3);
+    assert_eq!(app.active_watches(), 1);
 }
