@@ -170,7 +170,7 @@ fn parse_history(value: &str) -> Result<Option<u64>> {
 #[async_trait]
 impl UrlOptions for MemoryOptions {
     type Backend = MemoryBackend;
-    const URL_FORMS: &'static [&'static str] = &["memory://[STORE][?history=REVISIONS|all]"];
+    const URL_FORMS: &'static [&'static str] = &["memory://[STORE]"];
     const QUERY_PARAMETERS: &'static [&'static str] = &["history"];
 
     fn parse_url(url: &str) -> Result<Self> {
