@@ -212,6 +212,22 @@ impl FaultControls {
         self.state().mode
     }
 
+    /// Whether no fault is armed for calls: no failures, latency, partition or txns to hold
+    /// back, so a call made now goes straight to the store and back. A client whose store
+    /// answers without awaiting (the in-memory one) may then skip the wrapper on its fast
+    /// path. (Watch streams still need the wrapper: faults may come later.)
+    pub fn is_clear(&self) -> bool {
+        self.fail_next.load(Ordering::SeqCst) == 0
+            && self.latency_nanos.load(Ordering::SeqCst) == 0
+            && self.state().mode.is_none()
+            && self
+                .late
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .1
+                .is_none()
+    }
+
     /// Holds back the next `n` txns instead of applying them: their answer is lost
     /// ([`LateApply`] says how the caller notices), and they are applied only by
     /// [`apply_late`](Self::apply_late), after every write sent meanwhile. This is what an

@@ -310,18 +310,23 @@ fn check_duplicate_writes(branch: &str, ops: &[TxnOp]) -> crate::Result<()> {
             _ => None,
         })
         .collect();
-    let mut puts = std::collections::HashSet::new();
-    for op in ops {
+    // Branches are short (most put one key): a scan of the earlier puts beats a hash set.
+    for (i, op) in ops.iter().enumerate() {
         let TxnOp::Put(p) = op else { continue };
-        let key = String::from_utf8_lossy(&p.key);
-        if !puts.insert(p.key.as_slice()) {
+        let key = || String::from_utf8_lossy(&p.key);
+        let put_before = ops[..i]
+            .iter()
+            .any(|earlier| matches!(earlier, TxnOp::Put(e) if e.key == p.key));
+        if put_before {
             return Err(crate::Error::invalid_argument(format!(
-                "txn {branch} branch puts key {key:?} more than once"
+                "txn {branch} branch puts key {:?} more than once",
+                key()
             )));
         }
         if deletes.iter().any(|range| range.contains(&p.key)) {
             return Err(crate::Error::invalid_argument(format!(
-                "txn {branch} branch both puts and deletes key {key:?}"
+                "txn {branch} branch both puts and deletes key {:?}",
+                key()
             )));
         }
     }

@@ -1,6 +1,7 @@
 //! The lease table, and the reaper task that expires leases on tokio time.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -30,10 +31,31 @@ pub(crate) struct Lease {
     pub(crate) keys: BTreeSet<Vec<u8>>,
 }
 
+/// Hashes a lease id to itself: ids are already SplitMix64 outputs (see [`mix`]), so
+/// hashing them again (SipHash, on every put and delete of a key on a lease) is wasted work.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_i64(&mut self, n: i64) {
+        self.0 = n as u64;
+    }
+}
+
 /// All live leases, indexed by id and by deadline.
 #[derive(Debug, Default)]
 pub(crate) struct Leases {
-    map: HashMap<LeaseId, Lease>,
+    map: HashMap<LeaseId, Lease, BuildHasherDefault<IdHasher>>,
     deadlines: BTreeSet<(Instant, LeaseId)>,
     seq: u64,
 }

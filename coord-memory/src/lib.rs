@@ -19,8 +19,12 @@
 //!   A reaper task, spawned on the first grant, expires leases on time; every call also
 //!   expires due leases first, so results are exact even if the reaper lags.
 //! - **Watch** replays history from the start revision and goes live under one lock, so no
-//!   event is missed; history is kept from the last [`compact`](CoordinationBackend::compact)
-//!   on (or, optionally, for a bounded number of revisions:
+//!   event is missed. History is kept for the last [`DEFAULT_HISTORY_REVISIONS`] revisions
+//!   by default, so memory stays flat however long a test loop runs; a watch that starts
+//!   below what is kept gets [`Error::Compacted`], as after an explicit
+//!   [`compact`](CoordinationBackend::compact). A live watcher never depends on history:
+//!   each revision is pushed to it as it is committed. The bound is set per store
+//!   ([`MemoryOptions::history_retention`], `memory://NAME?history=N|all`,
 //!   [`MemoryBackend::set_history_retention`]).
 //!
 //! # Clients and faults
@@ -185,6 +189,7 @@ use tokio::time::Instant;
 
 pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
 pub use shared::{DEFAULT_STORE, MemoryOptions};
+pub use store::DEFAULT_HISTORY_REVISIONS;
 
 use store::State;
 
@@ -414,7 +419,8 @@ impl MemoryBackend {
         state.revision
     }
 
-    /// The oldest revision a watch can start from: 0 until the first compaction.
+    /// The oldest revision a watch can start from: 0 until the first compaction (explicit,
+    /// or automatic once the store has more revisions than its history bound).
     pub fn compact_revision(&self) -> Revision {
         self.state().lock().compact_revision
     }
@@ -439,12 +445,32 @@ impl MemoryBackend {
         self.state().lock().watchers.len()
     }
 
-    /// Bounds the history kept for watches to the last `revisions` revisions, compacting
-    /// older ones automatically as new revisions are written (`None`, the default, keeps
-    /// everything since the last explicit compaction, as etcd without auto-compaction does).
-    /// Useful for long-running demos and benchmarks.
+    /// Bounds the history kept for watches to the last `revisions` revisions (`Some(0)`
+    /// counts as 1), compacting older ones automatically as new revisions are written;
+    /// `None` keeps everything since the last explicit compaction, as etcd without
+    /// auto-compaction does. The default is [`DEFAULT_HISTORY_REVISIONS`]. Acts on the
+    /// store (every client); a smaller bound takes effect at the next write.
     pub fn set_history_retention(&self, revisions: Option<u64>) {
         self.state().lock().retention = revisions;
+    }
+
+    /// The store's history bound in revisions (`None`: unbounded); see
+    /// [`set_history_retention`](Self::set_history_retention).
+    pub fn history_retention(&self) -> Option<u64> {
+        self.state().lock().retention
+    }
+
+    /// The number of revisions whose events the store keeps for watches that start in the
+    /// past (at most the [history bound](Self::history_retention); revisions that changed
+    /// nothing are not recorded).
+    pub fn history_len(&self) -> usize {
+        self.state().lock().history.len()
+    }
+
+    /// The heap bytes the history keeps alive (an upper estimate).
+    #[cfg(test)]
+    pub(crate) fn history_bytes(&self) -> usize {
+        self.state().lock().history_bytes()
     }
 }
 
@@ -454,6 +480,41 @@ impl Store {
         let mut state = self.shared.lock();
         op(&mut state, Instant::now())
     }
+
+    // Every call is synchronous: the store answers under its lock, without awaiting.
+
+    fn lease_grant_now(&self, ttl: Duration) -> Result<LeaseGrant> {
+        let ttl = lease::granted_ttl(ttl)?;
+        self.shared.ensure_reaper();
+        let grant = self.run(|state, now| Ok(state.lease_grant(ttl, now)))?;
+        // The new lease may expire before the one the reaper sleeps for.
+        self.shared.reaper_wake.notify_one();
+        Ok(grant)
+    }
+    fn lease_keep_alive_now(&self, lease: LeaseId) -> Result<Duration> {
+        self.run(|state, now| state.lease_keep_alive(lease, now))
+    }
+    fn lease_revoke_now(&self, lease: LeaseId) -> Result<()> {
+        self.run(|state, now| state.lease_revoke(lease, now))
+    }
+    fn lease_time_to_live_now(&self, lease: LeaseId) -> Result<LeaseStatus> {
+        self.run(|state, now| state.lease_time_to_live(lease, now))
+    }
+    fn range_now(&self, request: &RangeRequest) -> Result<RangeResponse> {
+        self.run(|state, now| state.range(request, now))
+    }
+    fn txn_now(&self, request: TxnRequest) -> Result<TxnResponse> {
+        self.run(|state, now| state.txn(request, now))
+    }
+    fn current_revision_now(&self) -> Result<Revision> {
+        self.run(|state, now| {
+            state.expire_due(now);
+            Ok(state.revision)
+        })
+    }
+    fn compact_now(&self, revision: Revision) -> Result<()> {
+        self.run(|state, now| state.compact(revision, now))
+    }
 }
 
 #[async_trait]
@@ -462,27 +523,22 @@ impl CoordinationBackend for Store {
         BackendInfo::new("memory", LEASE_GRANULARITY, MIN_LEASE_TTL)
     }
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
-        let ttl = lease::granted_ttl(ttl)?;
-        self.shared.ensure_reaper();
-        let grant = self.run(|state, now| Ok(state.lease_grant(ttl, now)))?;
-        // The new lease may expire before the one the reaper sleeps for.
-        self.shared.reaper_wake.notify_one();
-        Ok(grant)
+        self.lease_grant_now(ttl)
     }
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        self.run(|state, now| state.lease_keep_alive(lease, now))
+        self.lease_keep_alive_now(lease)
     }
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.run(|state, now| state.lease_revoke(lease, now))
+        self.lease_revoke_now(lease)
     }
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
-        self.run(|state, now| state.lease_time_to_live(lease, now))
+        self.lease_time_to_live_now(lease)
     }
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
-        self.run(|state, now| state.range(&request, now))
+        self.range_now(&request)
     }
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
-        self.run(|state, now| state.txn(request, now))
+        self.txn_now(request)
     }
     async fn watch(&self, request: WatchRequest) -> Result<WatchStream> {
         let store = Arc::downgrade(&self.shared);
@@ -493,18 +549,18 @@ impl CoordinationBackend for Store {
         })
     }
     async fn current_revision(&self) -> Result<Revision> {
-        self.run(|state, now| {
-            state.expire_due(now);
-            Ok(state.revision)
-        })
+        self.current_revision_now()
     }
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.run(|state, now| state.compact(revision, now))
+        self.compact_now(revision)
     }
 }
 
 /// Every call goes through this client's faults (a request half with latency, partition and
 /// injected failures, the store under its lock at the current tokio time, a response half).
+/// While no fault is armed ([`FaultControls::is_clear`]) a call goes straight to the store:
+/// the store answers without awaiting, so nothing can happen between the two halves, and
+/// the wrapper's work (two boxed futures and its checks) would change nothing.
 #[async_trait]
 impl CoordinationBackend for MemoryBackend {
     fn info(&self) -> BackendInfo {
@@ -520,6 +576,9 @@ impl CoordinationBackend for MemoryBackend {
     /// Not cancel safe: a lease granted by a dropped call is never reported and expires
     /// after its TTL.
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
+        if self.faults.is_clear() {
+            return self.store.lease_grant_now(ttl);
+        }
         self.client.lease_grant(ttl).await
     }
 
@@ -531,6 +590,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a refresh is idempotent.
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        if self.faults.is_clear() {
+            return self.store.lease_keep_alive_now(lease);
+        }
         self.client.lease_keep_alive(lease).await
     }
 
@@ -542,6 +604,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a repeat gives `LeaseNotFound`.
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        if self.faults.is_clear() {
+            return self.store.lease_revoke_now(lease);
+        }
         self.client.lease_revoke(lease).await
     }
 
@@ -553,6 +618,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<LeaseStatus> {
+        if self.faults.is_clear() {
+            return self.store.lease_time_to_live_now(lease);
+        }
         self.client.lease_time_to_live(lease).await
     }
 
@@ -564,6 +632,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        if self.faults.is_clear() {
+            return self.store.range_now(&request);
+        }
         self.client.range(request).await
     }
 
@@ -579,6 +650,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Atomic; a call dropped during its latency may or may not have been applied.
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
+        if self.faults.is_clear() {
+            return self.store.txn_now(request);
+        }
         self.client.txn(request).await
     }
 
@@ -600,6 +674,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: read only.
     async fn current_revision(&self) -> Result<Revision> {
+        if self.faults.is_clear() {
+            return self.store.current_revision_now();
+        }
         self.client.current_revision().await
     }
 
@@ -612,6 +689,9 @@ impl CoordinationBackend for MemoryBackend {
     /// # Cancel safety
     /// Cancel safe: a repeat gives `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<()> {
+        if self.faults.is_clear() {
+            return self.store.compact_now(revision);
+        }
         self.client.compact(revision).await
     }
 }

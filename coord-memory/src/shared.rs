@@ -8,6 +8,7 @@ use coord_core::Result;
 use coord_core::backend_url::{self, Query, Url, UrlOptions, invalid};
 
 use crate::MemoryBackend;
+use crate::store::DEFAULT_HISTORY_REVISIONS;
 
 /// The name of the store `memory://` (without a name) reaches.
 pub const DEFAULT_STORE: &str = "default";
@@ -34,30 +35,71 @@ impl MemoryBackend {
     }
 }
 
-/// What a `memory://[NAME]` URL names: one of the process-wide stores of
+/// What a `memory://[NAME][?history=N|all]` URL names: one of the process-wide stores of
 /// [`MemoryBackend::shared`], [`DEFAULT_STORE`] when the URL gives no name. The name is
 /// percent-decoded and case-sensitive.
 ///
+/// `history` bounds the history the store keeps for watches that start in the past: the
+/// last `N` revisions (older starts get [`Error::Compacted`](coord_core::Error::Compacted),
+/// as after an explicit compaction), or `all` for no bound. Without it a new store keeps
+/// [`DEFAULT_HISTORY_REVISIONS`] revisions and an existing store keeps its setting; with it
+/// the setting applies to the whole store, for every client (as
+/// [`MemoryBackend::set_history_retention`] does).
+///
 /// ```
 /// use coord_core::UrlOptions;
-/// use coord_memory::MemoryOptions;
+/// use coord_memory::{DEFAULT_HISTORY_REVISIONS, MemoryOptions};
 ///
 /// let options = MemoryOptions::parse_url("memory://my%20tests").unwrap();
 /// assert_eq!(options.store(), "my tests");
+/// assert_eq!(options.history(), Some(DEFAULT_HISTORY_REVISIONS));
 /// assert!(options.client().same_store(&MemoryOptions::parse_url("memory://my%20tests").unwrap().client()));
 /// assert!(MemoryOptions::parse_url("memory://u:secret@x").is_err());
+///
+/// let options = MemoryOptions::parse_url("memory://bench?history=100").unwrap();
+/// assert_eq!(options.history(), Some(100));
+/// assert_eq!(options.client().history_retention(), Some(100));
+/// let everything = MemoryOptions::new("audit").history_retention(None);
+/// assert_eq!(everything.redacted_url(), "memory://audit?history=all");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryOptions {
     store: String,
+    /// `None`: not given (a new store gets the default, an existing one keeps its own).
+    history: Option<Option<u64>>,
+}
+
+impl Default for MemoryOptions {
+    /// The [`DEFAULT_STORE`], with the default history bound.
+    fn default() -> Self {
+        MemoryOptions::new(DEFAULT_STORE)
+    }
 }
 
 impl MemoryOptions {
-    /// Parses a `memory://[NAME]` URL.
+    /// The options of the process-wide store named `store`, with the default history bound.
+    pub fn new(store: impl Into<String>) -> Self {
+        MemoryOptions {
+            store: store.into(),
+            history: None,
+        }
+    }
+
+    /// Keeps history for the last `revisions` revisions (`Some(0)` counts as 1), or all of
+    /// it since the last explicit compaction (`None`, as etcd without auto-compaction).
+    /// Applies to the whole store when a client is made.
+    #[must_use]
+    pub fn history_retention(mut self, revisions: Option<u64>) -> Self {
+        self.history = Some(revisions);
+        self
+    }
+
+    /// Parses a `memory://[NAME][?history=N|all]` URL.
     ///
     /// # Errors
     /// [`coord_core::Error::InvalidArgument`] for another scheme, credentials, a port, a
-    /// path, any query parameter, or bad percent-encoding in the name.
+    /// path, a query parameter other than `history`, a `history` that is neither a positive
+    /// number nor `all`, or bad percent-encoding in the name.
     pub fn from_url(url: &Url) -> Result<MemoryOptions> {
         if url.scheme() != "memory" {
             return Err(invalid(format!(
@@ -77,12 +119,17 @@ impl MemoryOptions {
                 url.path()
             )));
         }
-        Query::of(url)?.finish("memory", Self::QUERY_PARAMETERS)?;
+        let mut query = Query::of(url)?;
+        let history = query
+            .take("history")?
+            .map(|value| parse_history(&value))
+            .transpose()?;
+        query.finish("memory", Self::QUERY_PARAMETERS)?;
         let store = match url.host_str().unwrap_or_default() {
             "" => DEFAULT_STORE.to_owned(),
             name => backend_url::decode(name, "memory store name")?,
         };
-        Ok(MemoryOptions { store })
+        Ok(MemoryOptions { store, history })
     }
 
     /// The store's name.
@@ -90,9 +137,33 @@ impl MemoryOptions {
         &self.store
     }
 
-    /// A new client of the store.
+    /// The history bound these options ask for, in revisions (`None`: unbounded), the
+    /// default ([`DEFAULT_HISTORY_REVISIONS`]) when not given.
+    pub fn history(&self) -> Option<u64> {
+        self.history.unwrap_or(Some(DEFAULT_HISTORY_REVISIONS))
+    }
+
+    /// A new client of the store (made on first use), with the history bound applied to
+    /// the store when these options give one.
     pub fn client(&self) -> MemoryBackend {
-        MemoryBackend::shared(&self.store)
+        let client = MemoryBackend::shared(&self.store);
+        if let Some(history) = self.history {
+            client.set_history_retention(history);
+        }
+        client
+    }
+}
+
+/// `history=N` (a positive number of revisions) or `history=all`.
+fn parse_history(value: &str) -> Result<Option<u64>> {
+    if value.eq_ignore_ascii_case("all") {
+        return Ok(None);
+    }
+    match value.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(invalid(format!(
+            "query parameter `history` must be a positive number of revisions or `all`, got {value:?}"
+        ))),
     }
 }
 
@@ -100,17 +171,23 @@ impl MemoryOptions {
 impl UrlOptions for MemoryOptions {
     type Backend = MemoryBackend;
     const URL_FORMS: &'static [&'static str] = &["memory://[STORE]"];
-    const QUERY_PARAMETERS: &'static [&'static str] = &[];
+    const QUERY_PARAMETERS: &'static [&'static str] = &["history"];
 
     fn parse_url(url: &str) -> Result<Self> {
         MemoryOptions::from_url(&backend_url::parse(url)?)
     }
 
     fn redacted_url(&self) -> String {
-        match self.store.as_str() {
+        let base = match self.store.as_str() {
             DEFAULT_STORE => "memory://".to_owned(),
             name => format!("memory://{}", backend_url::encode(name)),
-        }
+        };
+        let query: Vec<(&str, String)> = match self.history {
+            None => Vec::new(),
+            Some(None) => vec![("history", "all".to_owned())],
+            Some(Some(n)) => vec![("history", n.to_string())],
+        };
+        backend_url::join_url(&base, &query)
     }
 
     async fn connect(&self) -> Result<MemoryBackend> {
@@ -162,6 +239,39 @@ mod tests {
     }
 
     #[test]
+    fn history_is_a_bound_in_revisions_or_all_and_round_trips() {
+        for (url, history, redacted) in [
+            ("memory://h", Some(DEFAULT_HISTORY_REVISIONS), "memory://h"),
+            ("memory://h?history=5", Some(5), "memory://h?history=5"),
+            ("memory://?history=ALL", None, "memory://?history=all"),
+        ] {
+            let o = MemoryOptions::parse_url(url).unwrap();
+            assert_eq!(
+                (o.history(), o.redacted_url().as_str()),
+                (history, redacted)
+            );
+            assert_eq!(MemoryOptions::parse_url(redacted).unwrap(), o, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_history_bound_applies_to_the_whole_store_and_its_absence_keeps_it() {
+        let first = MemoryOptions::new("history-test").client();
+        assert_eq!(first.history_retention(), Some(DEFAULT_HISTORY_REVISIONS));
+        let bounded = MemoryOptions::parse_url("memory://history-test?history=7")
+            .unwrap()
+            .client();
+        assert_eq!(first.history_retention(), Some(7));
+        assert!(bounded.same_store(&first));
+        MemoryOptions::new("history-test").client();
+        assert_eq!(first.history_retention(), Some(7), "not given: kept");
+        MemoryOptions::new("history-test")
+            .history_retention(None)
+            .client();
+        assert_eq!(first.history_retention(), None);
+    }
+
+    #[test]
     fn anything_but_a_name_is_refused() {
         assert!(err("memory://x/y").contains("not a path"));
         assert!(err("memory://x:1").contains("not a port"));
@@ -170,7 +280,12 @@ mod tests {
         assert!(err("memory://x#y").contains("fragment"));
         let e = err("memory://?colour=blue");
         assert!(e.contains("unknown query parameter `colour`"), "{e}");
-        assert!(e.contains("none of its own"), "{e}");
+        assert!(e.contains("it takes history"), "{e}");
+        for bad in ["0", "-1", "lots", "1.5"] {
+            let e = err(&format!("memory://x?history={bad}"));
+            assert!(e.contains("positive number of revisions or `all`"), "{e}");
+        }
+        assert!(err("memory://x?history=").contains("needs a value"));
         let e = err("memory://u:hunter2@x");
         assert!(e.contains("credentials") && !e.contains("hunter2"), "{e}");
     }

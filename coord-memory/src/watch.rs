@@ -29,18 +29,10 @@ impl Watcher {
             return None;
         }
         let events: Vec<Event> = entry
-            .events
+            .changes
             .iter()
-            .filter(|e| self.range.contains(&e.kv.key))
-            .map(|e| Event {
-                kind: e.kind,
-                kv: e.kv.clone(),
-                prev_kv: if self.prev_kv {
-                    e.prev_kv.clone()
-                } else {
-                    None
-                },
-            })
+            .filter(|c| self.range.contains(c.key()))
+            .map(|c| c.event(entry.revision, self.prev_kv))
             .collect();
         (!events.is_empty()).then_some(WatchResponse {
             revision: entry.revision,
