@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coord_core::{
-    BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, Mutex,
-    RangeRequest, RangeResponse, Result, Revision, RwMutex, Session, TxnOp, TxnRequest,
-    TxnResponse, WatchRequest, WatchStream,
+    BackendInfo, CoordinationBackend, Error, LeaseGrant, LeaseId, LeaseStatus, Mutex, RangeRequest,
+    RangeResponse, Result, Revision, RwMutex, Session, TxnOp, TxnRequest, TxnResponse,
+    WatchRequest, WatchStream,
 };
 use coord_memory::MemoryBackend;
 

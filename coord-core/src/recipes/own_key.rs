@@ -687,7 +687,9 @@ impl Drop for FinishOnDrop {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => drop(rt.spawn(work)),
             Err(_) => {
-                tracing::warn!("a release was dropped outside a tokio runtime; the key stays until its lease ends");
+                tracing::warn!(
+                    "a release was dropped outside a tokio runtime; the key stays until its lease ends"
+                );
             }
         }
     }

@@ -140,10 +140,7 @@ pub(crate) async fn wait_for_predecessors(
         let Some(pred) = ahead.predecessor else {
             return Ok(ahead.revision);
         };
-        if !watch
-            .as_ref()
-            .is_some_and(|w| w.range.contains(&pred.key))
-        {
+        if !watch.as_ref().is_some_and(|w| w.range.contains(&pred.key)) {
             watch = None;
             let range = spanning(own.key().as_bytes(), &pred.key);
             let stream = session
