@@ -8,11 +8,11 @@ use futures::stream::{BoxStream, StreamExt};
 use super::backoff::Backoff;
 use super::hold::{Hold, within};
 use super::own_key::claim;
-use super::wait::wait_for_predecessors;
+use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
 use crate::{
     BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest, Result,
-    Revision, WatchRequest,
+    Revision, TxnOp, WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -98,16 +98,18 @@ impl Election {
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
         let proposal = proposal.into();
         let key = lock_key(&self.name, self.session.lease());
-        let claim = claim(&self.session, key, &proposal, Vec::new()).await?;
+        let prefix = format!("{}/", self.name);
+        // The claim also reads the queue, so that waiting starts without a read.
+        let extra = vec![TxnOp::range(queue_read(&prefix))];
+        let claim = claim(&self.session, key, &proposal, extra).await?;
+        let known = Ahead::after_claim(&claim, &claim.read(0)?);
         let own = claim.key;
         if claim.existing_value.is_some_and(|v| v != proposal) {
             self.session.race(own.put_value(&proposal)).await?;
         }
-        let prefix = format!("{}/", self.name);
-        wait_for_predecessors(&own, |max| {
-            RangeRequest::last_created_before(prefix.as_str(), max)
-        })
-        .await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear) {
+            wait_for_predecessors(&own, &prefix, known).await?;
+        }
         self.session
             .unless_lost(Leadership(Hold::new(&self.name, own)))
     }
@@ -328,7 +330,9 @@ impl Leadership {
     /// background.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped call resigns in the background.
+    /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
+    /// is answered, resigning finishes in a spawned task, so the candidacy is never left
+    /// behind.
     pub async fn resign(self) -> Result<()> {
         let name = self.0.name().to_owned();
         match self.0.release().await {

@@ -77,7 +77,8 @@ impl Hold {
     /// retried in the background until it succeeds or the session ends.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped call still lets go, in the background.
+    /// Cancel safe: the delete runs in the calling task; a call dropped before it is
+    /// answered still lets go, in a spawned task.
     pub(crate) async fn release(self) -> Result<()> {
         self.own.release().await
     }

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use super::hold::{Hold, within};
 use super::own_key::{claim, try_claim};
-use super::wait::wait_for_predecessors;
+use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
-use crate::{Error, RangeRequest, Result};
+use crate::{Error, RangeRequest, Result, TxnOp};
 
 /// A distributed mutual-exclusion lock on a name.
 ///
@@ -129,40 +129,43 @@ impl Mutex {
     async fn acquire(&self, wait: bool) -> Result<MutexGuard> {
         let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
-        let extra = vec![crate::TxnOp::range(RangeRequest::first_created(
-            prefix.as_str(),
-        ))];
-        let claim = if wait {
-            claim(&self.session, key, b"", extra).await?
-        } else {
-            // Another task of this session holds or waits for it: held, as by anyone else.
-            try_claim(&self.session, key.clone(), b"", extra)
-                .await?
-                .ok_or_else(|| Error::Locked {
-                    name: self.name.clone(),
-                    holder: Some(key),
-                })?
-        };
+        if !wait {
+            return self.try_acquire(&prefix, key).await;
+        }
+        // The claim also reads the queue, so that waiting starts without a read.
+        let extra = vec![TxnOp::range(queue_read(&prefix))];
+        let claim = claim(&self.session, key, b"", extra).await?;
+        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let own = claim.key;
+        if !known.as_ref().is_some_and(Ahead::is_clear) {
+            wait_for_predecessors(&own, &prefix, known).await?;
+        }
+        self.session
+            .unless_lost(MutexGuard(Hold::new(&self.name, own)))
+    }
+
+    async fn try_acquire(&self, prefix: &str, key: String) -> Result<MutexGuard> {
+        let extra = vec![TxnOp::range(RangeRequest::first_created(prefix))];
+        // Another task of this session holds or waits for it: held, as by anyone else.
+        let claim = try_claim(&self.session, key.clone(), b"", extra)
+            .await?
+            .ok_or_else(|| Error::Locked {
+                name: self.name.clone(),
+                holder: Some(key),
+            })?;
         let holder = claim.read(0)?.kvs.into_iter().next();
         let own = claim.key;
-        match holder {
-            Some(h) if h.create_revision != own.create_revision() => {
-                if !wait {
-                    let holder = h.key_str().into_owned();
-                    if let Err(e) = own.release().await {
-                        tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
-                    }
-                    return Err(Error::Locked {
-                        name: self.name.clone(),
-                        holder: Some(holder),
-                    });
-                }
-                wait_for_predecessors(&own, |max| {
-                    RangeRequest::last_created_before(prefix.as_str(), max)
-                })
-                .await?;
+        if let Some(h) = holder
+            && h.create_revision != own.create_revision()
+        {
+            let holder = h.key_str().into_owned();
+            if let Err(e) = own.release().await {
+                tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
             }
-            _ => {}
+            return Err(Error::Locked {
+                name: self.name.clone(),
+                holder: Some(holder),
+            });
         }
         self.session
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
@@ -199,7 +202,8 @@ impl MutexGuard {
     /// until it succeeds or the session ends, so the lock is never left behind.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped call releases in the background.
+    /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
+    /// is answered, the release finishes in a spawned task, so the lock is never left behind.
     pub async fn unlock(self) -> Result<()> {
         self.0.release().await
     }

@@ -202,6 +202,10 @@ impl Turn {
 /// What [`claim`] found or made.
 pub(crate) struct Claim {
     pub(crate) key: OwnedKey,
+    /// Whether the txn created the key (rather than adopting one that existed).
+    pub(crate) created: bool,
+    /// The revision the txn answered at: its reads show the store as of then.
+    pub(crate) revision: Revision,
     /// The key's value before the claim, when it already existed (a session resumed from
     /// its lease id, or a late claim of this session that landed).
     pub(crate) existing_value: Option<Vec<u8>>,
@@ -309,6 +313,8 @@ async fn claim_with_turn(
         (kv.create_revision, kv.mod_revision, Some(kv.value))
     };
     Ok(Claim {
+        created: resp.succeeded,
+        revision: resp.revision,
         key: OwnedKey::new(Incarnation {
             session: session.clone(),
             key,
@@ -507,14 +513,18 @@ impl OwnedKey {
 
     /// Lets go of the key now, deleting it if no other handle holds it.
     ///
-    /// The work runs in a spawned task that this call only awaits, so dropping the call
-    /// does not stop it. On a backend error the task keeps retrying until it succeeds or the
-    /// session ends; the first error is still reported here.
+    /// The delete runs in the caller's task. If this call is dropped before the first
+    /// attempt is answered, the rest of the work moves to a spawned task, so the key is
+    /// still deleted. On a backend error a spawned task keeps retrying until it succeeds or
+    /// the session ends; the first error is still reported here.
     ///
     /// # Errors
     /// [`Error::LockLost`] when this was the last handle and the key was already gone (or
     /// re-created) before the release: the caller had lost it. Any backend error of the
     /// first attempt.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped call finishes the release in the background.
     pub(crate) async fn release(mut self) -> Result<()> {
         self.released.cancel();
         let Some(inc) = self.inc.take() else {
@@ -527,23 +537,26 @@ impl OwnedKey {
         let Some(turn) = inc.turn.take() else {
             return Ok(());
         };
-        let (report, outcome) = tokio::sync::oneshot::channel();
-        let work = release(
+        let (report, mut outcome) = tokio::sync::oneshot::channel();
+        let mut work = FinishOnDrop::new(release(
             Releaser::of(&inc.session),
             std::mem::take(&mut inc.key),
             inc.create_revision,
             turn.into_background(),
             Some(report),
-        );
-        // In a task of its own when there is a runtime, so that dropping this call does not
-        // stop the release; inline otherwise.
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn(work)),
-            Err(_) => work.await,
-        }
-        outcome.await.unwrap_or_else(|_| {
+        ));
+        let reported = tokio::select! {
+            biased;
+            // Every way out of the work reports first.
+            () = work.run() => outcome.try_recv().ok(),
+            // Reported, with retries still to come: they go on in the background when
+            // `work` is dropped.
+            reported = &mut outcome => reported.ok(),
+        };
+        drop(work);
+        reported.unwrap_or_else(|| {
             Err(Error::unavailable(
-                "the release task was stopped (runtime shutting down)",
+                "the release ended without reporting its outcome",
             ))
         })
     }
@@ -643,6 +656,41 @@ impl Releaser {
             backend: session.backend().clone(),
             lost: session.lost_signal(),
             last_try: session.ttl() / 3,
+        }
+    }
+}
+
+/// Work that runs in the caller's task while it is polled, and moves to a spawned task if
+/// it is dropped before it finished: a release must not stop halfway because its caller
+/// went away, yet spawning it up front costs a task and a cross-thread wake-up per release.
+struct FinishOnDrop(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>>);
+
+impl FinishOnDrop {
+    fn new(work: impl Future<Output = ()> + Send + 'static) -> Self {
+        FinishOnDrop(Some(Box::pin(work)))
+    }
+
+    /// Drives the work to its end (it is then not spawned on drop).
+    async fn run(&mut self) {
+        if let Some(work) = self.0.as_mut() {
+            work.await;
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        let Some(work) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(work)),
+            Err(_) => {
+                tracing::warn!(
+                    "a release was dropped outside a tokio runtime; the key stays until its lease ends"
+                );
+            }
         }
     }
 }

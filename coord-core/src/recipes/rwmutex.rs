@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::Session;
 use super::hold::{Hold, within};
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
-use super::wait::wait_for_predecessors;
+use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use crate::{Error, RangeRequest, Result, TxnOp};
 
 /// Whether a guard reads or writes.
@@ -152,8 +152,14 @@ impl RwMutex {
         };
         let key = format!("{}/{dir}/{:x}", self.name, self.session.lease());
         let blockers = self.blockers(mode);
-        // The oldest blocker; if it is absent or is our own key, nothing older blocks us.
-        let extra = vec![TxnOp::range(RangeRequest::first_created(blockers.as_str()))];
+        // Waiting, the claim also reads the queue so that the wait starts without a read;
+        // trying, it reads the oldest blocker (if that is absent or is our own key, nothing
+        // older blocks us).
+        let extra = vec![TxnOp::range(if wait {
+            queue_read(&blockers)
+        } else {
+            RangeRequest::first_created(blockers.as_str())
+        })];
         let locked = || Error::Locked {
             name: self.name.clone(),
             holder: None,
@@ -172,25 +178,30 @@ impl RwMutex {
                 .await?
                 .ok_or_else(locked)?,
         };
+        if wait {
+            let known = Ahead::after_claim(&claim, &claim.read(0)?);
+            let own = claim.key;
+            if !known.as_ref().is_some_and(Ahead::is_clear) {
+                wait_for_predecessors(&own, &blockers, known).await?;
+            }
+            return self.granted(mode, own);
+        }
         let oldest = claim.read(0)?.kvs.into_iter().next();
         let own = claim.key;
-        match oldest {
-            Some(o) if o.create_revision < own.create_revision() => {
-                if !wait {
-                    let holder = o.key_str().into_owned();
-                    let _ = own.release().await;
-                    return Err(Error::Locked {
-                        name: self.name.clone(),
-                        holder: Some(holder),
-                    });
-                }
-                wait_for_predecessors(&own, |max| {
-                    RangeRequest::last_created_before(blockers.as_str(), max)
-                })
-                .await?;
-            }
-            _ => {}
+        if let Some(o) = oldest
+            && o.create_revision < own.create_revision()
+        {
+            let holder = o.key_str().into_owned();
+            let _ = own.release().await;
+            return Err(Error::Locked {
+                name: self.name.clone(),
+                holder: Some(holder),
+            });
         }
+        self.granted(mode, own)
+    }
+
+    fn granted(&self, mode: RwMode, own: OwnedKey) -> Result<RwMutexGuard> {
         if mode == RwMode::Read {
             own.publish_read();
         }
@@ -229,7 +240,8 @@ impl RwMutexGuard {
     /// nothing is deleted. Any backend error; the release is then retried in the background.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped call releases in the background.
+    /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
+    /// is answered, the release finishes in a spawned task, so the lock is never left behind.
     pub async fn unlock(self) -> Result<()> {
         self.hold.release().await
     }

@@ -137,6 +137,7 @@ impl Semaphore {
                 })?
         };
         let holders = claim.read(0)?;
+        let claim_revision = claim.revision;
         let own = claim.key;
         let mine = own.create_revision();
         if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
@@ -152,7 +153,8 @@ impl Semaphore {
         let backend = self.session.backend().clone();
         let older = self.holders(&prefix).max_create_revision(mine - 1);
         let permits = self.permits;
-        wait_for_deletes(&own, &prefix, || {
+        // The claim's read just showed at least `permits` keys older than ours.
+        wait_for_deletes(&own, &prefix, Some(claim_revision), || {
             let backend = backend.clone();
             let older = older.clone();
             let own = &own;
@@ -192,7 +194,9 @@ impl SemaphorePermit {
     /// nothing is deleted. Any backend error; the release is then retried in the background.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped call releases in the background.
+    /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
+    /// is answered, the release finishes in a spawned task, so the permit is never left
+    /// behind.
     pub async fn release(self) -> Result<()> {
         self.0.release().await
     }

@@ -3,26 +3,88 @@
 use futures::StreamExt;
 
 use super::backoff::Backoff;
-use super::own_key::OwnedKey;
+use super::own_key::{Claim, OwnedKey};
 use crate::{
-    Error, Event, EventKind, KeyValue, RangeRequest, Result, Revision, TxnOp, TxnRequest,
-    WatchRequest, WatchResponse,
+    Error, Event, EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Result, Revision,
+    SortOrder, SortTarget, TxnOp, TxnRequest, WatchRequest, WatchResponse, WatchStream,
 };
 
-/// Waits until the query `predecessor(my_rev - 1)` finds no key: every key that blocks us
-/// (older than ours, in the blocking set) is gone. Waits on the immediate predecessor only,
-/// so a release wakes one waiter, not all.
+/// How many keys the claim's queue read returns: the own key and two older ones are enough
+/// to tell whether exactly one key is ahead.
+const QUEUE_READ_LIMIT: i64 = 3;
+
+/// The read a claim txn runs (after creating the own key) so that its waiter needs no
+/// first read of its own: the newest keys under `blockers`, newest first.
+pub(crate) fn queue_read(blockers: &str) -> RangeRequest {
+    RangeRequest::prefix(blockers)
+        .sort(SortTarget::CreateRevision, SortOrder::Descend)
+        .limit(QUEUE_READ_LIMIT)
+        .keys_only()
+}
+
+/// What a waiter knows of the keys ahead of it (older, in its blocking set), as of one
+/// revision at which its own key was alive.
+pub(crate) struct Ahead {
+    revision: Revision,
+    /// The newest key older than the own key: the one to wait for.
+    predecessor: Option<KeyValue>,
+    /// Whether the predecessor is the only key ahead. Keys created later are younger, so
+    /// the set of keys ahead only shrinks: once this one goes, nothing is ahead.
+    only: bool,
+}
+
+impl Ahead {
+    /// What the claim's [`queue_read`] (response `read`) tells. `None` when the claim
+    /// adopted an existing key: the read may then show keys younger than it, so it says
+    /// nothing certain about the keys ahead.
+    pub(crate) fn after_claim(claim: &Claim, read: &RangeResponse) -> Option<Ahead> {
+        if !claim.created {
+            return None;
+        }
+        let mine = claim.key.create_revision();
+        // A created key is the newest: everything else the read returned is ahead of it.
+        let older: Vec<&KeyValue> = read
+            .kvs
+            .iter()
+            .filter(|kv| kv.create_revision < mine)
+            .collect();
+        let all_seen = (read.kvs.len() as i64) < QUEUE_READ_LIMIT;
+        Some(Ahead {
+            revision: claim.revision,
+            predecessor: older.first().map(|kv| (*kv).clone()),
+            only: older.len() == 1 && all_seen,
+        })
+    }
+
+    /// Whether nothing is ahead: the turn is ours.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.predecessor.is_none()
+    }
+}
+
+/// Waits until no key under `blockers` is older than the own key: every key that blocks us
+/// is gone. Waits on the immediate predecessor only, so a release wakes one waiter, not
+/// all. `known` is what the claim txn saw (see [`Ahead::after_claim`]); without it the
+/// wait starts with a read.
+///
+/// One watch covers the own key and the predecessor (a key range spanning both), so their
+/// events arrive on one ordered stream. When the predecessor was the only key ahead and its
+/// incarnation ends (DELETE, or a PUT of another incarnation), the turn is granted on that
+/// event without another read, provided the watch covers every revision since the own key
+/// was last known alive (so a DELETE of the own key would have arrived first, or with it)
+/// and the session is not lost. Otherwise the state is read again.
 ///
 /// Fixes of etcd's known recipe bugs live here:
-/// - the own key is checked in the same read that finds no predecessor, so success is
-///   never reported for a key that expired while waiting (etcd #9921, #11007);
+/// - success is never reported for a key that expired while waiting (etcd #9921, #11007):
+///   the own key is either checked in the read that finds no predecessor, or known alive
+///   through the ordered stream as above;
 /// - the wait ends as soon as the own key is deleted or the session is lost (#19597), and
 ///   every call on the way races the session's loss, so a call that never answers cannot
 ///   hold the waiter past the session's deadline;
 /// - the predecessor's *create revision* is compared, so a predecessor deleted and
 ///   re-created under the same key by the same session is noticed;
-/// - watches start "now" and the state is re-read afterwards, so etcd never serves them
-///   from its 100 ms catch-up loop for past revisions;
+/// - the watch starts "now" (never from a past revision, which etcd serves from its 100 ms
+///   catch-up loop); when it starts after the known state, the state is read again;
 /// - a watch that breaks (`Compacted` after a restart past a compaction, or a retryable
 ///   error), or a call that fails in a way a retry may fix, is followed by a pause, a new
 ///   watch from now and a re-read: a waiter survives what a holder survives, and keeps its
@@ -31,7 +93,8 @@ use crate::{
 /// Returns the revision at which the turn was confirmed.
 pub(crate) async fn wait_for_predecessors(
     own: &OwnedKey,
-    predecessor: impl Fn(Revision) -> RangeRequest,
+    blockers: &str,
+    known: Option<Ahead>,
 ) -> Result<Revision> {
     let session = own.session();
     let backend = session.backend();
@@ -39,83 +102,140 @@ pub(crate) async fn wait_for_predecessors(
     let lost = session.lost();
     tokio::pin!(lost);
     let mut backoff = Backoff::default();
-    'watch: loop {
-        let own_watch = session
-            .race(backend.watch(WatchRequest::key(own.key())))
-            .await;
-        let Some(mut own_watch) = recoverable(own_watch)? else {
-            pause(&mut backoff, session).await?;
-            continue 'watch;
-        };
-        loop {
-            let read = session
-                .race(backend.txn(TxnRequest::new().and_then([
-                    TxnOp::range(RangeRequest::key(own.key())),
-                    TxnOp::range(predecessor(my_rev - 1)),
-                ])))
-                .await;
-            let Some(resp) = recoverable(read)? else {
-                pause(&mut backoff, session).await?;
-                continue 'watch;
-            };
-            check_own(own, resp.range(0)?.kvs.first())?;
-            backoff.reset();
-            let Some(pred) = resp.range(1)?.kvs.first().cloned() else {
-                return Ok(resp.revision);
-            };
-            let set_up = async {
-                let watch = session
-                    .race(backend.watch(WatchRequest::key(pred.key.clone())))
-                    .await?;
-                let recheck = session
+    let mut known = known;
+    let mut watch: Option<Watching> = None;
+    let mut opened = 0u64;
+    // The watch that was open when the state was last read, if any.
+    let mut read_under: Option<u64>;
+    loop {
+        let ahead = match known.take() {
+            Some(ahead) => {
+                read_under = None;
+                ahead
+            }
+            None => {
+                read_under = watch.as_ref().map(|w| w.id);
+                let read = session
                     .race(backend.txn(TxnRequest::new().and_then([
                         TxnOp::range(RangeRequest::key(own.key())),
-                        TxnOp::range(RangeRequest::key(pred.key.clone()).keys_only()),
+                        TxnOp::range(
+                            RangeRequest::last_created_before(blockers, my_rev - 1).limit(2),
+                        ),
                     ])))
-                    .await?;
-                Ok((watch, recheck))
-            };
-            let Some((mut pred_watch, recheck)) = recoverable(set_up.await)? else {
-                pause(&mut backoff, session).await?;
-                continue 'watch;
-            };
-            check_own(own, recheck.range(0)?.kvs.first())?;
-            if !same_incarnation(recheck.range(1)?.kvs.first(), &pred) {
-                continue;
-            }
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut lost => return Err(session.expired_error()),
-                    next = own_watch.next() => match watched(next)? {
-                        Some(resp) if deletes(&resp, own.key()) => return Err(lock_lost(own)),
-                        Some(_) => {}
-                        None => {
-                            pause(&mut backoff, session).await?;
-                            continue 'watch;
-                        }
-                    },
-                    next = pred_watch.next() => match watched(next)? {
-                        Some(resp) if predecessor_gone(&resp, &pred) => break,
-                        Some(_) => {}
-                        None => {
-                            pause(&mut backoff, session).await?;
-                            continue 'watch;
-                        }
-                    },
+                    .await;
+                let Some(resp) = recoverable(read)? else {
+                    watch = None;
+                    pause(&mut backoff, session).await?;
+                    continue;
+                };
+                check_own(own, resp.range(0)?.kvs.first())?;
+                let older = resp.range(1)?;
+                Ahead {
+                    revision: resp.revision,
+                    predecessor: older.kvs.first().cloned(),
+                    only: older.kvs.len() == 1,
                 }
+            }
+        };
+        let Some(pred) = ahead.predecessor else {
+            return Ok(ahead.revision);
+        };
+        if !watch.as_ref().is_some_and(|w| w.range.contains(&pred.key)) {
+            watch = None;
+            let range = spanning(own.key().as_bytes(), &pred.key);
+            let stream = session
+                .race(backend.watch(WatchRequest::new(range.clone())))
+                .await;
+            let Some(stream) = recoverable(stream)? else {
+                pause(&mut backoff, session).await?;
+                continue;
+            };
+            opened += 1;
+            watch = Some(Watching {
+                id: opened,
+                range,
+                stream,
+                taken: 0,
+            });
+        }
+        let w = watch.as_mut().expect("set above");
+        // The watch must deliver every event after the known state, and none of them may
+        // have been taken from it already.
+        if w.stream.start_revision() > ahead.revision + 1 || w.taken > ahead.revision {
+            if read_under == Some(w.id) {
+                // A read made while this watch was open should be covered by it: start
+                // afresh rather than read again and again.
+                watch = None;
+                pause(&mut backoff, session).await?;
+            }
+            // Read again, now that the watch is open.
+            continue;
+        }
+        backoff.reset();
+        let gone = loop {
+            tokio::select! {
+                biased;
+                _ = &mut lost => return Err(session.expired_error()),
+                next = w.stream.next() => match watched(next)? {
+                    Some(resp) => {
+                        w.taken = resp.revision;
+                        if resp.revision <= ahead.revision {
+                            // Already part of the known state.
+                            continue;
+                        }
+                        if deletes(&resp, own.key()) {
+                            return Err(lock_lost(own));
+                        }
+                        if predecessor_gone(&resp, &pred) {
+                            break Some(resp.revision);
+                        }
+                    }
+                    None => break None,
+                },
+            }
+        };
+        match gone {
+            // The stream covered every revision since the own key was known alive and
+            // showed no DELETE of it up to and with this one; the only key ahead is gone,
+            // and no older key can appear: the turn is ours.
+            Some(revision) if ahead.only && !session.is_lost() => return Ok(revision),
+            // Read again: others may be ahead still.
+            Some(_) => {}
+            None => {
+                watch = None;
+                pause(&mut backoff, session).await?;
             }
         }
     }
 }
 
+/// A watch of the own key and the predecessor (and what sorts between them).
+struct Watching {
+    id: u64,
+    range: KeyRange,
+    stream: WatchStream,
+    /// The revision of the last response taken from the stream.
+    taken: Revision,
+}
+
+/// A key range that holds both keys (and whatever sorts between them).
+fn spanning(a: &[u8], b: &[u8]) -> KeyRange {
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let mut end = high.to_vec();
+    end.push(0);
+    KeyRange::range(low, end)
+}
+
 /// Waits until `ready()` gives a revision: re-evaluated after every DELETE under
 /// `watch_prefix` (used where any of several keys may free the way, as for semaphores).
+/// `not_ready_at` is a revision at which the claim txn found the own key alive and not
+/// ready: when the watch covers every revision after it, the first `ready()` is skipped.
 /// Races the session's loss and survives broken watches and failed calls as
 /// [`wait_for_predecessors`] does.
 pub(crate) async fn wait_for_deletes<F, Fut>(
     own: &OwnedKey,
     watch_prefix: &str,
+    not_ready_at: Option<Revision>,
     mut ready: F,
 ) -> Result<Revision>
 where
@@ -127,6 +247,7 @@ where
     let lost = session.lost();
     tokio::pin!(lost);
     let mut backoff = Backoff::default();
+    let mut not_ready_at = not_ready_at;
     'watch: loop {
         let watch = session
             .race(backend.watch(WatchRequest::prefix(watch_prefix)))
@@ -135,13 +256,22 @@ where
             pause(&mut backoff, session).await?;
             continue 'watch;
         };
+        // Events up to here are part of the state `ready()` (or the claim) saw.
+        let mut known_through = 0;
+        if let Some(at) = not_ready_at.take()
+            && watch.start_revision() <= at + 1
+        {
+            known_through = at;
+        }
         loop {
-            match recoverable(session.race(ready()).await)? {
-                Some(Some(rev)) => return Ok(rev),
-                Some(None) => backoff.reset(),
-                None => {
-                    pause(&mut backoff, session).await?;
-                    continue 'watch;
+            if known_through == 0 {
+                match recoverable(session.race(ready()).await)? {
+                    Some(Some(rev)) => return Ok(rev),
+                    Some(None) => backoff.reset(),
+                    None => {
+                        pause(&mut backoff, session).await?;
+                        continue 'watch;
+                    }
                 }
             }
             loop {
@@ -149,6 +279,7 @@ where
                     biased;
                     _ = &mut lost => return Err(session.expired_error()),
                     next = watch.next() => match watched(next)? {
+                        Some(resp) if resp.revision <= known_through => {}
                         Some(resp) if deletes(&resp, own.key()) => return Err(lock_lost(own)),
                         Some(resp) if resp.events.iter().any(|e| e.kind == EventKind::Delete) => break,
                         Some(_) => {}
@@ -159,6 +290,7 @@ where
                     },
                 }
             }
+            known_through = 0;
         }
     }
 }
@@ -216,10 +348,6 @@ fn lock_lost(own: &OwnedKey) -> Error {
     }
 }
 
-fn same_incarnation(current: Option<&KeyValue>, pred: &KeyValue) -> bool {
-    current.is_some_and(|kv| kv.create_revision == pred.create_revision)
-}
-
 fn is_delete_of(event: &Event, key: &str) -> bool {
     event.kind == EventKind::Delete && event.kv.key == key.as_bytes()
 }
@@ -228,9 +356,13 @@ fn deletes(resp: &WatchResponse, key: &str) -> bool {
     resp.events.iter().any(|e| is_delete_of(e, key))
 }
 
+/// Whether `resp` ends the predecessor's incarnation (other keys' events are ignored).
 fn predecessor_gone(resp: &WatchResponse, pred: &KeyValue) -> bool {
-    resp.events.iter().any(|e| match e.kind {
-        EventKind::Delete => true,
-        EventKind::Put => e.kv.create_revision != pred.create_revision,
+    resp.events.iter().any(|e| {
+        e.kv.key == pred.key
+            && match e.kind {
+                EventKind::Delete => true,
+                EventKind::Put => e.kv.create_revision != pred.create_revision,
+            }
     })
 }

@@ -675,6 +675,7 @@ macro_rules! __conformance_list {
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
             safety::lock_never_returns_ok_once_the_session_is_lost
+            safety::lock_never_grants_on_a_delete_seen_after_the_session_is_lost
             safety::tasks_sharing_a_session_exclude_each_other
             safety::one_sessions_overlapping_readers_never_starve_another_sessions_writer
             safety::session_forgets_names_it_no_longer_uses

@@ -264,7 +264,10 @@ pub async fn acquisitions_cut_off_mid_setup_end_at_the_session_deadline(backend:
 }
 
 /// A waiter's last read is answered only after its session was lost and another session
-/// took the lock: `lock()` must not return `Ok` on the strength of that stale answer.
+/// took the lock: `lock()` must not return `Ok` on the strength of that stale answer. (Two
+/// keys are ahead of the waiter, so it reads once they are gone; with one key ahead it is
+/// granted on that key's DELETE event instead, which
+/// [`lock_never_grants_on_a_delete_seen_after_the_session_is_lost`] covers.)
 pub async fn lock_never_returns_ok_once_the_session_is_lost(backend: &dyn TestBackend) {
     let Some(faults) = faults_for(
         backend,
@@ -277,6 +280,16 @@ pub async fn lock_never_returns_ok_once_the_session_is_lost(backend: &dyn TestBa
     let prefix = format!("{name}/");
     let holder = new_session(backend).await;
     let held = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
+    let second = new_session(backend).await;
+    let second_waits = tokio::spawn({
+        let mutex = Mutex::new(&second, name.as_str());
+        async move { mutex.lock().await }
+    });
+    let observer = backend.client().await;
+    eventually(settle(backend), "the second session queues", || async {
+        keys_under(observer.as_ref(), &prefix).await.len() == 2
+    })
+    .await;
 
     // The waiter's read-only txns can be held back after the store answered them.
     let armed = Arc::new(AtomicBool::new(false));
@@ -306,14 +319,21 @@ pub async fn lock_never_returns_ok_once_the_session_is_lost(backend: &dyn TestBa
         let mutex = Mutex::new(&waiter, name.as_str());
         async move { mutex.lock().await }
     });
-    let observer = backend.client().await;
     eventually(settle(backend), "the waiter queues", || async {
-        keys_under(observer.as_ref(), &prefix).await.len() == 2
+        keys_under(observer.as_ref(), &prefix).await.len() == 3
     })
     .await;
     armed.store(true, Ordering::SeqCst);
     held.unlock().await.unwrap();
-    // Its read after the holder's delete says "your turn"; the answer is held back.
+    tokio::time::timeout(settle(backend), second_waits)
+        .await
+        .expect("the second session takes the lock")
+        .unwrap()
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    // Its read after the last key ahead went says "your turn"; the answer is held back.
     tokio::time::timeout(settle(backend), reached.notified())
         .await
         .expect("the waiter reads after the holder let go");
@@ -337,6 +357,63 @@ pub async fn lock_never_returns_ok_once_the_session_is_lost(backend: &dyn TestBa
         "lock() after the session was lost and another took the lock: {outcome:?}"
     );
     controls.heal();
+    taken.unlock().await.unwrap();
+}
+
+/// A waiter with one key ahead is granted on that key's DELETE event, without a read. Here
+/// the event reaches the waiter only after its session was lost (its client is cut off,
+/// then heals) and another session took the lock: `lock()` must not return `Ok` on the
+/// strength of that late event.
+pub async fn lock_never_grants_on_a_delete_seen_after_the_session_is_lost(
+    backend: &dyn TestBackend,
+) {
+    let Some(faults) = faults_for(
+        backend,
+        "lock_never_grants_on_a_delete_seen_after_the_session_is_lost",
+        &[Capability::PartitionHang, Capability::ExpireLease],
+    ) else {
+        return;
+    };
+    let name = unique("event-after-lost");
+    let prefix = format!("{name}/");
+    let holder = new_session(backend).await;
+    let held = Mutex::new(&holder, name.as_str()).lock().await.unwrap();
+    let (client, controls) = faults.faulty_client().await;
+    let waiter = session_with_ttl(&client, backend.short_ttl()).await;
+    let lease = waiter.lease();
+    let waiting = tokio::spawn({
+        let mutex = Mutex::new(&waiter, name.as_str());
+        async move { mutex.lock().await }
+    });
+    let observer = backend.client().await;
+    eventually(settle(backend), "the waiter queues", || async {
+        keys_under(observer.as_ref(), &prefix).await.len() == 2
+    })
+    .await;
+    // Let the waiter open its watch before it is cut off.
+    tokio::time::sleep(prompt(backend)).await;
+    assert!(!waiting.is_finished(), "the waiter waits for the holder");
+    controls.partition(Partition::Hang);
+    // The holder's delete is held back from the waiter's watch until the heal.
+    held.unlock().await.unwrap();
+    tokio::time::timeout(backend.short_ttl() * 2, waiter.lost())
+        .await
+        .expect("the cut-off waiter's session is lost");
+    faults.expire_lease_now(lease).await;
+    let other = new_session(backend).await;
+    let taken = Mutex::new(&other, name.as_str())
+        .lock_timeout(settle(backend))
+        .await
+        .expect("another session takes the lock");
+    controls.heal();
+    let outcome = tokio::time::timeout(settle(backend), waiting)
+        .await
+        .expect("the waiter ends")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(Error::SessionExpired { .. })),
+        "lock() after the session was lost and another took the lock: {outcome:?}"
+    );
     taken.unlock().await.unwrap();
 }
 
