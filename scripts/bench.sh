@@ -150,7 +150,8 @@ command_once() {
   shift
   [ -n "${recorded[$label]:-}" ] && return 0
   recorded[$label]=1
-  rec command "$label" "$*"
+  local cmd="$*"
+  rec command "$label" "${cmd//$root\//}" # paths relative to the repository
 }
 
 free_port() {
@@ -344,6 +345,9 @@ sessions_cost() {
   b="$(cpu_ns "$server")"
   rec record --suite "$suite" --side server "cmd=idle elapsed_ns=$((SESSIONS_SECS * 1000000000)) server_cpu_ns=$((b - a))"
   command_once "$suite idle sessions, coord" "$coord_bin" --backend "$url" --ttl 3s bench sessions --workers "$SESSIONS" --duration "${SESSIONS_SECS}s"
+  # A background job opens its redirections only once it runs: no earlier run's lines
+  # may be there to be read first.
+  rm -f "$work/sessions.out" "$work/sessions.err"
   "$coord_bin" --backend "$url" --ttl 3s bench sessions --workers "$SESSIONS" --duration "${SESSIONS_SECS}s" \
     >"$work/sessions.out" 2>"$work/sessions.err" &
   local p=$! t0="" t1=""
@@ -384,6 +388,7 @@ failover() {
     follower=("$coord_bin" --backend "$url" --ttl "${FAILOVER_TTL}s" -o json elect "$name" b)
   fi
   command_once "$suite failover, $side (leader and follower; the leader gets kill -9)" "${leader[@]}"
+  rm -f "$work/leader.out" "$work/follower.out" # see sessions_cost
   "${leader[@]}" >"$work/leader.out" 2>&3 &
   local lp=$!
   wait_line "$work/leader.out" 10 || {
@@ -397,9 +402,20 @@ failover() {
   local fp=$!
   # Time for the follower to connect and queue behind the leader.
   sleep 1
+  if [ -s "$work/follower.out" ]; then
+    note "$suite $side failover round $round: the second candidate was elected while the first led: $(head -c 300 "$work/follower.out")"
+    status=1
+    kill -9 "$lp" "$fp" 2>/dev/null || true
+    wait "$lp" "$fp" 2>/dev/null || true
+    return 0
+  fi
   local t0 t1
   t0="$(now_ns)"
-  kill -9 "$lp"
+  # Reaped at once, so that bash does not report the killed job later.
+  {
+    kill -9 "$lp"
+    wait "$lp"
+  } 2>/dev/null || true
   if wait_line "$work/follower.out" $((FAILOVER_TTL * 5 + 5)); then
     t1="$(now_ns)"
     local ms=$(((t1 - t0) / 1000000))
@@ -410,7 +426,6 @@ failover() {
     note "$suite $side failover round $round: the follower was not elected within $((FAILOVER_TTL * 5 + 5)) s of the kill"
     status=1
   fi
-  wait "$lp" 2>/dev/null || true
   kill -TERM "$fp" 2>/dev/null || true
   wait "$fp" 2>/dev/null || true
 }
@@ -529,7 +544,7 @@ bench_start=$SECONDS
 
 if suite_on etcd; then
   start_etcd
-  rec meta etcd "$(etcd --version | sed -n 's/^etcd Version: //p') (default settings, data in a temp dir)"
+  rec meta etcd "$(etcd --version | sed -n 's/^etcd Version: //p')"
   echo "== etcd $(etcd --version | sed -n 's/^etcd Version: //p') on $ep; Go yardstick: ${go_bin:-none}"
   [ -z "$go_bin" ] && note "etcd: no Go yardstick in this run (--no-go or its build failed): coord alone"
   sides=(coord)

@@ -25,11 +25,11 @@ use records::{Record, RunResult, fields_of_line};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    action: Action,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Action {
     /// Print a benchmark's output line (`cmd=… key=value …`) as a result record.
     Record {
         /// etcd, redis or memory.
@@ -70,7 +70,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    match run(Cli::parse().action) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-report: {e}");
@@ -85,9 +85,9 @@ fn print(record: &Record) -> Result<(), String> {
     Ok(())
 }
 
-fn run(command: Command) -> Result<(), String> {
-    match command {
-        Command::Record {
+fn run(action: Action) -> Result<(), String> {
+    match action {
+        Action::Record {
             suite,
             side,
             round,
@@ -118,10 +118,10 @@ fn run(command: Command) -> Result<(), String> {
                 fields,
             }))
         }
-        Command::Meta { key, value } => print(&Record::Meta { key, value }),
-        Command::Command { label, command } => print(&Record::Command { label, command }),
-        Command::Note { text } => print(&Record::Note { text }),
-        Command::Render { raw, out, plots } => render(&raw, &out, &plots),
+        Action::Meta { key, value } => print(&Record::Meta { key, value }),
+        Action::Command { label, command } => print(&Record::Command { label, command }),
+        Action::Note { text } => print(&Record::Note { text }),
+        Action::Render { raw, out, plots } => render(&raw, &out, &plots),
     }
 }
 

@@ -109,7 +109,8 @@ fn draw(path: &Path, caption: &str, y_desc: &str, lines: Vec<Line>) -> Result<()
         root.present()?;
         return Ok(());
     };
-    let x = (1f64..(x_max * 1.3).max(2.0)).log_scale();
+    // The right third of the x axis is left empty for the legend.
+    let x = (1f64..(x_max * 1.3).max(2.0).powf(1.5)).log_scale();
     let y = ((y_min / 1.6)..(y_max * 1.6)).log_scale();
     chart(&root, caption, y_desc, x, y, &lines)?;
     root.present()?;

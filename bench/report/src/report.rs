@@ -138,7 +138,7 @@ fn targets(md: &mut String, run: &Run) {
             t.push(Target {
                 what: "etcd contend, 8 workers: coord / coord at 1 worker",
                 goal: "≥ 0.85x",
-                measured: ratio(own),
+                measured: own.map_or_else(|| "not measured".into(), |r| ratio(Some(r))),
                 met: at_least(own, 0.85),
             });
         }
@@ -150,7 +150,7 @@ fn targets(md: &mut String, run: &Run) {
     t.push(Target {
         what: "etcd contend, 1,000 waiters: coord / coord at 8 workers",
         goal: "≥ 0.70x",
-        measured: ratio(own),
+        measured: own.map_or_else(|| "not measured".into(), |r| ratio(Some(r))),
         met: at_least(own, 0.7),
     });
     t.push(Target {
@@ -263,6 +263,9 @@ fn handoff(run: &Run, sel: Select<'_>) -> String {
     );
     if sel.results(run).is_empty() {
         "–".into()
+    } else if sel.median(run, "handoffs") == Some(0.0) {
+        // One worker never waits for another.
+        "none".into()
     } else {
         format!("{} / {}", ns(p50), ns(p99))
     }
@@ -325,8 +328,9 @@ fn etcd(md: &mut String, run: &Run) {
     let _ = writeln!(
         md,
         "## etcd: coord against etcd's own Go recipes\n\n\
-         The Go side is `bench/etcd-go` (etcd {}'s `concurrency.Mutex`, built from Debian's \
-         packages) running the same workloads as `coord bench`, on the same server.\n",
+         The Go side is `bench/etcd-go` (the `concurrency.Mutex` of etcd {}, built from \
+         Debian's packages) running the same workloads as `coord bench`, on the same etcd \
+         server (default settings, data in a temp dir).\n",
         run.meta("etcd").unwrap_or("?")
     );
     let _ = writeln!(md, "### Uncontended: lock-loop\n");
