@@ -103,16 +103,16 @@ fn after_help() -> String {
 #[derive(Debug, Parser)]
 #[command(name = "coord", version, after_help = after_help())]
 pub(crate) struct Cli {
-    /// Backend URL: memory://, or a server's (listed at the end of --help)
+    /// Backend URL: a server's (listed at the end of --help), or memory://. lock, elect
+    /// and leader need one; repl, bench and demo default to memory://.
     #[arg(
         long,
         global = true,
         env = "COORD_BACKEND",
         hide_env_values = true,
-        default_value = "memory://",
         value_name = "URL"
     )]
-    backend: String,
+    backend: Option<String>,
 
     /// Session TTL: seconds (10) or a duration (10s, 500ms); the lock or leadership ends
     /// this long after coord dies. Default: the URL's `ttl`, else 10 s (as etcdctl lock).
@@ -295,7 +295,8 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
     if let Command::Demo(args) = &cli.command {
         return demo::run(args, out).await;
     }
-    let mut options = ConnectOptions::parse(&cli.backend)?;
+    let backend = backend_for(&cli.command, cli.backend.as_deref())?;
+    let mut options = ConnectOptions::parse(backend)?;
     if let Some(ns) = &cli.namespace {
         options = options.namespace(ns.clone());
     }
@@ -309,6 +310,41 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Repl(args) => repl::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
         Command::Demo(_) => unreachable!("handled above"),
+    }
+}
+
+/// The backend URL for `command`. Commands that coordinate processes (lock, elect, leader)
+/// never fall back on memory:// silently: its store lives inside this one process, so two
+/// `coord lock` invocations would both "hold" the lock. Given explicitly, memory:// works
+/// there (to try the CLI out), with a warning.
+fn backend_for<'a>(command: &Command, given: Option<&'a str>) -> Result<&'a str, CliError> {
+    let across_processes = match command {
+        Command::Lock(_) => Some("lock"),
+        Command::Elect(_) => Some("elect"),
+        Command::Leader(_) => Some("leader"),
+        Command::Repl(_) | Command::Bench(_) | Command::Demo(_) => None,
+    };
+    match (given, across_processes) {
+        (Some(url), Some(what)) => {
+            if url.trim().to_ascii_lowercase().starts_with("memory:") {
+                eprintln!(
+                    "coord: warning: {url} is in-process: this {what} coordinates nothing \
+                     outside this coord process; use a server (e.g. etcd://127.0.0.1:2379) \
+                     to coordinate processes"
+                );
+            }
+            Ok(url)
+        }
+        (Some(url), None) => Ok(url),
+        (None, None) => Ok("memory://"),
+        (None, Some(what)) => Err(CliError::new(
+            code::USAGE,
+            format!(
+                "{what} needs a backend: give --backend URL or set COORD_BACKEND, e.g. \
+                 --backend etcd://127.0.0.1:2379 (memory:// keeps its store inside one \
+                 process, so a {what} there coordinates nothing across processes)"
+            ),
+        )),
     }
 }
 

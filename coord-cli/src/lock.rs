@@ -36,12 +36,11 @@ pub(crate) struct LockArgs {
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub(crate) kill_after: Duration,
 
-    /// Command to run while holding the lock (after `--`, or directly after NAME).
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// Command to run while holding the lock (after `--`, or directly after NAME). A
+    /// CMD whose first word starts with `-` must come after `--`: otherwise a mistyped
+    /// option (`--timout 1s`) would run as a command, with no timeout, once the lock was
+    /// taken.
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
     pub(crate) command: Vec<String>,
 }
 
@@ -292,12 +291,15 @@ async fn exec(
             return Err(CliError::new(code, format!("cannot run {program:?}: {e}")));
         }
     };
+    let guardian = child.id().map(Guardian::watch);
+    let stand_down = move || guardian.map(Guardian::stand_down);
     let lost = held.lost();
     tokio::pin!(lost);
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| CliError::new(code::FAILURE, format!("waiting for {program:?}: {e}")))?;
+                stand_down();
                 let exit = exit_code(status);
                 ctx.out.json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
                 let released = held.release().await;
@@ -311,10 +313,55 @@ async fn exec(
             _ = &mut lost => {
                 ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
                 terminate(&mut child, args.kill_after).await;
+                stand_down();
                 close_lost(session).await;
                 return Err(lost_error(&args.name, &key, &format!("; terminated {program:?}")));
             }
             signo = signals.recv() => forward(&child, signo),
+        }
+    }
+}
+
+/// Kills CMD (SIGKILL) if coord dies without saying so: killed by SIGKILL or the OOM
+/// killer, coord cannot terminate CMD itself, and CMD would go on running without the lock,
+/// which another process takes once the lease ends. A small `sh` waits on a pipe that only
+/// coord holds: coord writes `done` once CMD has exited, while a coord that dies just
+/// closes it, and then the guardian kills CMD. It runs in its own process group and ignores
+/// the terminal's signals, so a Ctrl-C meant for coord and CMD does not end it. It reaches
+/// CMD's own process only, not processes CMD starts (a shell pipeline's members): `exec` the
+/// last command of a shell CMD so that it is that process.
+struct Guardian(Option<std::process::ChildStdin>);
+
+impl Guardian {
+    fn watch(cmd: u32) -> Guardian {
+        use std::os::unix::process::CommandExt as _;
+        let spawned = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "trap '' INT TERM HUP QUIT; read said; [ \"$said\" = done ] || kill -KILL \"$0\" 2>/dev/null",
+            ])
+            .arg(cmd.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        match spawned {
+            Ok(mut guardian) => Guardian(guardian.stdin.take()),
+            Err(e) => {
+                eprintln!(
+                    "coord: warning: cannot start the guardian that kills CMD if coord is killed: {e}"
+                );
+                Guardian(None)
+            }
+        }
+    }
+
+    /// CMD has exited: the guardian stands down (its PID may be reused from now on).
+    fn stand_down(mut self) {
+        if let Some(mut pipe) = self.0.take() {
+            use std::io::Write as _;
+            let _ = pipe.write_all(b"done\n");
         }
     }
 }

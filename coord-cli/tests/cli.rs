@@ -62,6 +62,113 @@ fn lock_command_without_double_dash_and_exit_codes() {
         .stderr(predicate::str::contains("cannot run"));
 }
 
+/// `coord` with no `--backend` and no `COORD_BACKEND`.
+fn coord_without_backend(args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(cli_support::coord_bin());
+    cmd.env_remove("COORD_BACKEND")
+        .env_remove("COORD_NAMESPACE")
+        .args(args)
+        .timeout(SHORT);
+    cmd
+}
+
+#[test]
+fn commands_that_coordinate_processes_never_fall_back_on_memory() {
+    // Before: two `coord lock jobs` processes both "held" jobs, with the same token.
+    for args in [
+        &["lock", "jobs"][..],
+        &["elect", "e", "v"],
+        &["leader", "e"],
+    ] {
+        coord_without_backend(args)
+            .assert()
+            .code(2)
+            .stdout(predicate::str::is_empty())
+            .stderr(
+                predicate::str::contains(format!("{} needs a backend", args[0]))
+                    .and(predicate::str::contains("--backend"))
+                    .and(predicate::str::contains("COORD_BACKEND")),
+            );
+    }
+    // Named explicitly, memory:// works (to try the CLI out), with a warning.
+    coord(MEM, &["lock", "jobs", "true"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("warning: memory:// is in-process"));
+    // In-process commands keep their default.
+    coord_without_backend(&["bench", "lock-loop", "-n", "3"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::is_empty());
+}
+
+/// Whether `pid` still runs: it exists and is not a zombie waiting for its reaper.
+fn runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which is in parentheses.
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn cmd_dies_when_coord_is_killed() {
+    // Before: after `kill -9` of coord, CMD kept running without the lock, and another
+    // process took the lock once the lease ended.
+    let mut coord = Proc::coord(
+        MEM,
+        &["lock", "h3", "--", "sh", "-c", "echo $$; exec sleep 300"],
+    );
+    let _key = coord.line(SHORT);
+    let _token = coord.line(SHORT);
+    let cmd = coord.line(SHORT);
+    assert!(runs(&cmd), "CMD {cmd} runs under the lock");
+    coord.signal("KILL");
+    coord.wait(SHORT);
+    let deadline = std::time::Instant::now() + SHORT;
+    while runs(&cmd) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let survived = runs(&cmd);
+    if survived {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &cmd])
+            .status();
+    }
+    assert!(!survived, "CMD {cmd} outlived coord by {SHORT:?}");
+}
+
+#[test]
+fn a_mistyped_option_after_the_name_is_refused_not_run_as_the_command() {
+    // Before: `--timout 1s` became CMD, coord waited with no timeout, took the lock and
+    // failed with "cannot run --timout" (exit 127).
+    coord(MEM, &["lock", "TYPO", "--timout", "1s"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::is_empty())
+        .stderr(
+            predicate::str::contains("unexpected argument '--timout'")
+                .and(predicate::str::contains("--timeout")),
+        );
+    // A command that starts with `-` still runs after `--`; options of CMD after its first
+    // word still go to CMD.
+    coord(MEM, &["lock", "x", "--", "-not-an-option"])
+        .assert()
+        .code(127)
+        .stderr(predicate::str::contains("cannot run \"-not-an-option\""));
+    coord(MEM, &["lock", "x", "sh", "-c", "exit 7"])
+        .assert()
+        .code(7);
+}
+
 #[test]
 fn lock_holds_until_sigterm_then_releases() {
     for signal in ["TERM", "INT"] {
@@ -528,7 +635,9 @@ fn help_lists_the_backend_urls_of_the_registry() {
             "etcd://, etcds://: not in this build",
         ));
     let redis = predicate::str::contains("  redis://[USER:PASSWORD@]HOST[:PORT][/DB]").or(
-        predicate::str::contains("redis://, rediss://: not in this build"),
+        predicate::str::contains(
+            "redis://, rediss://, redis+cluster://, rediss+cluster://: not in this build",
+        ),
     );
     assert_cmd::Command::new(cli_support::coord_bin())
         .arg("--help")

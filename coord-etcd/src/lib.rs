@@ -37,9 +37,12 @@
 //! - **Leases** are granted in whole seconds (rounded up). etcd raises TTLs below its
 //!   minimum (`1.5 × election timeout`, 2 s with default server settings) to that minimum;
 //!   the granted TTL is reported as etcd granted it.
-//! - **Watches survive restarts.** A watch whose stream breaks is re-opened from the
-//!   revision after the last one delivered, with backoff, until it works or it is dropped;
-//!   if that revision was compacted meanwhile it ends with
+//! - **One watch stream per connection.** Every watch of a backend and its clones shares
+//!   one etcd watch stream, through a dispatcher task spawned on the first watch; dropping a
+//!   watch cancels it on the server.
+//! - **Watches survive restarts.** When the stream breaks, every watch is created again
+//!   on a new stream from the revision after the last one delivered, with backoff, until
+//!   it works or it is dropped; if that revision was compacted meanwhile it ends with
 //!   [`Error::Compacted`].
 //! - **Restarts.** Calls in flight fail with `Unavailable`; later calls work once etcd is
 //!   back. Keep-alive streams are re-opened transparently.
@@ -130,6 +133,8 @@ struct Inner {
     connect_timeout: Duration,
     /// Where the next read retry starts in `members`.
     next_member: std::sync::atomic::AtomicUsize,
+    /// Every watch, on one etcd watch stream.
+    watches: watch::Watches,
 }
 
 impl EtcdBackend {
@@ -163,7 +168,6 @@ impl EtcdBackend {
         };
         let backend = EtcdBackend {
             inner: Arc::new(Inner {
-                client,
                 ns: Namespace::new(options.namespace.clone()),
                 endpoints: endpoints.clone(),
                 request_timeout: options.request_timeout,
@@ -174,6 +178,13 @@ impl EtcdBackend {
                 } else {
                     Vec::new()
                 },
+                watches: watch::Watches::new(
+                    client.clone(),
+                    options.user.is_some(),
+                    options.request_timeout,
+                    error::send_attempts(endpoints.len()),
+                ),
+                client,
                 connect_options,
                 connect_timeout: limit,
                 next_member: Default::default(),
@@ -199,6 +210,28 @@ impl EtcdBackend {
     /// namespaced.
     pub fn client(&self) -> etcd_client::Client {
         self.inner.client.clone()
+    }
+
+    /// How many etcd watch streams this backend (with its clones) has opened: one, plus
+    /// one for each time the stream broke and was re-opened. For tests.
+    #[doc(hidden)]
+    pub fn watch_streams_opened(&self) -> u64 {
+        self.inner
+            .watches
+            .stats()
+            .streams_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many watches this backend (with its clones) has registered with etcd or is
+    /// creating or resuming. For tests.
+    #[doc(hidden)]
+    pub fn active_watches(&self) -> u64 {
+        self.inner
+            .watches
+            .stats()
+            .watchers
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The namespace prefix (empty for none).
@@ -520,15 +553,10 @@ impl CoordinationBackend for EtcdBackend {
             }
             _ => None,
         };
-        watch::watch(
-            &self.inner.client,
-            &self.inner.ns,
-            request,
-            floor,
-            self.inner.request_timeout,
-            self.inner.attempts,
-        )
-        .await
+        self.inner
+            .watches
+            .watch(&self.inner.ns, request, floor)
+            .await
     }
 
     async fn current_revision(&self) -> Result<Revision> {

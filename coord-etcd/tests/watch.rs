@@ -1,25 +1,15 @@
-//! Watches across etcd restarts: resumed without losing events, or ended with `Compacted`
-//! when history moved on. What every backend's watches do is checked by the conformance
-//! suite.
+//! Watches across etcd restarts: resumed without losing events. (Resuming into a
+//! compacted revision, and the shared stream, are in `watch_multiplex.rs`.) What every
+//! backend's watches do is checked by the conformance suite.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use coord_core::{
-    BackendExt, CoordinationBackend, Error, NO_LEASE, WatchRequest, WatchResponse, WatchStream,
-};
+use coord_core::{BackendExt, CoordinationBackend, NO_LEASE, WatchRequest};
 use coord_etcd::EtcdBackend;
 use futures::StreamExt;
 
 mod support;
 use support::own_server::{backend, local_etcd};
-
-async fn next(w: &mut WatchStream) -> WatchResponse {
-    tokio::time::timeout(Duration::from_secs(10), w.next())
-        .await
-        .expect("a watch response within 10 s")
-        .expect("stream not ended")
-        .expect("no error")
-}
 
 /// Writes `count` versions of one key, retrying through outages; returns the last revision.
 async fn writer(b: EtcdBackend, count: usize) -> i64 {
@@ -82,41 +72,4 @@ async fn watch_resumes_after_kill_and_restart_without_losing_events() {
     assert!(revisions.windows(2).all(|p| p[0] < p[1]), "{revisions:?}");
     assert!(revisions[0] >= start);
     assert!(*revisions.last().unwrap() <= last);
-}
-
-#[tokio::test]
-async fn resuming_into_a_compacted_revision_yields_compacted() {
-    let Some(server) = local_etcd().await else {
-        return;
-    };
-    let b = backend(&server).await;
-    let mut w = b.watch(WatchRequest::key("x")).await.unwrap();
-    let r1 = b.put(b"x", b"1", NO_LEASE).await.unwrap();
-    assert_eq!(next(&mut w).await.revision, r1);
-    // While the watch is not polled: etcd dies, comes back, history moves on and is
-    // compacted past what the watch has delivered.
-    server.kill().await.expect("kill etcd");
-    server.restart().await.expect("restart etcd");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let r2 = loop {
-        match b.put(b"x", b"2", NO_LEASE).await {
-            Ok(r) => break r,
-            Err(e) if Instant::now() < deadline => {
-                assert!(e.is_retryable(), "{e:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    };
-    b.put(b"x", b"3", NO_LEASE).await.unwrap();
-    b.compact(r2 + 1).await.unwrap();
-    let item = tokio::time::timeout(Duration::from_secs(15), w.next())
-        .await
-        .unwrap()
-        .unwrap();
-    match item {
-        Err(Error::Compacted { compact_revision }) => assert_eq!(compact_revision, Some(r2 + 1)),
-        other => panic!("expected Compacted, got {other:?}"),
-    }
-    assert!(w.next().await.is_none());
 }
