@@ -426,7 +426,8 @@ fn failover(md: &mut String, run: &Run) {
         "## Leader failover after kill -9\n\n\
          Two `elect` processes on one election; the leader is killed with SIGKILL (its lease \
          is not revoked, so it must expire); the time is from the kill to the follower's \
-         `elected` line. It is bounded below by the session TTL.\n\n\
+         `elected` line. The floor is what the leader's lease has left when it dies: \
+         between two thirds of the TTL and the TTL, as both sides refresh it every TTL/3.\n\n\
          | backend | side | TTL | median | min | max | rounds |\n|---|---|---|---|---|---|---|"
     );
     for (suite, side) in [("etcd", "coord"), ("etcd", "go"), ("redis", "coord")] {
