@@ -18,8 +18,11 @@
 # line each) in bench/results/raw.jsonl; bench-report renders BENCHMARKS.md and
 # bench/plots/*.svg from it (`bench-report render bench/results/raw.jsonl` redoes that).
 #
-# A full run takes about 10 minutes on 2 cores after the builds; --quick (1 round, short
-# runs, no 1,000 waiters) about 2. Sizes (environment; full / quick):
+# A full run should take about 10 minutes on 2 cores after the builds (an estimate: the
+# full size has not been timed yet); --quick (1 round, short runs, no 1,000 waiters) takes
+# under a minute after the builds. A contend run of D seconds lasts longer than D: every
+# worker completes the operation it is queued for (1,000 waiters: 5-10 s more, counted in
+# elapsed_ns). Sizes (environment; full / quick):
 #   ROUNDS (3/1) contend rounds; LOOP_ROUNDS (5/1) lock-loop rounds
 #   CONTEND_WORKERS ("1 2 4 8 16 64" / "1 2 8"); CONTEND_SECS (4/1) per contend run
 #   WAITERS (1000/0: skipped), WAITERS_SECS (10); HAMMER_N (100/20)
