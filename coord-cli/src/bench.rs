@@ -1,17 +1,20 @@
-//! `coord bench lock-loop|contend|hammer`: the workloads of our Go yardstick (a program
-//! driving etcd's `clientv3/concurrency` recipes) with the same names, definitions and
-//! output fields, so that a line of ours and a line of Go's compare directly.
+//! `coord bench lock-loop|contend|hammer`: the workloads of our Go yardstick
+//! (`bench/etcd-go`, a program driving etcd's `clientv3/concurrency` recipes) with the same
+//! names, definitions and output fields, so that a line of ours and a line of Go's compare
+//! directly. `scripts/bench.sh` runs both sides and writes `BENCHMARKS.md`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use coord::{BackendExt, CoordinationBackend, Mutex, NO_LEASE};
 use serde_json::json;
+use tokio::sync::{mpsc, watch};
 
-use super::{CliError, Ctx, code};
+use super::{CliError, Ctx, code, parse_duration};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct BenchArgs {
     /// The workload.
     #[arg(value_enum)]
@@ -32,6 +35,35 @@ pub(crate) struct BenchArgs {
     /// Operations (per worker for contend), as the Go peer's -n.
     #[arg(long, short = 'n', default_value_t = 1000)]
     pub(crate) ops: u64,
+
+    /// lock-loop and contend: run this long (10s, 500ms) instead of OPS operations, as the
+    /// Go peer's -duration. The operation under way when it ends is completed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+
+    /// The tokio runtime the benchmark runs on: one thread, or one worker per core (the
+    /// default, as every other command).
+    #[arg(long, value_enum, default_value_t = Runtime::MultiThread)]
+    pub(crate) runtime: Runtime,
+}
+
+/// `--runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Runtime {
+    /// tokio's current-thread runtime: every task on the main thread.
+    CurrentThread,
+    /// tokio's multi-thread runtime.
+    MultiThread,
+}
+
+impl BenchArgs {
+    /// Whether operation `i` is to run: OPS operations, or until `--duration` has passed.
+    fn more(&self, i: u64, start: Instant) -> bool {
+        match self.duration {
+            Some(d) => start.elapsed() < d,
+            None => i < self.ops,
+        }
+    }
 }
 
 /// The workloads.
@@ -40,13 +72,21 @@ pub(crate) enum Workload {
     /// One session; OPS times: lock, unlock. Fields: ops elapsed_ns per_op_ns p50_ns p99_ns.
     LockLoop,
     /// Writes KEY=0; WORKERS workers, each with its own connection and session, each OPS
-    /// times: lock, read KEY, write KEY+1, unlock. Fields: workers ops elapsed_ns ops_per_s
-    /// counter expected. Exits 1 if counter != expected (mutual exclusion broken).
+    /// times: lock, read KEY, write KEY+1, unlock. The clock starts once every worker is
+    /// connected. A handoff is the time from a holder's unlock call to the lock returning in
+    /// a worker that was already waiting then. Fields: workers ops elapsed_ns ops_per_s
+    /// counter expected handoffs handoff_p50_ns handoff_p99_ns. Exits 1 if counter !=
+    /// expected (mutual exclusion broken).
     Contend,
     /// One worker of contend, to run beside another implementation on the same NAME and
     /// KEY (read KEY afterwards to check that no increment was lost). Fields: ops
     /// elapsed_ns.
     Hammer,
+    /// WORKERS idle sessions on one connection, kept for --duration (10 s by default),
+    /// then closed: the server's keep-alive load, for sizing (coord only; the Go peer has
+    /// no such workload). Says on stderr when all are open and when it starts closing
+    /// them. Fields: sessions elapsed_ns ttl_ns.
+    Sessions,
 }
 
 /// Go's `log.Fatal`: any failure exits 1.
@@ -55,11 +95,19 @@ fn fatal(e: impl std::fmt::Display) -> CliError {
 }
 
 pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<u8, CliError> {
-    match args.workload {
-        Workload::LockLoop => lock_loop(ctx, &args).await,
-        Workload::Contend => contend(ctx, &args).await,
-        Workload::Hammer => hammer(ctx, &args).await,
-    }
+    let ctx = ctx.clone();
+    // A spawned task, as an application's code runs: on the multi-thread runtime the future
+    // given to block_on lives on the main thread, and every wake-up from a worker thread
+    // would cross threads, which is not what a library user pays.
+    let workload = tokio::spawn(async move {
+        match args.workload {
+            Workload::LockLoop => lock_loop(&ctx, &args).await,
+            Workload::Contend => contend(&ctx, &args).await,
+            Workload::Hammer => hammer(&ctx, &args).await,
+            Workload::Sessions => sessions(&ctx, &args).await,
+        }
+    });
+    workload.await.map_err(fatal)?
 }
 
 /// The counter: a decimal string, absent = 0 (Go's `get`).
@@ -96,13 +144,52 @@ fn pct(lat: &[Duration], p: usize) -> u128 {
     s[(s.len() - 1) * p / 100].as_nanos()
 }
 
+/// Prints the running count on stderr every 5 s, so that a long run shows it is alive;
+/// stdout keeps only the result line. Dropping the handle stops it.
+fn progress(workload: &'static str, done: Arc<AtomicU64>, start: Instant) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::from_std(start) + PROGRESS_EVERY,
+            PROGRESS_EVERY,
+        );
+        loop {
+            tick.tick().await;
+            let ops = done.load(Ordering::Relaxed);
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "coord bench {workload}: {ops} ops in {secs:.0} s ({:.1} ops/s)",
+                ops as f64 / secs
+            );
+        }
+    }))
+}
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn lock_loop(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     let session = conn.session().await.map_err(fatal)?;
     let m = Mutex::new(&session, args.name.clone());
-    let mut lat = Vec::with_capacity(args.ops as usize);
+    let capacity = if args.duration.is_some() {
+        1024
+    } else {
+        args.ops as usize
+    };
+    let mut lat = Vec::with_capacity(capacity);
+    let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    for _ in 0..args.ops {
+    let ticker = progress("lock-loop", done.clone(), start);
+    let mut ops = 0;
+    while args.more(ops, start) {
         let t = Instant::now();
         m.lock()
             .await
@@ -111,23 +198,78 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
             .await
             .map_err(fatal)?;
         lat.push(t.elapsed());
+        ops += 1;
+        done.store(ops, Ordering::Relaxed);
     }
     let el = start.elapsed().as_nanos();
-    let per_op = if args.ops == 0 {
-        0
-    } else {
-        el / u128::from(args.ops)
-    };
+    drop(ticker);
+    let per_op = el.checked_div(u128::from(ops)).unwrap_or(0);
     let (p50, p99) = (pct(&lat, 50), pct(&lat, 99));
     session.close().await.map_err(fatal)?;
     ctx.out.emit(
         format!(
-            "cmd=lock-loop ops={} elapsed_ns={el} per_op_ns={per_op} p50_ns={p50} p99_ns={p99}",
-            args.ops
+            "cmd=lock-loop ops={ops} elapsed_ns={el} per_op_ns={per_op} p50_ns={p50} p99_ns={p99}"
         ),
-        json!({"cmd": "lock-loop", "ops": args.ops, "elapsed_ns": el as u64, "per_op_ns": per_op as u64, "p50_ns": p50 as u64, "p99_ns": p99 as u64}),
+        json!({"cmd": "lock-loop", "ops": ops, "elapsed_ns": el as u64, "per_op_ns": per_op as u64, "p50_ns": p50 as u64, "p99_ns": p99 as u64}),
     );
     Ok(code::OK)
+}
+
+/// How long the lock takes to pass from one contend worker to one that was waiting.
+#[derive(Debug, Default)]
+struct Handoffs {
+    /// The worker that called unlock last and when, until the next holder takes it.
+    released: Option<(u64, Instant)>,
+    sample: Vec<Duration>,
+}
+
+impl Handoffs {
+    /// Worker `worker` called lock at `asked`, and it returned at `got`. Only a worker
+    /// that was already waiting when the lock was released measures a handoff: otherwise
+    /// the time includes the worker's own pause.
+    fn acquired(&mut self, worker: u64, asked: Instant, got: Instant) {
+        if let Some((releaser, at)) = self.released.take()
+            && releaser != worker
+            && asked < at
+        {
+            self.sample.push(got - at);
+        }
+    }
+
+    /// Worker `worker` is about to call unlock.
+    fn releasing(&mut self, worker: u64) {
+        self.released = Some((worker, Instant::now()));
+    }
+}
+
+/// One contend worker's loop, after its connection and session are set up.
+async fn contend_worker(
+    args: &BenchArgs,
+    id: u64,
+    m: &Mutex,
+    backend: &dyn CoordinationBackend,
+    start: Instant,
+    done: &AtomicU64,
+    handoffs: &std::sync::Mutex<Handoffs>,
+) -> Result<u64, CliError> {
+    let mut ops = 0;
+    while args.more(ops, start) {
+        let asked = Instant::now();
+        let guard = m.lock().await.map_err(fatal)?;
+        let got = Instant::now();
+        lock_handoffs(handoffs).acquired(id, asked, got);
+        incr(backend, &args.key).await?;
+        lock_handoffs(handoffs).releasing(id);
+        guard.unlock().await.map_err(fatal)?;
+        ops += 1;
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(ops)
+}
+
+/// The handoff record; a worker that panicked holding it left nothing half-written.
+fn lock_handoffs(h: &std::sync::Mutex<Handoffs>) -> std::sync::MutexGuard<'_, Handoffs> {
+    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
@@ -136,39 +278,75 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
         .put(args.key.as_bytes(), b"0", NO_LEASE)
         .await
         .map_err(fatal)?;
-    let start = Instant::now();
+    let args = Arc::new(args.clone());
+    let done = Arc::new(AtomicU64::new(0));
+    let handoffs = Arc::new(std::sync::Mutex::new(Handoffs::default()));
+    // Every worker connects and opens its session first, then all start together: at
+    // 1,000 workers the setup would otherwise be most of the measured time.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), CliError>>(1);
+    let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let mut workers = Vec::new();
-    for _ in 0..args.workers {
+    for id in 0..args.workers {
         let ctx = ctx.clone();
-        let name = args.name.clone();
-        let key = args.key.clone();
-        let ops = args.ops;
+        let args = args.clone();
+        let done = done.clone();
+        let handoffs = handoffs.clone();
+        let ready = ready_tx.clone();
+        let mut start_rx = start_rx.clone();
         workers.push(tokio::spawn(async move {
-            let c = ctx.connect().await.map_err(|e| fatal(e.message))?;
+            let setup = async {
+                let c = ctx.connect().await.map_err(|e| fatal(e.message))?;
+                let s = c.session().await.map_err(fatal)?;
+                Ok::<_, CliError>((c, s))
+            };
+            let (c, s) = match setup.await {
+                Ok(cs) => cs,
+                Err(e) => {
+                    let _ = ready.send(Err(e)).await;
+                    return Ok(0);
+                }
+            };
+            let _ = ready.send(Ok(())).await;
+            let start = match start_rx.wait_for(Option::is_some).await {
+                Ok(start) => *start,
+                Err(_) => return Ok(0), // the run was abandoned
+            };
+            let Some(start) = start else { return Ok(0) };
+            let m = Mutex::new(&s, args.name.clone());
             let backend: Arc<dyn CoordinationBackend> = c.backend().clone();
-            let s = c.session().await.map_err(fatal)?;
-            let m = Mutex::new(&s, name);
-            for _ in 0..ops {
-                let guard = m.lock().await.map_err(fatal)?;
-                incr(backend.as_ref(), &key).await?;
-                guard.unlock().await.map_err(fatal)?;
-            }
+            let ops =
+                contend_worker(&args, id, &m, backend.as_ref(), start, &done, &handoffs).await?;
             s.close().await.map_err(fatal)?;
-            Ok::<(), CliError>(())
+            Ok::<u64, CliError>(ops)
         }));
     }
+    drop(ready_tx);
+    for _ in 0..args.workers {
+        match ready_rx.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(e),
+            None => return Err(fatal("a contend worker ended before it was ready")),
+        }
+    }
+    let start = Instant::now();
+    let ticker = progress("contend", done.clone(), start);
+    start_tx.send_replace(Some(start));
+    let mut total = 0;
     for w in workers {
-        w.await.map_err(fatal)??;
+        total += w.await.map_err(fatal)??;
     }
     let el = start.elapsed();
+    drop(ticker);
     let got = get(conn.backend().as_ref(), &args.key).await?;
-    let total = args.workers * args.ops;
     let ops_per_s = total as f64 / el.as_secs_f64();
+    let sample = std::mem::take(&mut lock_handoffs(&handoffs).sample);
+    let (h50, h99) = (pct(&sample, 50), pct(&sample, 99));
     ctx.out.emit(
         format!(
-            "cmd=contend workers={} ops={total} elapsed_ns={} ops_per_s={ops_per_s:.1} counter={got} expected={total}",
+            "cmd=contend workers={} ops={total} elapsed_ns={} ops_per_s={ops_per_s:.1} counter={got} expected={total} handoffs={} handoff_p50_ns={h50} handoff_p99_ns={h99}",
             args.workers,
-            el.as_nanos()
+            el.as_nanos(),
+            sample.len(),
         ),
         json!({
             "cmd": "contend",
@@ -178,6 +356,9 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
             "ops_per_s": (ops_per_s * 10.0).round() / 10.0,
             "counter": got,
             "expected": total,
+            "handoffs": sample.len(),
+            "handoff_p50_ns": h50 as u64,
+            "handoff_p99_ns": h99 as u64,
         }),
     );
     if got != total as i64 {
@@ -205,6 +386,33 @@ async fn hammer(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
     ctx.out.emit(
         format!("cmd=hammer ops={} elapsed_ns={el}", args.ops),
         json!({"cmd": "hammer", "ops": args.ops, "elapsed_ns": el as u64}),
+    );
+    Ok(code::OK)
+}
+
+async fn sessions(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
+    let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
+    let mut sessions = Vec::with_capacity(args.workers as usize);
+    for _ in 0..args.workers {
+        sessions.push(conn.session().await.map_err(fatal)?);
+    }
+    // A reader of stderr (scripts/bench.sh) takes the server's CPU time between these two
+    // lines: the keep-alives alone, without the grants and revokes.
+    eprintln!("coord bench sessions: {} sessions open", args.workers);
+    let start = Instant::now();
+    tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(10))).await;
+    let el = start.elapsed().as_nanos();
+    eprintln!("coord bench sessions: closing");
+    for s in sessions {
+        s.close().await.map_err(fatal)?;
+    }
+    let ttl = ctx.ttl().as_nanos();
+    ctx.out.emit(
+        format!(
+            "cmd=sessions sessions={} elapsed_ns={el} ttl_ns={ttl}",
+            args.workers
+        ),
+        json!({"cmd": "sessions", "sessions": args.workers, "elapsed_ns": el as u64, "ttl_ns": ttl as u64}),
     );
     Ok(code::OK)
 }

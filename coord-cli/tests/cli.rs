@@ -323,8 +323,11 @@ fn bench_lines_have_the_go_peer_fields() {
                 "c1",
             ],
             format!(
-                "^cmd=contend workers=3 ops=60 {} ops_per_s=[0-9]+\\.[0-9] counter=60 expected=60\n$",
-                field("elapsed_ns")
+                "^cmd=contend workers=3 ops=60 {} ops_per_s=[0-9]+\\.[0-9] counter=60 expected=60 {} {} {}\n$",
+                field("elapsed_ns"),
+                field("handoffs"),
+                field("handoff_p50_ns"),
+                field("handoff_p99_ns")
             ),
         ),
         (
@@ -343,6 +346,116 @@ fn bench_lines_have_the_go_peer_fields() {
             .success()
             .stdout(predicate::str::is_match(pattern).unwrap());
     }
+}
+
+/// The `key=value` fields of a bench line.
+fn bench_fields(line: &str) -> std::collections::HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn bench_duration_runs_until_the_time_is_up() {
+    for (workload, extra) in [
+        ("lock-loop", &[][..]),
+        ("contend", &["--workers", "2", "--key", "dur"][..]),
+    ] {
+        let mut args = vec!["bench", workload, "--duration", "300ms", "-n", "1"];
+        args.extend_from_slice(extra);
+        let out = coord(MEM, &args)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let line = String::from_utf8(out).unwrap();
+        let f = bench_fields(&line);
+        let ops: u64 = f["ops"].parse().unwrap();
+        let elapsed: u64 = f["elapsed_ns"].parse().unwrap();
+        // -n 1 would stop after one operation (per worker): the duration overrides it.
+        assert!(ops > 2, "{workload} --duration ran {ops} ops: {line}");
+        assert!(elapsed >= 300_000_000, "{workload} stopped early: {line}");
+        if workload == "contend" {
+            assert_eq!(f["counter"], f["expected"], "{line}");
+            assert_eq!(f["expected"], f["ops"], "{line}");
+        }
+    }
+}
+
+#[test]
+fn bench_contend_measures_handoffs_between_waiting_workers() {
+    let one = coord(
+        MEM,
+        &[
+            "bench",
+            "contend",
+            "--workers",
+            "1",
+            "-n",
+            "20",
+            "--key",
+            "h1w",
+        ],
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let one = bench_fields(&String::from_utf8(one).unwrap());
+    // A lone worker never waits for another: it has no handoffs.
+    assert_eq!(one["handoffs"], "0");
+    assert_eq!(one["handoff_p50_ns"], "0");
+    // For a time rather than a count: a short counted run can finish within one worker's
+    // scheduling slice, before the others ask for the lock.
+    let four = coord(
+        MEM,
+        &[
+            "bench",
+            "contend",
+            "--workers",
+            "4",
+            "--duration",
+            "300ms",
+            "--key",
+            "h4w",
+        ],
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let line = String::from_utf8(four).unwrap();
+    let four = bench_fields(&line);
+    let handoffs: u64 = four["handoffs"].parse().unwrap();
+    let ops: u64 = four["ops"].parse().unwrap();
+    assert!(handoffs > 0 && handoffs < ops, "{line}");
+    let (p50, p99): (u64, u64) = (
+        four["handoff_p50_ns"].parse().unwrap(),
+        four["handoff_p99_ns"].parse().unwrap(),
+    );
+    assert!(p50 > 0 && p50 <= p99, "{line}");
+}
+
+#[test]
+fn bench_runs_on_a_current_thread_runtime() {
+    coord(
+        MEM,
+        &[
+            "bench",
+            "lock-loop",
+            "-n",
+            "100",
+            "--runtime",
+            "current-thread",
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::starts_with("cmd=lock-loop ops=100 "));
 }
 
 #[test]
