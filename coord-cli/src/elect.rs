@@ -94,14 +94,14 @@ fn leader_json(name: &str, kv: &KeyValue) -> Value {
     })
 }
 
-fn print_update(out: &Out, name: &str, update: &LeaderUpdate) {
+fn print_update(out: &Out, name: &str, update: &LeaderUpdate) -> std::io::Result<()> {
     match &update.leader {
         Some(kv) => {
             let mut j = leader_json(name, kv);
             j["revision"] = json!(update.revision);
-            out.emit(format!("{}\n{}", kv.key_str(), kv.value_str()), j);
+            out.emit_or_closed(format!("{}\n{}", kv.key_str(), kv.value_str()), j)
         }
-        None => out.emit(
+        None => out.emit_or_closed(
             "no leader",
             json!({"event": "no_leader", "name": name, "revision": update.revision}),
         ),
@@ -116,7 +116,15 @@ async fn listen(ctx: &Ctx, name: &str) -> Result<u8, CliError> {
         tokio::select! {
             _ = signals.recv() => return Ok(code::OK),
             next = updates.next() => match next {
-                Some(Ok(update)) => print_update(&ctx.out, name, &update),
+                Some(Ok(update)) => if let Err(e) = print_update(&ctx.out, name, &update) {
+                    // The reader went away (`| head -n 2`): stop, as a process killed by
+                    // SIGPIPE would, with 128 + 13.
+                    return if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        Ok(code::BROKEN_PIPE)
+                    } else {
+                        Err(CliError::new(code::FAILURE, format!("writing to stdout: {e}")))
+                    };
+                },
                 Some(Err(e)) => return Err(CliError::new(code::FAILURE, format!("observer of election {name:?} ended: {e}"))),
                 None => return Err(CliError::new(code::FAILURE, format!("observer of election {name:?} ended"))),
             }

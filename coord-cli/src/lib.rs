@@ -42,6 +42,9 @@ pub(crate) mod code {
     pub(crate) const CANNOT_EXECUTE: u8 = 126;
     /// The command given to `coord lock` was not found.
     pub(crate) const NOT_FOUND: u8 = 127;
+    /// `elect --listen`: stdout's reader went away (128 + SIGPIPE, as a shell reports a
+    /// process SIGPIPE ended).
+    pub(crate) const BROKEN_PIPE: u8 = 128 + 13;
 }
 
 /// The exit codes, as the README shows them too (a test keeps the two the same).

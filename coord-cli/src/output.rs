@@ -24,7 +24,15 @@ impl Out {
     }
 
     /// Prints `text` (one or more lines) in text mode, or `json` as one line in JSON mode.
+    /// A closed stdout (the reader went away) is ignored: see [`Out::emit_or_closed`] for
+    /// commands that print until stopped.
     pub(crate) fn emit(&self, text: impl Display, json: Value) {
+        let _ = self.emit_or_closed(text, json);
+    }
+
+    /// As [`Out::emit`], but says when stdout is gone, so that a command that prints until
+    /// stopped (`elect --listen | head -n 2`) can stop when nobody reads it any longer.
+    pub(crate) fn emit_or_closed(&self, text: impl Display, json: Value) -> std::io::Result<()> {
         match self.format {
             Format::Text => write_line(&text.to_string()),
             Format::Json => write_line(&json.to_string()),
@@ -34,14 +42,14 @@ impl Out {
     /// Prints only in JSON mode.
     pub(crate) fn json(&self, json: Value) {
         if self.is_json() {
-            write_line(&json.to_string());
+            // A closed stdout (the reader went away) is not worth dying for here.
+            let _ = write_line(&json.to_string());
         }
     }
 }
 
-fn write_line(s: &str) {
+fn write_line(s: &str) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    // A closed stdout (the reader went away) is not worth dying for.
-    let _ = writeln!(stdout, "{s}");
-    let _ = stdout.flush();
+    writeln!(stdout, "{s}")?;
+    stdout.flush()
 }

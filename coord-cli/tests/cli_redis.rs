@@ -8,7 +8,7 @@ mod cli_support;
 
 use std::time::{Duration, Instant};
 
-use cli_support::{LONG, Proc, SHORT, coord};
+use cli_support::{LONG, Proc, SHORT, coord, coord_bin};
 use coord::{BackendExt, Mutex};
 use coord_testkit::RedisServer;
 
@@ -114,4 +114,26 @@ async fn a_killed_holder_is_replaced_within_its_ttl_and_a_second() {
         "replaced after {took:?}, more than TTL {ttl:?} + 1 s"
     );
     assert!(new_token > token, "token {new_token} after {token}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_stops_when_nobody_reads_its_output() {
+    // Before: `coord elect --listen X | head -n 1` never exited (write errors were ignored).
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&redis);
+    let script = format!(
+        "{} --backend '{url}' elect --listen e | head -n 1; echo status=${{PIPESTATUS[0]}}",
+        coord_bin()
+    );
+    let mut listener = Proc::spawn("bash", &["-c", &script], &[]);
+    assert_eq!(listener.line(SHORT), "no leader");
+    // head has gone; the next change makes the listener write into a closed pipe.
+    let mut leader = Proc::coord(&url, &["elect", "e", "v"]);
+    let _key = leader.line(SHORT);
+    assert_eq!(listener.line(SHORT), "status=141");
+    listener.wait(SHORT);
+    leader.signal("TERM");
+    leader.wait(SHORT);
 }
