@@ -73,11 +73,28 @@ pub(crate) async fn acquire_unless_interrupted<T>(
     let outcome = tokio::select! {
         r = acquire => match r {
             Ok(held) => return Ok(Ok(held)),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(waiting_error(e)),
         },
         // Dropping `acquire` withdrew its waiting key.
         signo = signals.recv() => Ok(Err(interrupted(signo))),
     };
-    let _ = session.close().await;
+    if session.is_lost() {
+        super::close_lost(session).await;
+    } else {
+        let _ = session.close().await;
+    }
     outcome
+}
+
+/// A failure while waiting. Exit 5 means "lost while held"; a session that ends while its
+/// waiter is still queued (the server unreachable past the TTL) held nothing, so it is a
+/// plain failure (exit 1) that says so.
+fn waiting_error(e: coord::Error) -> CliError {
+    match e {
+        coord::Error::SessionExpired { .. } | coord::Error::LockLost { .. } => CliError::new(
+            super::code::FAILURE,
+            format!("the session ended while waiting, before anything was held: {e}"),
+        ),
+        e => e.into(),
+    }
 }

@@ -137,3 +137,34 @@ async fn listen_stops_when_nobody_reads_its_output() {
     leader.signal("TERM");
     leader.wait(SHORT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_session_ends_says_it_never_held_the_lock() {
+    // Before: exit 5, "lost while held", for a waiter that never held anything.
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&redis);
+    let mut holder = Proc::coord(&url, &["--ttl", "2", "lock", "w"]);
+    let _key = holder.line(SHORT);
+    let mut waiter = Proc::coord(&url, &["--ttl", "2", "lock", "w"]);
+    assert!(
+        waiter
+            .try_line(std::time::Duration::from_millis(500))
+            .is_none(),
+        "the waiter got the lock while it was held"
+    );
+    redis.stop().await.expect("stop redis");
+    let status = waiter.wait(LONG);
+    let stderr = waiter.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("while waiting, before anything was held"),
+        "{stderr}"
+    );
+    assert_eq!(
+        holder.wait(LONG).code(),
+        Some(5),
+        "the holder's lock is lost"
+    );
+}
