@@ -135,6 +135,58 @@ pub fn parse(text: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// Parses a URL whose authority may list several hosts
+/// (`SCHEME://[USER:PASSWORD@]HOST[:PORT],HOST[:PORT]…[/PATH][?QUERY]`), which the `url` crate
+/// cannot parse whole. Each host is parsed on its own, as `SCHEME://HOST`, and handed to
+/// `each`; a failure names the host (`{what} "h:99999": bad port ...`). Returns the URL with
+/// the first host alone (user info, path and query kept) and what `each` made of every host
+/// (none for an empty host list, which the caller's one-host checks then report).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] from [`parse`], or from `each` for a host.
+pub fn parse_hosts<T>(
+    text: &str,
+    what: &str,
+    each: impl Fn(&Url) -> Result<T>,
+) -> Result<(Url, Vec<T>)> {
+    check_text(text)?;
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok((parse(text)?, Vec::new()));
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let hosts: Vec<&str> = hosts.split(',').collect();
+    let parsed = if hosts == [""] {
+        Vec::new()
+    } else {
+        hosts
+            .iter()
+            .map(|host| {
+                parse(&format!("{scheme}://{host}"))
+                    .and_then(|url| each(&url))
+                    .map_err(|e| invalid(format!("{what} {host:?}: {}", reason(&e))))
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
+    let first = parse(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
+    Ok((first, parsed))
+}
+
+/// The message of an error made by [`invalid`], without its `backend URL: ` lead.
+fn reason(e: &Error) -> String {
+    let text = match e {
+        Error::InvalidArgument { message } => message.as_str(),
+        _ => return e.to_string(),
+    };
+    text.strip_prefix("backend URL: ")
+        .unwrap_or(text)
+        .to_owned()
+}
+
 fn describe(e: url::ParseError) -> String {
     match e {
         url::ParseError::InvalidPort => "bad port (a number from 1 to 65535)".into(),

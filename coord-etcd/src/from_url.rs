@@ -105,47 +105,14 @@ impl EtcdOptions {
     /// # Errors
     /// As [`EtcdOptions::from_url`]; a bad host names it (`endpoint "h:99999": bad port`).
     pub fn parse_url(text: &str) -> Result<EtcdOptions> {
-        backend_url::check_text(text)?;
-        let Some((scheme, rest)) = text.split_once("://") else {
-            return EtcdOptions::from_url(&backend_url::parse(text)?);
-        };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let (userinfo, hosts) = match authority.rfind('@') {
-            Some(at) => authority.split_at(at + 1),
-            None => ("", authority),
-        };
-        let hosts: Vec<&str> = hosts.split(',').collect();
-        // An empty host list is from_url's to report; any other list is checked host by
-        // host, so that an error can name the host.
-        let endpoints = if hosts == [""] {
-            None
-        } else {
-            let endpoints = hosts.iter().map(|host| {
-                backend_url::parse(&format!("{scheme}://{host}"))
-                    .and_then(|url| endpoint(&url))
-                    .map_err(|e| invalid(format!("endpoint {host:?}: {}", reason(&e))))
-            });
-            Some(endpoints.collect::<Result<Vec<_>>>()?)
-        };
-        let url = backend_url::parse(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
+        let (url, endpoints) = backend_url::parse_hosts(text, "endpoint", endpoint)?;
         let mut options = EtcdOptions::from_url(&url)?;
-        if let Some(endpoints) = endpoints {
+        // An empty host list is from_url's to report.
+        if !endpoints.is_empty() {
             options.endpoints = endpoints;
         }
         Ok(options)
     }
-}
-
-/// The message of an error made by [`invalid`], without its `backend URL: ` lead.
-fn reason(e: &coord_core::Error) -> String {
-    let text = match e {
-        coord_core::Error::InvalidArgument { message } => message.as_str(),
-        _ => return e.to_string(),
-    };
-    text.strip_prefix("backend URL: ")
-        .unwrap_or(text)
-        .to_owned()
 }
 
 /// `http[s]://HOST:PORT` for the host of an `etcd[s]://` URL.

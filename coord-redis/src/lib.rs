@@ -307,40 +307,24 @@ impl RedisOptions {
     /// As [`RedisOptions::from_url`]; several hosts on a scheme that is not a cluster one;
     /// a bad node names it (`node "h:99999": bad port`).
     pub fn parse_url(text: &str) -> Result<RedisOptions> {
-        backend_url::check_text(text)?;
-        let Some((scheme, rest)) = text.split_once("://") else {
-            return RedisOptions::from_url(&backend_url::parse(text)?);
-        };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let (userinfo, hosts) = match authority.rfind('@') {
-            Some(at) => authority.split_at(at + 1),
-            None => ("", authority),
-        };
-        if !hosts.contains(',') {
-            return RedisOptions::from_url(&backend_url::parse(text)?);
-        }
-        if !scheme.to_ascii_lowercase().ends_with("+cluster") {
+        let (url, nodes) = backend_url::parse_hosts(text, "node", |url| {
+            Ok(format!(
+                "{}:{}",
+                host_of(url)?,
+                url.port().unwrap_or(DEFAULT_PORT)
+            ))
+        })?;
+        if nodes.len() > 1 && !url.scheme().ends_with("+cluster") {
             return Err(invalid(format!(
-                "{scheme}:// takes one HOST[:PORT], got several (a Redis Cluster's nodes go \
-                 in a redis+cluster:// URL)"
+                "{}:// takes one HOST[:PORT], got several (a Redis Cluster's nodes go in a \
+                 redis+cluster:// URL)",
+                url.scheme()
             )));
         }
-        let hosts: Vec<&str> = hosts.split(',').collect();
-        let nodes = hosts
-            .iter()
-            .map(|host| {
-                backend_url::parse(&format!("{scheme}://{host}"))
-                    .and_then(|url| {
-                        let name = host_of(&url)?;
-                        Ok(format!("{name}:{}", url.port().unwrap_or(DEFAULT_PORT)))
-                    })
-                    .map_err(|e| invalid(format!("node {host:?}: {}", reason(&e))))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let url = backend_url::parse(&format!("{scheme}://{userinfo}{}{tail}", hosts[0]))?;
         let mut options = RedisOptions::from_url(&url)?;
-        options.cluster_nodes = nodes;
+        if options.is_cluster() {
+            options.cluster_nodes = nodes;
+        }
         Ok(options)
     }
 
@@ -471,17 +455,6 @@ fn host_of(url: &Url) -> Result<String> {
         }
         Some(_) => Ok(url.host_str().unwrap_or_default().to_owned()),
     }
-}
-
-/// The message of an error made by [`invalid`], without its `backend URL: ` lead.
-fn reason(e: &coord_core::Error) -> String {
-    let text = match e {
-        coord_core::Error::InvalidArgument { message } => message.as_str(),
-        _ => return e.to_string(),
-    };
-    text.strip_prefix("backend URL: ")
-        .unwrap_or(text)
-        .to_owned()
 }
 
 #[async_trait]
