@@ -7,7 +7,7 @@ use coord_core::{CoordinationBackend, Error, KeyRange, Revision, TxnOp, TxnReque
 use coord_testkit::RedisServer;
 
 use super::entry::EntryId;
-use super::hub::Feed;
+use super::hub::{Feed, Subscription};
 use super::reader::Reader;
 use crate::{RedisBackend, RedisOptions};
 
@@ -50,22 +50,34 @@ fn after(revision: Revision) -> EntryId {
     }
 }
 
+/// A feed with one watcher of `k/`, and its reader started as if it had read every entry
+/// up to `revision`.
+fn read_after(
+    conn: redis::aio::MultiplexedConnection,
+    prefix: &str,
+    backend: &RedisBackend,
+    revision: Revision,
+) -> (Arc<Feed>, Subscription) {
+    let feed = Arc::new(Feed::new());
+    let subscription = feed.register(&KeyRange::prefix("k/")).expect("open feed");
+    let reader = Reader::new(
+        conn,
+        prefix,
+        backend.data_lost().clone(),
+        after(revision),
+        feed.clone(),
+    );
+    tokio::spawn(reader.run());
+    (feed, subscription)
+}
+
 #[tokio::test]
 async fn a_reader_behind_a_compaction_ends_its_watchers_compacted() {
     let Some((_server, backend, conn, prefix, revisions)) = compacted_log().await else {
         return;
     };
-    let feed = Arc::new(Feed::new());
-    let mut subscription = feed.register(&KeyRange::prefix("k/")).expect("open feed");
     // It had read only the first write: the second to the seventh were trimmed unread.
-    let reader = Reader::new(
-        conn,
-        &prefix,
-        backend.data_lost().clone(),
-        after(revisions[0]),
-        feed.clone(),
-    );
-    tokio::spawn(reader.run());
+    let (feed, mut subscription) = read_after(conn, &prefix, &backend, revisions[0]);
     let error = subscription.recv().await.expect_err("a gap is an error");
     assert!(
         matches!(error, Error::Compacted { compact_revision: Some(r) } if r == revisions[7]),
@@ -79,17 +91,8 @@ async fn a_reader_at_the_compaction_goes_on_without_a_gap() {
     let Some((_server, backend, conn, prefix, revisions)) = compacted_log().await else {
         return;
     };
-    let feed = Arc::new(Feed::new());
-    let mut subscription = feed.register(&KeyRange::prefix("k/")).expect("open feed");
     // Everything below the compact revision was read: nothing unread was trimmed.
-    let reader = Reader::new(
-        conn,
-        &prefix,
-        backend.data_lost().clone(),
-        after(revisions[6]),
-        feed.clone(),
-    );
-    tokio::spawn(reader.run());
+    let (_feed, mut subscription) = read_after(conn, &prefix, &backend, revisions[6]);
     let entries = subscription.recv().await.expect("the rest of the log");
     let read: Vec<Revision> = entries.iter().map(|e| e.id.revision).collect();
     assert_eq!(read, revisions[7..]);
