@@ -7,6 +7,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use super::backoff::Backoff;
 use super::hold::{Hold, within};
+use super::name::check_name;
 use super::own_key::claim;
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
@@ -71,6 +72,10 @@ pub struct LeaderUpdate {
 
 impl Election {
     /// An election named `name`, campaigning with `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         Election {
             session: session.clone(),
@@ -96,6 +101,7 @@ impl Election {
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the candidacy in the background.
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
+        check_name("election", &self.name)?;
         let proposal = proposal.into();
         let key = lock_key(&self.name, self.session.lease());
         let prefix = format!("{}/", self.name);
@@ -156,6 +162,7 @@ impl Election {
 /// # Cancel safety
 /// Cancel safe: read only.
 pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
+    check_name("election", name)?;
     let resp = backend
         .range(RangeRequest::first_created(format!("{name}/")))
         .await?;

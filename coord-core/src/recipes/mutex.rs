@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::hold::{Hold, within};
+use super::name::check_name;
 use super::own_key::{claim, try_claim};
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
@@ -69,6 +70,10 @@ pub struct Mutex {
 
 impl Mutex {
     /// A lock named `name` on `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         Mutex {
             session: session.clone(),
@@ -127,6 +132,7 @@ impl Mutex {
     }
 
     async fn acquire(&self, wait: bool) -> Result<MutexGuard> {
+        check_name("lock", &self.name)?;
         let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
         if !wait {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::Session;
 use super::hold::{Hold, within};
+use super::name::check_name;
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use crate::{Error, RangeRequest, Result, TxnOp};
@@ -69,6 +70,10 @@ pub struct RwMutex {
 
 impl RwMutex {
     /// A read/write lock named `name` on `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         RwMutex {
             session: session.clone(),
@@ -146,6 +151,7 @@ impl RwMutex {
     }
 
     async fn acquire(&self, mode: RwMode, wait: bool) -> Result<RwMutexGuard> {
+        check_name("rw lock", &self.name)?;
         let dir = match mode {
             RwMode::Read => "read",
             RwMode::Write => "write",

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::hold::{Hold, within};
+use super::name::check_name;
 use super::own_key::{OwnedKey, claim, try_claim};
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
@@ -55,9 +56,11 @@ impl Semaphore {
     /// A semaphore of `permits` permits named `name` on `session`. No I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `permits` is zero.
+    /// [`Error::InvalidArgument`] when `permits` is zero, or the name is empty, ends with `/`
+    /// or contains a NUL byte.
     pub fn new(session: &Session, name: impl Into<String>, permits: usize) -> Result<Self> {
         let name = name.into();
+        check_name("semaphore", &name)?;
         if permits == 0 {
             return Err(Error::invalid_argument(format!(
                 "semaphore {name:?} needs at least one permit"
