@@ -340,6 +340,15 @@ impl Leadership {
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, resigning finishes in a spawned task, so the candidacy is never left
     /// behind.
+    ///
+    /// Resigning twice, or proclaiming after resigning, does not compile: `resign` takes the
+    /// leadership.
+    /// ```compile_fail
+    /// # async fn example(leadership: coord_core::Leadership) {
+    /// let _ = leadership.resign().await;
+    /// let _ = leadership.proclaim("again").await; // use of moved value
+    /// # }
+    /// ```
     pub async fn resign(self) -> Result<()> {
         let name = self.0.name().to_owned();
         match self.0.release().await {

@@ -210,6 +210,14 @@ impl MutexGuard {
     /// # Cancel safety
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, the release finishes in a spawned task, so the lock is never left behind.
+    ///
+    /// Unlocking twice does not compile: `unlock` takes the guard.
+    /// ```compile_fail
+    /// # async fn example(guard: coord_core::MutexGuard) {
+    /// let _ = guard.unlock().await;
+    /// let _ = guard.unlock().await; // use of moved value
+    /// # }
+    /// ```
     pub async fn unlock(self) -> Result<()> {
         self.0.release().await
     }
