@@ -31,7 +31,7 @@ async fn etcd_with_tls() -> Option<EtcdServer> {
 async fn refused(url: &str, secret: &str) -> Error {
     let err = coord::connect(url)
         .await
-        .and_then(|c| Ok(c.backend_name()))
+        .map(|c| c.backend_name())
         .expect_err("must be refused");
     assert!(!format!("{err} {err:?}").contains(secret), "{err:?}");
     err
