@@ -12,6 +12,7 @@ use coord::{BackendExt, CoordinationBackend, Mutex, NO_LEASE};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use super::signals::{Signals, interrupted};
 use super::{CliError, Ctx, code, parse_duration};
 
 #[derive(Debug, Clone, Args)]
@@ -57,10 +58,14 @@ pub(crate) enum Runtime {
 }
 
 impl BenchArgs {
-    /// Whether operation `i` is to run: OPS operations, or until `--duration` has passed.
-    fn more(&self, i: u64, start: Instant) -> bool {
+    /// Whether operation `i` is to run: OPS operations, or until `--duration` has passed;
+    /// none once the run is stopped.
+    fn more(&self, i: u64, run: &Running<'_>) -> bool {
+        if run.stop.is_set() {
+            return false;
+        }
         match self.duration {
-            Some(d) => start.elapsed() < d,
+            Some(d) => run.start.elapsed() < d,
             None => i < self.ops,
         }
     }
@@ -89,6 +94,45 @@ pub(crate) enum Workload {
     Sessions,
 }
 
+/// Set when a signal stops the run: each worker finishes the operation under way (a
+/// half-done increment would make the counter disagree with the ops counted), then the
+/// result so far is printed.
+#[derive(Debug, Clone)]
+struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the run is stopped (never, if the sender is gone unstopped).
+    async fn wait(&mut self) {
+        if self.0.wait_for(|stopped| *stopped).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A run under way: when it started, and whether it has been stopped.
+struct Running<'a> {
+    start: Instant,
+    stop: &'a Stop,
+}
+
+/// Prints a result line; a stopped run's says so (JSON `"interrupted": true`, and a
+/// second text line), as its numbers cover only part of what was asked.
+fn emit_result(ctx: &Ctx, text: String, mut json: serde_json::Value, interrupted: bool) {
+    if interrupted {
+        json["interrupted"] = json!(true);
+        ctx.out.emit(
+            format!("{text}\ninterrupted: stopped by a signal, the result above is partial"),
+            json,
+        );
+    } else {
+        ctx.out.emit(text, json);
+    }
+}
+
 /// Go's `log.Fatal`: any failure exits 1.
 fn fatal(e: impl std::fmt::Display) -> CliError {
     CliError::new(code::FAILURE, e.to_string())
@@ -96,18 +140,36 @@ fn fatal(e: impl std::fmt::Display) -> CliError {
 
 pub(crate) async fn run(ctx: &Ctx, args: BenchArgs) -> Result<u8, CliError> {
     let ctx = ctx.clone();
+    let mut signals = Signals::install()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Stop(stop_rx);
     // A spawned task, as an application's code runs: on the multi-thread runtime the future
     // given to block_on lives on the main thread, and every wake-up from a worker thread
     // would cross threads, which is not what a library user pays.
-    let workload = tokio::spawn(async move {
+    let mut workload = tokio::spawn(async move {
         match args.workload {
-            Workload::LockLoop => lock_loop(&ctx, &args).await,
-            Workload::Contend => contend(&ctx, &args).await,
-            Workload::Hammer => hammer(&ctx, &args).await,
-            Workload::Sessions => sessions(&ctx, &args).await,
+            Workload::LockLoop => lock_loop(&ctx, &args, &stop).await,
+            Workload::Contend => contend(&ctx, &args, &stop).await,
+            Workload::Hammer => hammer(&ctx, &args, &stop).await,
+            Workload::Sessions => sessions(&ctx, &args, stop).await,
         }
     });
-    workload.await.map_err(fatal)?
+    let signo = tokio::select! {
+        done = &mut workload => return done.map_err(fatal)?,
+        signo = signals.recv() => signo,
+    };
+    stop_tx.send_replace(true);
+    tokio::select! {
+        done = &mut workload => match done.map_err(fatal)?? {
+            code::OK => Ok(interrupted(signo)),
+            other => Ok(other),
+        },
+        // An operation that never ends (a server gone silent) must not trap the user.
+        signo = signals.recv() => {
+            eprintln!("coord bench: a second signal: stopping without waiting for the result");
+            Ok(interrupted(signo))
+        }
+    }
 }
 
 /// The counter: a decimal string, absent = 0 (Go's `get`).
@@ -175,7 +237,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn lock_loop(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
+async fn lock_loop(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliError> {
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     let session = conn.session().await.map_err(fatal)?;
     let m = Mutex::new(&session, args.name.clone());
@@ -189,7 +251,8 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
     let start = Instant::now();
     let ticker = progress("lock-loop", done.clone(), start);
     let mut ops = 0;
-    while args.more(ops, start) {
+    let run = Running { start, stop };
+    while args.more(ops, &run) {
         let t = Instant::now();
         m.lock()
             .await
@@ -202,15 +265,18 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
         done.store(ops, Ordering::Relaxed);
     }
     let el = start.elapsed().as_nanos();
+    let interrupted = stop.is_set();
     drop(ticker);
     let per_op = el.checked_div(u128::from(ops)).unwrap_or(0);
     let (p50, p99) = (pct(&lat, 50), pct(&lat, 99));
     session.close().await.map_err(fatal)?;
-    ctx.out.emit(
+    emit_result(
+        ctx,
         format!(
             "cmd=lock-loop ops={ops} elapsed_ns={el} per_op_ns={per_op} p50_ns={p50} p99_ns={p99}"
         ),
         json!({"cmd": "lock-loop", "ops": ops, "elapsed_ns": el as u64, "per_op_ns": per_op as u64, "p50_ns": p50 as u64, "p99_ns": p99 as u64}),
+        interrupted,
     );
     Ok(code::OK)
 }
@@ -248,12 +314,12 @@ async fn contend_worker(
     id: u64,
     m: &Mutex,
     backend: &dyn CoordinationBackend,
-    start: Instant,
+    run: &Running<'_>,
     done: &AtomicU64,
     handoffs: &std::sync::Mutex<Handoffs>,
 ) -> Result<u64, CliError> {
     let mut ops = 0;
-    while args.more(ops, start) {
+    while args.more(ops, run) {
         let asked = Instant::now();
         let guard = m.lock().await.map_err(fatal)?;
         let got = Instant::now();
@@ -272,7 +338,7 @@ fn lock_handoffs(h: &std::sync::Mutex<Handoffs>) -> std::sync::MutexGuard<'_, Ha
     h.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
+async fn contend(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliError> {
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     conn.backend()
         .put(args.key.as_bytes(), b"0", NO_LEASE)
@@ -293,6 +359,7 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
         let handoffs = handoffs.clone();
         let ready = ready_tx.clone();
         let mut start_rx = start_rx.clone();
+        let stop = stop.clone();
         workers.push(tokio::spawn(async move {
             let setup = async {
                 let c = ctx.connect().await.map_err(|e| fatal(e.message))?;
@@ -314,15 +381,32 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
             let Some(start) = start else { return Ok(0) };
             let m = Mutex::new(&s, args.name.clone());
             let backend: Arc<dyn CoordinationBackend> = c.backend().clone();
-            let ops =
-                contend_worker(&args, id, &m, backend.as_ref(), start, &done, &handoffs).await?;
+            let ops = contend_worker(
+                &args,
+                id,
+                &m,
+                backend.as_ref(),
+                &Running { start, stop: &stop },
+                &done,
+                &handoffs,
+            )
+            .await?;
             s.close().await.map_err(fatal)?;
             Ok::<u64, CliError>(ops)
         }));
     }
     drop(ready_tx);
+    let mut stopped = stop.clone();
     for _ in 0..args.workers {
-        match ready_rx.recv().await {
+        let ready = tokio::select! {
+            ready = ready_rx.recv() => ready,
+            // Dropping `start_tx` on return sends the workers home.
+            () = stopped.wait() => {
+                eprintln!("coord bench contend: stopped while the workers were connecting; no result");
+                return Ok(code::OK);
+            }
+        };
+        match ready {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(e),
             None => return Err(fatal("a contend worker ended before it was ready")),
@@ -336,12 +420,14 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
         total += w.await.map_err(fatal)??;
     }
     let el = start.elapsed();
+    let interrupted = stop.is_set();
     drop(ticker);
     let got = get(conn.backend().as_ref(), &args.key).await?;
     let ops_per_s = total as f64 / el.as_secs_f64();
     let sample = std::mem::take(&mut lock_handoffs(&handoffs).sample);
     let (h50, h99) = (pct(&sample, 50), pct(&sample, 99));
-    ctx.out.emit(
+    emit_result(
+        ctx,
         format!(
             "cmd=contend workers={} ops={total} elapsed_ns={} ops_per_s={ops_per_s:.1} counter={got} expected={total} handoffs={} handoff_p50_ns={h50} handoff_p99_ns={h99}",
             args.workers,
@@ -360,6 +446,7 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
             "handoff_p50_ns": h50 as u64,
             "handoff_p99_ns": h99 as u64,
         }),
+        interrupted,
     );
     if got != total as i64 {
         return Err(fatal(format!(
@@ -369,28 +456,33 @@ async fn contend(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
     Ok(code::OK)
 }
 
-async fn hammer(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
+async fn hammer(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliError> {
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     let session = conn.session().await.map_err(fatal)?;
     let m = Mutex::new(&session, args.name.clone());
     let backend = conn.backend().as_ref();
     let start = Instant::now();
-    for _ in 0..args.ops {
+    let mut ops = 0;
+    while ops < args.ops && !stop.is_set() {
         let guard = m.lock().await.map_err(fatal)?;
         incr(backend, &args.key).await?;
         guard.unlock().await.map_err(fatal)?;
+        ops += 1;
     }
     let el = start.elapsed().as_nanos();
+    let interrupted = stop.is_set() && ops < args.ops;
     session.close().await.map_err(fatal)?;
     // Exactly Go's fields: a line from either side must compare field for field.
-    ctx.out.emit(
-        format!("cmd=hammer ops={} elapsed_ns={el}", args.ops),
-        json!({"cmd": "hammer", "ops": args.ops, "elapsed_ns": el as u64}),
+    emit_result(
+        ctx,
+        format!("cmd=hammer ops={ops} elapsed_ns={el}"),
+        json!({"cmd": "hammer", "ops": ops, "elapsed_ns": el as u64}),
+        interrupted,
     );
     Ok(code::OK)
 }
 
-async fn sessions(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
+async fn sessions(ctx: &Ctx, args: &BenchArgs, mut stop: Stop) -> Result<u8, CliError> {
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     let mut sessions = Vec::with_capacity(args.workers as usize);
     for _ in 0..args.workers {
@@ -400,19 +492,24 @@ async fn sessions(ctx: &Ctx, args: &BenchArgs) -> Result<u8, CliError> {
     // lines: the keep-alives alone, without the grants and revokes.
     eprintln!("coord bench sessions: {} sessions open", args.workers);
     let start = Instant::now();
-    tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(10))).await;
+    let interrupted = tokio::select! {
+        () = tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(10))) => false,
+        () = stop.wait() => true,
+    };
     let el = start.elapsed().as_nanos();
     eprintln!("coord bench sessions: closing");
     for s in sessions {
         s.close().await.map_err(fatal)?;
     }
     let ttl = ctx.ttl().as_nanos();
-    ctx.out.emit(
+    emit_result(
+        ctx,
         format!(
             "cmd=sessions sessions={} elapsed_ns={el} ttl_ns={ttl}",
             args.workers
         ),
         json!({"cmd": "sessions", "sessions": args.workers, "elapsed_ns": el as u64, "ttl_ns": ttl as u64}),
+        interrupted,
     );
     Ok(code::OK)
 }

@@ -1,12 +1,16 @@
-//! `coord elect NAME PROPOSAL`, `coord elect --listen NAME`, `coord leader NAME`.
+//! `coord elect NAME PROPOSAL [--try] [-- CMD]`, `coord elect --listen NAME`,
+//! `coord leader NAME`.
+
+use std::time::Duration;
 
 use clap::Args;
-use coord::{Election, Error, KeyValue, LeaderUpdate};
+use coord::{Election, Error, KeyValue, LeaderUpdate, Leadership, Session};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::runner::{self, Ended, command_margin};
 use super::signals::{Signals, acquire_unless_interrupted};
-use super::{CliError, Ctx, Out, WaitArgs, close_lost, code};
+use super::{CliError, Ctx, Out, WaitArgs, close_lost, code, parse_duration};
 
 #[derive(Debug, Args)]
 pub(crate) struct ElectArgs {
@@ -23,6 +27,29 @@ pub(crate) struct ElectArgs {
 
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
+
+    /// Become leader only if the election has none now; else exit 3 at once, leaving no
+    /// candidacy behind.
+    #[arg(long = "try", conflicts_with_all = ["timeout", "listen"])]
+    pub(crate) try_elect: bool,
+
+    /// When leadership is lost while CMD runs: how long CMD gets after SIGTERM before
+    /// SIGKILL. coord counts leadership lost this much earlier, so that CMD is dead before
+    /// the lease can end; TTL/10 + this must stay below two thirds of the TTL.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = parse_duration,
+        requires = "command"
+    )]
+    pub(crate) kill_after: Duration,
+
+    /// Command to run while leader (after `--`): coord campaigns, runs CMD once elected,
+    /// resigns when it exits and exits with its code. A CMD whose first word starts with
+    /// `-` must come after `--`.
+    #[arg(value_name = "CMD", trailing_var_arg = true, conflicts_with = "listen")]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -35,19 +62,47 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
     if args.listen {
         return listen(ctx, &args.name).await;
     }
+    let drift = if args.command.is_empty() {
+        None
+    } else {
+        Some(command_margin(ctx.ttl(), args.kill_after)?)
+    };
     let proposal = args.proposal.clone().unwrap_or_default();
     let mut signals = Signals::install()?;
     let conn = ctx.connect().await?;
-    let session = conn.session().await?;
+    if args.try_elect {
+        // No candidacy at all when there is a leader already: the common case of --try
+        // writes nothing. A leader arriving after this read is caught by `try_campaign`.
+        match coord::leader(conn.backend().as_ref(), &args.name).await {
+            Ok(leader) => return Err(has_leader(&args.name, &leader)),
+            Err(Error::NoLeader { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut builder = conn.session_builder();
+    if let Some(drift) = drift {
+        builder = builder.drift_margin(drift);
+    }
+    let session = builder.start().await?;
     let election = Election::new(&session, args.name.clone());
     let campaign = async {
-        match args.wait.timeout {
-            Some(limit) => election.campaign_timeout(proposal.clone(), limit).await,
-            None => election.campaign(proposal.clone()).await,
+        match (args.try_elect, args.wait.timeout) {
+            (true, _) => try_campaign(&election, &session, &proposal).await,
+            (false, Some(limit)) => election
+                .campaign_timeout(proposal.clone(), limit)
+                .await
+                .map(Ok),
+            (false, None) => election.campaign(proposal.clone()).await.map(Ok),
         }
     };
     let leadership = match acquire_unless_interrupted(campaign, &session, &mut signals).await? {
-        Ok(leadership) => leadership,
+        Ok(Ok(leadership)) => leadership,
+        Ok(Err(leader)) => {
+            // Dropping the campaign withdrew the candidacy; closing the session revokes
+            // its lease, so that nothing of it is left even if the withdrawal is late.
+            let _ = session.close().await;
+            return Err(has_leader(&args.name, &leader));
+        }
         Err(exit) => return Ok(exit),
     };
     let key = leadership.key().to_owned();
@@ -62,6 +117,66 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
             "lease": format!("{:x}", session.lease()),
         }),
     );
+    if args.command.is_empty() {
+        lead(ctx, &args, leadership, &session, &mut signals).await
+    } else {
+        exec(ctx, &args, leadership, &session, &mut signals).await
+    }
+}
+
+/// Campaigns, but gives up (returning the leader) as soon as the election is seen led by
+/// another session: then this candidacy could only wait. The leader is the oldest
+/// candidate, so once our candidacy exists the observer sees either us or someone older.
+async fn try_campaign(
+    election: &Election,
+    session: &Session,
+    proposal: &str,
+) -> coord::Result<Result<Leadership, KeyValue>> {
+    let mut updates = election.observe();
+    let ours = session.lease();
+    let other_leader = async {
+        while let Some(update) = updates.next().await {
+            if let Some(leader) = update?.leader
+                && leader.lease != ours
+            {
+                return Ok(leader);
+            }
+        }
+        Err(Error::unavailable(format!(
+            "observer of election {:?} ended",
+            election.name()
+        )))
+    };
+    tokio::select! {
+        // Elected and seen led by another in the same instant: the observer's view is the
+        // older one.
+        biased;
+        elected = election.campaign(proposal.to_owned()) => elected.map(Ok),
+        leader = other_leader => leader.map(Err),
+    }
+}
+
+/// `--try` found a leader: exit 3, naming it.
+fn has_leader(name: &str, leader: &KeyValue) -> CliError {
+    CliError::new(
+        code::LOCKED,
+        format!(
+            "election {name:?} has a leader (key {}, proposal {:?})",
+            leader.key_str(),
+            leader.value_str()
+        ),
+    )
+}
+
+/// Leads until a signal (resign, exit 0) or until leadership is lost (exit 5).
+async fn lead(
+    ctx: &Ctx,
+    args: &ElectArgs,
+    leadership: Leadership,
+    session: &Session,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let key = leadership.key().to_owned();
     tokio::select! {
         _ = signals.recv() => {
             let resigned = leadership.resign().await;
@@ -73,11 +188,78 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
         }
         _ = leadership.lost() => {
             ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
-            close_lost(&session).await;
-            Err(CliError::new(
-                code::LOST,
-                format!("leadership of election {:?} lost (key {key:?} is gone: the session expired or the key was deleted)", args.name),
+            close_lost(session).await;
+            Err(lost_error(&args.name, &key, ""))
+        }
+    }
+}
+
+fn lost_error(name: &str, key: &str, what_then: &str) -> CliError {
+    CliError::new(
+        code::LOST,
+        format!(
+            "leadership of election {name:?} lost (key {key:?} is gone: the session expired or the key was deleted){what_then}"
+        ),
+    )
+}
+
+/// Runs CMD while leader: resigns when it exits; terminates it if leadership is lost.
+async fn exec(
+    ctx: &Ctx,
+    args: &ElectArgs,
+    leadership: Leadership,
+    session: &Session,
+    signals: &mut Signals,
+) -> Result<u8, CliError> {
+    let key = leadership.key().to_owned();
+    let namespace = ctx.options.namespace_prefix().unwrap_or("");
+    let env = [
+        ("COORD_ELECTION_NAME", args.name.clone()),
+        ("COORD_LEADER_KEY", key.clone()),
+        ("COORD_PROPOSAL", args.proposal.clone().unwrap_or_default()),
+        (
+            "COORD_FENCING_TOKEN",
+            leadership.fencing_token().to_string(),
+        ),
+        ("COORD_LEASE_ID", format!("{:x}", session.lease())),
+        ("ETCD_LEADER_KEY", format!("{namespace}{key}")),
+    ];
+    match runner::run(
+        &args.command,
+        &env,
+        args.kill_after,
+        leadership.lost(),
+        signals,
+    )
+    .await
+    {
+        Ok(Ended::Exited(exit)) => {
+            ctx.out
+                .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
+            let resigned = leadership.resign().await;
+            let closed = session.close().await;
+            if let Err(e) = resigned.and(closed) {
+                eprintln!("coord: resigning from election {:?}: {e}", args.name);
+            }
+            ctx.out
+                .json(json!({"event": "resigned", "name": args.name, "key": key}));
+            Ok(exit)
+        }
+        Ok(Ended::Lost) => {
+            ctx.out
+                .json(json!({"event": "lost", "name": args.name, "key": key}));
+            close_lost(session).await;
+            let program = &args.command[0];
+            Err(lost_error(
+                &args.name,
+                &key,
+                &format!("; terminated {program:?}"),
             ))
+        }
+        Err(e) => {
+            let _ = leadership.resign().await;
+            let _ = session.close().await;
+            Err(e)
         }
     }
 }
@@ -146,5 +328,46 @@ pub(crate) async fn leader(ctx: &Ctx, args: LeaderArgs) -> Result<u8, CliError> 
             Err(e.into())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn try_campaign_gives_up_behind_a_leader_and_withdraws() {
+        let conn = coord::connect("memory://").await.unwrap();
+        let (a, b) = (conn.session().await.unwrap(), conn.session().await.unwrap());
+        let leading = Election::new(&a, "t").campaign("a").await.unwrap();
+        // Past the pre-check of `run`: the campaign is under way when the observer sees a.
+        let election = Election::new(&b, "t");
+        let tried = tokio::time::timeout(Duration::from_secs(60), try_campaign(&election, &b, "b"));
+        let leader = match tried.await.expect("try_campaign waited").unwrap() {
+            Ok(_) => panic!("b was elected while a leads"),
+            Err(leader) => leader,
+        };
+        assert_eq!(leader.key_str(), leading.key());
+        assert_eq!(leader.value_str(), "a");
+        b.close().await.unwrap();
+        let left = conn
+            .backend()
+            .range(coord::RangeRequest::prefix("t/"))
+            .await
+            .unwrap();
+        let keys: Vec<_> = left
+            .kvs
+            .iter()
+            .map(|kv| kv.key_str().into_owned())
+            .collect();
+        assert_eq!(keys, [leading.key()], "b's candidacy is gone");
+
+        leading.resign().await.unwrap();
+        let c = conn.session().await.unwrap();
+        let elected = try_campaign(&Election::new(&c, "t"), &c, "c")
+            .await
+            .unwrap()
+            .expect("no leader: c leads");
+        assert_eq!(elected.current().await.unwrap().value_str(), "c");
     }
 }

@@ -10,6 +10,7 @@ pub mod interactive;
 mod lock;
 mod output;
 mod repl;
+mod runner;
 mod signals;
 
 use std::process::ExitCode;
@@ -31,7 +32,7 @@ pub(crate) mod code {
     /// together (a `--kill-after` too long for the `--ttl`), and arguments the library
     /// refuses (`Error::InvalidArgument`: a malformed URL, an empty name).
     pub(crate) const USAGE: u8 = 2;
-    /// `--try`: the lock is held by another session.
+    /// `--try`: the lock, every permit of a semaphore, or the leadership is taken.
     pub(crate) const LOCKED: u8 = 3;
     /// `--timeout` passed before the lock (or leadership) was acquired.
     pub(crate) const TIMEOUT: u8 = 4;
@@ -39,9 +40,9 @@ pub(crate) mod code {
     pub(crate) const LOST: u8 = 5;
     /// `coord leader`: the election has no leader.
     pub(crate) const NO_LEADER: u8 = 6;
-    /// The command given to `coord lock` could not be run.
+    /// The command given to `coord lock` or `coord elect` could not be run.
     pub(crate) const CANNOT_EXECUTE: u8 = 126;
-    /// The command given to `coord lock` was not found.
+    /// The command given to `coord lock` or `coord elect` was not found.
     pub(crate) const NOT_FOUND: u8 = 127;
     /// `elect --listen`: stdout's reader went away (128 + SIGPIPE, as a shell reports a
     /// process SIGPIPE ended).
@@ -162,11 +163,20 @@ enum Command {
     /// while CMD runs, CMD gets SIGTERM (then SIGKILL after --kill-after) and coord exits 5.
     /// coord gives the lock up --kill-after earlier than it otherwise would, so that CMD is
     /// dead before the lease can expire and another process acquire.
+    /// With --permits N: one of N permits of the semaphore NAME, held the same way (CMD
+    /// also gets COORD_PERMITS); --try exits 3 when all N are taken.
     Lock(lock::LockArgs),
-    /// Campaign in an election and lead until SIGINT/SIGTERM; or watch it with --listen.
+    /// Campaign in an election and lead until SIGINT/SIGTERM or while running a command;
+    /// or watch it with --listen.
     ///
     /// Campaign: when elected prints the leader key and the proposal, leads until SIGINT
     /// or SIGTERM, then resigns and exits 0 (exit 5 if leadership is lost first).
+    /// With CMD (NAME PROPOSAL -- CMD): runs CMD once elected, with COORD_ELECTION_NAME,
+    /// COORD_LEADER_KEY, COORD_PROPOSAL, COORD_FENCING_TOKEN, COORD_LEASE_ID and
+    /// ETCD_LEADER_KEY set, resigns when it exits and exits with its code, with every
+    /// guarantee of `lock NAME -- CMD`: signals are passed on, CMD is killed if coord is,
+    /// and if leadership is lost CMD gets SIGTERM (SIGKILL after --kill-after) and coord
+    /// exits 5. --try: lead only if there is no leader now, else exit 3 leaving no key.
     /// --listen: prints the leader (key, then proposal) every time it changes, and
     /// "no leader" when there is none, until SIGINT/SIGTERM.
     Elect(elect::ElectArgs),
@@ -180,6 +190,11 @@ enum Command {
     /// on memory://, and elsewhere stops its keep-alive so the lease expires after the TTL.
     Repl(repl::ReplArgs),
     /// Benchmarks: the workloads of the etcd Go peer, same names and output fields.
+    ///
+    /// SIGINT (Ctrl-C) or SIGTERM stops the workers after the operation each has under
+    /// way, prints the partial result (JSON: with "interrupted": true; text: followed by an
+    /// "interrupted" line) and exits 130 (143); a second signal exits at once, printing
+    /// nothing more.
     Bench(bench::BenchArgs),
     /// A guided tour on the memory backend: election, failover, lock handoff, fencing.
     Demo(demo::DemoArgs),

@@ -1,13 +1,15 @@
-//! `coord lock NAME [--try] [--timeout DUR] [--read|--write] [-- CMD ARGS...]`.
+//! `coord lock NAME [--try] [--timeout DUR] [--read|--write|--permits N] [-- CMD ARGS...]`.
 
 use std::time::Duration;
 
 use clap::Args;
-use coord::{Mutex, MutexGuard, RwMode, RwMutex, RwMutexGuard, Session};
+use coord::{
+    Mutex, MutexGuard, RwMode, RwMutex, RwMutexGuard, Semaphore, SemaphorePermit, Session,
+};
 use serde_json::json;
-use tokio::process::Child;
 
-use super::signals::{Signals, acquire_unless_interrupted, interrupted};
+use super::runner::{self, Ended, command_margin};
+use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration};
 
 #[derive(Debug, Args)]
@@ -30,6 +32,17 @@ pub(crate) struct LockArgs {
     #[arg(long)]
     pub(crate) write: bool,
 
+    /// Take one of N permits of the semaphore NAME (as `consul lock -n N`): up to N holders
+    /// at once, each key NAME/<lease>. Every holder of NAME must give the same N.
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "N",
+        value_parser = parse_permits,
+        conflicts_with_all = ["read", "write"]
+    )]
+    pub(crate) permits: Option<usize>,
+
     /// When the lock is lost while CMD runs: how long CMD gets after SIGTERM before SIGKILL.
     /// coord gives the lock up this much earlier, so that CMD is dead before the lease can
     /// end; TTL/10 + this must stay below two thirds of the TTL (1s fits --ttl 2 and more).
@@ -46,7 +59,9 @@ pub(crate) struct LockArgs {
 
 impl LockArgs {
     fn mode(&self) -> &'static str {
-        if self.read {
+        if self.permits.is_some() {
+            "semaphore"
+        } else if self.read {
             "read"
         } else if self.write {
             "write"
@@ -56,10 +71,26 @@ impl LockArgs {
     }
 }
 
-/// A held plain or read/write lock.
+/// `--permits`: a positive count that a server's range limit (an i64) can carry.
+fn parse_permits(s: &str) -> Result<usize, String> {
+    const MAX: usize = i64::MAX as usize;
+    match s.parse::<usize>() {
+        Ok(0) => Err("a semaphore needs at least 1 permit (0 would let nobody in)".into()),
+        Ok(n) if n > MAX => Err(format!(
+            "{n} permits is more than the most a server can count, {MAX}"
+        )),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!(
+            "{s:?} is not a number of permits ({e}): give a whole number, 1 or more"
+        )),
+    }
+}
+
+/// A held plain lock, read/write lock or semaphore permit.
 enum Held {
     Mutex(MutexGuard),
     Rw(RwMutexGuard),
+    Permit(SemaphorePermit),
 }
 
 impl Held {
@@ -67,6 +98,7 @@ impl Held {
         match self {
             Held::Mutex(g) => g.key(),
             Held::Rw(g) => g.key(),
+            Held::Permit(p) => p.key(),
         }
     }
 
@@ -74,6 +106,7 @@ impl Held {
         match self {
             Held::Mutex(g) => g.fencing_token(),
             Held::Rw(g) => g.fencing_token(),
+            Held::Permit(p) => p.fencing_token(),
         }
     }
 
@@ -81,6 +114,7 @@ impl Held {
         let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match self {
             Held::Mutex(g) => Box::pin(g.lost()),
             Held::Rw(g) => Box::pin(g.lost()),
+            Held::Permit(p) => Box::pin(p.lost()),
         };
         lost
     }
@@ -89,13 +123,22 @@ impl Held {
         match self {
             Held::Mutex(g) => g.unlock().await,
             Held::Rw(g) => g.unlock().await,
+            Held::Permit(p) => p.release().await,
         }
     }
 }
 
 async fn acquire(session: &Session, args: &LockArgs) -> coord::Result<Held> {
     let name = args.name.clone();
-    if args.read || args.write {
+    if let Some(permits) = args.permits {
+        let semaphore = Semaphore::new(session, name, permits)?;
+        let permit = match (args.try_lock, args.wait.timeout) {
+            (true, _) => semaphore.try_acquire().await?,
+            (false, Some(limit)) => semaphore.acquire_timeout(limit).await?,
+            (false, None) => semaphore.acquire().await?,
+        };
+        Ok(Held::Permit(permit))
+    } else if args.read || args.write {
         let rw = RwMutex::new(session, name);
         let mode = if args.read {
             RwMode::Read
@@ -121,70 +164,6 @@ async fn acquire(session: &Session, args: &LockArgs) -> coord::Result<Held> {
     }
 }
 
-/// Refuses (exit 2) a `--ttl` / `--kill-after` pair whose [`margin`] the session would
-/// refuse, saying what would fit. Checked before connecting, so nothing is left behind.
-fn command_margin(ttl: Duration, kill_after: Duration) -> Result<Duration, CliError> {
-    margin(ttl, kill_after).ok_or_else(|| {
-        CliError::new(
-            code::USAGE,
-            format!(
-                "--kill-after {} does not fit in the session TTL {} (--ttl): coord gives up \
-                 the lock TTL/10 + kill-after before the lease can end, and that must stay \
-                 below two thirds of the TTL; use --kill-after {} or less, or --ttl {} or more",
-                flag(kill_after),
-                flag(ttl),
-                flag(max_kill_after(ttl)),
-                flag(min_ttl(kill_after)),
-            ),
-        )
-    })
-}
-
-/// The session's drift margin while CMD runs: the usual tenth of the TTL for clock drift,
-/// plus CMD's SIGTERM grace. `lost()` then fires early enough that the SIGKILL after
-/// `kill_after` still lands while the lease is ours, before anybody else can acquire; with
-/// the default margin alone a CMD ignoring SIGTERM outlives the lease.
-///
-/// `None` when the session would refuse it: the margin must stay below two thirds of the
-/// TTL (`SessionBuilder::start`'s rule, in its arithmetic), so that the keep-alive, every
-/// third of the TTL, renews the lease before `lost()` fires.
-fn margin(ttl: Duration, kill_after: Duration) -> Option<Duration> {
-    let margin = kill_after.checked_add(ttl / 10)?;
-    (margin.checked_mul(3)? < ttl.checked_mul(2)?).then_some(margin)
-}
-
-/// The largest whole-millisecond `--kill-after` that fits `ttl`.
-fn max_kill_after(ttl: Duration) -> Duration {
-    let limit = ttl.as_nanos() * 2 - (ttl / 10).as_nanos() * 3;
-    let ms = u64::try_from((limit - 1) / 3 / 1_000_000).unwrap_or(u64::MAX);
-    Duration::from_millis(ms)
-}
-
-/// The smallest whole-second TTL (etcd grants whole seconds) that `kill_after` fits.
-fn min_ttl(kill_after: Duration) -> Duration {
-    // kill_after < 2/3 ttl - ttl/10 = 17/30 ttl; start just below and step up to be exact.
-    let secs = kill_after.as_nanos() * 30 / 17 / 1_000_000_000;
-    let mut ttl = Duration::from_secs(u64::try_from(secs).unwrap_or(u64::MAX));
-    while margin(ttl, kill_after).is_none() {
-        match ttl.checked_add(Duration::from_secs(1)) {
-            Some(next) => ttl = next,
-            None => break,
-        }
-    }
-    ttl
-}
-
-/// A duration as it can be typed back as one argument: `4s`, `1133ms`.
-fn flag(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        humantime::format_duration(d).to_string().replace(' ', "")
-    }
-}
-
 pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
     let drift = if args.command.is_empty() {
         None
@@ -198,24 +177,27 @@ pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
         builder = builder.drift_margin(drift);
     }
     let session = builder.start().await?;
-    let held =
-        match acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals).await? {
-            Ok(held) => held,
-            Err(exit) => return Ok(exit),
-        };
+    let acquired = acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals)
+        .await
+        .map_err(|e| taken(e, &args))?;
+    let held = match acquired {
+        Ok(held) => held,
+        Err(exit) => return Ok(exit),
+    };
     let key = held.key().to_owned();
     let token = held.fencing_token();
-    ctx.out.emit(
-        format!("{key}\n{token}"),
-        json!({
-            "event": "locked",
-            "name": args.name,
-            "key": key,
-            "fencing_token": token,
-            "lease": format!("{:x}", session.lease()),
-            "mode": args.mode(),
-        }),
-    );
+    let mut locked = json!({
+        "event": "locked",
+        "name": args.name,
+        "key": key,
+        "fencing_token": token,
+        "lease": format!("{:x}", session.lease()),
+        "mode": args.mode(),
+    });
+    if let Some(permits) = args.permits {
+        locked["permits"] = json!(permits);
+    }
+    ctx.out.emit(format!("{key}\n{token}"), locked);
     if args.command.is_empty() {
         hold(ctx, &args, held, &session, &mut signals).await
     } else {
@@ -249,6 +231,20 @@ async fn hold(
     }
 }
 
+/// `--try` on a semaphore: "held by another session" would be wrong, all N are.
+fn taken(e: CliError, args: &LockArgs) -> CliError {
+    match args.permits {
+        Some(n) if e.code == code::LOCKED => CliError::new(
+            code::LOCKED,
+            format!(
+                "all {n} permits of semaphore {:?} are held by other sessions",
+                args.name
+            ),
+        ),
+        _ => e,
+    }
+}
+
 fn lost_error(name: &str, key: &str, what_then: &str) -> CliError {
     CliError::new(
         code::LOST,
@@ -267,207 +263,45 @@ async fn exec(
     signals: &mut Signals,
 ) -> Result<u8, CliError> {
     let key = held.key().to_owned();
-    let program = &args.command[0];
     let namespace = ctx.options.namespace_prefix().unwrap_or("");
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(&args.command[1..])
-        .env("COORD_LOCK_NAME", &args.name)
-        .env("COORD_LOCK_KEY", &key)
-        .env("COORD_FENCING_TOKEN", held.fencing_token().to_string())
-        .env("COORD_LEASE_ID", format!("{:x}", session.lease()))
-        .env("ETCD_LOCK_KEY", format!("{namespace}{key}"))
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let mut env = vec![
+        ("COORD_LOCK_NAME", args.name.clone()),
+        ("COORD_LOCK_KEY", key.clone()),
+        ("COORD_FENCING_TOKEN", held.fencing_token().to_string()),
+        ("COORD_LEASE_ID", format!("{:x}", session.lease())),
+        ("ETCD_LOCK_KEY", format!("{namespace}{key}")),
+    ];
+    if let Some(permits) = args.permits {
+        env.push(("COORD_PERMITS", permits.to_string()));
+    }
+    match runner::run(&args.command, &env, args.kill_after, held.lost(), signals).await {
+        Ok(Ended::Exited(exit)) => {
+            ctx.out
+                .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
+            let released = held.release().await;
+            let closed = session.close().await;
+            if let Err(e) = released.and(closed) {
+                eprintln!("coord: releasing lock {:?}: {e}", args.name);
+            }
+            ctx.out
+                .json(json!({"event": "released", "name": args.name, "key": key}));
+            Ok(exit)
+        }
+        Ok(Ended::Lost) => {
+            ctx.out
+                .json(json!({"event": "lost", "name": args.name, "key": key}));
+            close_lost(session).await;
+            let program = &args.command[0];
+            Err(lost_error(
+                &args.name,
+                &key,
+                &format!("; terminated {program:?}"),
+            ))
+        }
         Err(e) => {
             let _ = held.release().await;
             let _ = session.close().await;
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                code::NOT_FOUND
-            } else {
-                code::CANNOT_EXECUTE
-            };
-            return Err(CliError::new(code, format!("cannot run {program:?}: {e}")));
+            Err(e)
         }
-    };
-    let guardian = child.id().map(Guardian::watch);
-    let stand_down = move || guardian.map(Guardian::stand_down);
-    let lost = held.lost();
-    tokio::pin!(lost);
-    loop {
-        tokio::select! {
-            status = child.wait() => {
-                let status = status.map_err(|e| CliError::new(code::FAILURE, format!("waiting for {program:?}: {e}")))?;
-                stand_down();
-                let exit = exit_code(status);
-                ctx.out.json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-                let released = held.release().await;
-                let closed = session.close().await;
-                if let Err(e) = released.and(closed) {
-                    eprintln!("coord: releasing lock {:?}: {e}", args.name);
-                }
-                ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
-                return Ok(exit);
-            }
-            _ = &mut lost => {
-                ctx.out.json(json!({"event": "lost", "name": args.name, "key": key}));
-                terminate(&mut child, args.kill_after).await;
-                stand_down();
-                close_lost(session).await;
-                return Err(lost_error(&args.name, &key, &format!("; terminated {program:?}")));
-            }
-            signo = signals.recv() => forward(&child, signo),
-        }
-    }
-}
-
-/// Kills CMD (SIGKILL) if coord dies without saying so: killed by SIGKILL or the OOM
-/// killer, coord cannot terminate CMD itself, and CMD would go on running without the lock,
-/// which another process takes once the lease ends. A small `sh` waits on a pipe that only
-/// coord holds: coord writes `done` once CMD has exited, while a coord that dies just
-/// closes it, and then the guardian kills CMD. It runs in its own process group and ignores
-/// the terminal's signals, so a Ctrl-C meant for coord and CMD does not end it. It reaches
-/// CMD's own process only, not processes CMD starts (a shell pipeline's members): `exec` the
-/// last command of a shell CMD so that it is that process.
-struct Guardian(Option<std::process::ChildStdin>);
-
-impl Guardian {
-    fn watch(cmd: u32) -> Guardian {
-        use std::os::unix::process::CommandExt as _;
-        let spawned = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "trap '' INT TERM HUP QUIT; read said; [ \"$said\" = done ] || kill -KILL \"$0\" 2>/dev/null",
-            ])
-            .arg(cmd.to_string())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .process_group(0)
-            .spawn();
-        match spawned {
-            Ok(mut guardian) => Guardian(guardian.stdin.take()),
-            Err(e) => {
-                eprintln!(
-                    "coord: warning: cannot start the guardian that kills CMD if coord is killed: {e}"
-                );
-                Guardian(None)
-            }
-        }
-    }
-
-    /// CMD has exited: the guardian stands down (its PID may be reused from now on).
-    fn stand_down(mut self) {
-        if let Some(mut pipe) = self.0.take() {
-            use std::io::Write as _;
-            let _ = pipe.write_all(b"done\n");
-        }
-    }
-}
-
-/// The exit code of a finished child, 128+N when killed by signal N.
-fn exit_code(status: std::process::ExitStatus) -> u8 {
-    if let Some(code) = status.code() {
-        return (code & 0xff) as u8;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signo) = status.signal() {
-            return interrupted(signo);
-        }
-    }
-    code::FAILURE
-}
-
-/// Passes a signal coord received on to the child.
-fn forward(child: &Child, signo: i32) {
-    #[cfg(unix)]
-    if let (Some(pid), Ok(signal)) = (child.id(), nix::sys::signal::Signal::try_from(signo)) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-    }
-    #[cfg(not(unix))]
-    let _ = (child, signo);
-}
-
-/// SIGTERM, then SIGKILL after `grace`.
-async fn terminate(child: &mut Child, grace: Duration) {
-    #[cfg(unix)]
-    if child.id().is_some() {
-        forward(child, nix::sys::signal::Signal::SIGTERM as i32);
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            return;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = grace;
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: Duration = Duration::from_millis(1);
-
-    #[test]
-    fn margin_adds_the_kill_grace_to_a_tenth_of_the_ttl() {
-        let ttl = Duration::from_secs(2);
-        assert_eq!(margin(ttl, Duration::from_secs(1)), Some(1200 * MS));
-        assert_eq!(margin(ttl, Duration::from_secs(2)), None);
-        assert_eq!(margin(Duration::from_secs(1), Duration::from_secs(1)), None);
-    }
-
-    #[test]
-    fn suggested_kill_after_is_the_largest_that_fits() {
-        for ttl in [1, 2, 3, 10, 60]
-            .map(Duration::from_secs)
-            .into_iter()
-            .chain([1500 * MS])
-        {
-            let k = max_kill_after(ttl);
-            assert!(margin(ttl, k).is_some(), "{ttl:?}: {k:?}");
-            assert!(margin(ttl, k + MS).is_none(), "{ttl:?}: {k:?}");
-        }
-        assert_eq!(max_kill_after(Duration::from_secs(2)), 1133 * MS);
-    }
-
-    #[test]
-    fn suggested_ttl_is_the_smallest_whole_second_that_fits() {
-        for kill_after in [1, 500, 1000, 1133, 1134, 2000, 17_000].map(|ms| ms * MS) {
-            let ttl = min_ttl(kill_after);
-            assert_eq!(ttl.subsec_nanos(), 0);
-            assert!(margin(ttl, kill_after).is_some(), "{kill_after:?}: {ttl:?}");
-            let less = ttl.saturating_sub(Duration::from_secs(1));
-            assert!(
-                less.is_zero() || margin(less, kill_after).is_none(),
-                "{kill_after:?}: {ttl:?}"
-            );
-        }
-        assert_eq!(min_ttl(Duration::from_secs(2)), Duration::from_secs(4));
-    }
-
-    #[test]
-    fn refusal_names_both_values_and_what_fits() {
-        let e = command_margin(Duration::from_secs(2), Duration::from_secs(2)).unwrap_err();
-        assert_eq!(e.code, code::USAGE);
-        for part in [
-            "--kill-after 2s",
-            "TTL 2s",
-            "--kill-after 1133ms or less",
-            "--ttl 4s or more",
-        ] {
-            assert!(e.message.contains(part), "{part:?} in {}", e.message);
-        }
-    }
-
-    #[test]
-    fn absurd_durations_are_refused_not_overflowed() {
-        let huge = Duration::MAX;
-        assert_eq!(margin(Duration::from_secs(2), huge), None);
-        assert!(command_margin(Duration::from_secs(2), huge).is_err());
-        assert!(command_margin(huge, huge).is_err());
     }
 }
