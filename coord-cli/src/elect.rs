@@ -5,20 +5,24 @@ use coord::{Election, Error, KeyValue, LeaderUpdate};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::output::{json_bytes, printable};
 use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, Out, WaitArgs, close_lost, code};
 
 #[derive(Debug, Args)]
 pub(crate) struct ElectArgs {
-    /// Election name. Candidate keys are NAME/<lease id in hex>, as etcdctl elect makes them.
+    /// Election name (no control characters). Candidate keys are NAME/<lease id in hex>,
+    /// as etcdctl elect makes them.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 
-    /// The value to lead with (what `coord leader` and observers print).
-    #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+    /// The value to lead with (what `coord leader` and observers print; no control
+    /// characters).
+    #[arg(required_unless_present = "listen", conflicts_with = "listen", value_parser = super::parse_name)]
     pub(crate) proposal: Option<String>,
 
     /// Don't campaign: print every leader change, and "no leader" when there is none.
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', conflicts_with = "timeout")]
     pub(crate) listen: bool,
 
     #[command(flatten)]
@@ -28,6 +32,7 @@ pub(crate) struct ElectArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LeaderArgs {
     /// Election name.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 }
 
@@ -39,6 +44,7 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
     let mut signals = Signals::install()?;
     let conn = ctx.connect().await?;
     let session = conn.session().await?;
+    super::warn_if_ttl_raised(ctx, &session);
     let election = Election::new(&session, args.name.clone());
     let campaign = async {
         match args.wait.timeout {
@@ -64,10 +70,13 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
     );
     tokio::select! {
         _ = signals.recv() => {
-            let resigned = leadership.resign().await;
-            let closed = session.close().await;
-            resigned?;
-            closed?;
+            let what = format!("the leadership of election {:?}", args.name);
+            super::release_within(&what, session.ttl(), async {
+                let resigned = leadership.resign().await;
+                let closed = session.close().await;
+                resigned.and(closed)
+            })
+            .await?;
             ctx.out.json(json!({"event": "resigned", "name": args.name, "key": key}));
             Ok(code::OK)
         }
@@ -84,14 +93,15 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
 
 /// The JSON fields of a leader.
 fn leader_json(name: &str, kv: &KeyValue) -> Value {
-    json!({
+    let mut j = json!({
         "event": "leader",
         "name": name,
-        "key": kv.key_str(),
-        "proposal": kv.value_str(),
         "rev": kv.create_revision,
         "lease": format!("{:x}", kv.lease),
-    })
+    });
+    json_bytes(&mut j, "key", &kv.key);
+    json_bytes(&mut j, "proposal", &kv.value);
+    j
 }
 
 fn print_update(out: &Out, name: &str, update: &LeaderUpdate) -> std::io::Result<()> {
@@ -99,7 +109,10 @@ fn print_update(out: &Out, name: &str, update: &LeaderUpdate) -> std::io::Result
         Some(kv) => {
             let mut j = leader_json(name, kv);
             j["revision"] = json!(update.revision);
-            out.emit_or_closed(format!("{}\n{}", kv.key_str(), kv.value_str()), j)
+            out.emit_or_closed(
+                format!("{}\n{}", printable(&kv.key), printable(&kv.value)),
+                j,
+            )
         }
         None => out.emit_or_closed(
             "no leader",
@@ -137,7 +150,7 @@ pub(crate) async fn leader(ctx: &Ctx, args: LeaderArgs) -> Result<u8, CliError> 
     match coord::leader(conn.backend().as_ref(), &args.name).await {
         Ok(kv) => {
             ctx.out
-                .emit(kv.value_str().into_owned(), leader_json(&args.name, &kv));
+                .emit(printable(&kv.value), leader_json(&args.name, &kv));
             Ok(code::OK)
         }
         Err(e @ Error::NoLeader { .. }) => {

@@ -8,11 +8,13 @@ use serde_json::json;
 use tokio::process::Child;
 
 use super::signals::{Signals, acquire_unless_interrupted, interrupted};
-use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration};
+use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration, release_within};
 
 #[derive(Debug, Args)]
 pub(crate) struct LockArgs {
-    /// Lock name. The lock key is NAME/<lease id in hex>, as etcdctl lock makes it.
+    /// Lock name (no control characters). The lock key is NAME/<lease id in hex>, as
+    /// etcdctl lock makes it.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 
     /// Fail at once (exit 3) when the lock is held by another session.
@@ -33,7 +35,7 @@ pub(crate) struct LockArgs {
     /// When the lock is lost while CMD runs: how long CMD gets after SIGTERM before SIGKILL.
     /// coord gives the lock up this much earlier, so that CMD is dead before the lease can
     /// end; TTL/10 + this must stay below two thirds of the TTL (1s fits --ttl 2 and more).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "command")]
     pub(crate) kill_after: Duration,
 
     /// Command to run while holding the lock (after `--`, or directly after NAME). A
@@ -198,6 +200,7 @@ pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
         builder = builder.drift_margin(drift);
     }
     let session = builder.start().await?;
+    super::warn_if_ttl_raised(ctx, &session);
     let held =
         match acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals).await? {
             Ok(held) => held,
@@ -234,10 +237,12 @@ async fn hold(
     let key = held.key().to_owned();
     tokio::select! {
         _ = signals.recv() => {
-            let released = held.release().await;
-            let closed = session.close().await;
-            released?;
-            closed?;
+            release_within(&format!("lock {:?}", args.name), session.ttl(), async {
+                let released = held.release().await;
+                let closed = session.close().await;
+                released.and(closed)
+            })
+            .await?;
             ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
             Ok(code::OK)
         }
@@ -277,12 +282,18 @@ async fn exec(
         .env("COORD_FENCING_TOKEN", held.fencing_token().to_string())
         .env("COORD_LEASE_ID", format!("{:x}", session.lease()))
         .env("ETCD_LOCK_KEY", format!("{namespace}{key}"))
+        .env("ETCD_LOCK_REV", held.fencing_token().to_string())
         .kill_on_drop(true);
+    // Started before CMD, so that no moment passes with CMD running and no guardian.
+    let guardian = Guardian::start();
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let _ = held.release().await;
-            let _ = session.close().await;
+            let _ = release_within("the lock", session.ttl(), async {
+                let _ = held.release().await;
+                session.close().await
+            })
+            .await;
             let code = if e.kind() == std::io::ErrorKind::NotFound {
                 code::NOT_FOUND
             } else {
@@ -291,7 +302,7 @@ async fn exec(
             return Err(CliError::new(code, format!("cannot run {program:?}: {e}")));
         }
     };
-    let guardian = child.id().map(Guardian::watch);
+    let guardian = child.id().map(|pid| guardian.watch(pid));
     let stand_down = move || guardian.map(Guardian::stand_down);
     let lost = held.lost();
     tokio::pin!(lost);
@@ -302,10 +313,15 @@ async fn exec(
                 stand_down();
                 let exit = exit_code(status);
                 ctx.out.json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-                let released = held.release().await;
-                let closed = session.close().await;
-                if let Err(e) = released.and(closed) {
-                    eprintln!("coord: releasing lock {:?}: {e}", args.name);
+                let what = format!("lock {:?}", args.name);
+                let released = release_within(&what, session.ttl(), async {
+                    let released = held.release().await;
+                    let closed = session.close().await;
+                    released.and(closed)
+                })
+                .await;
+                if let Err(e) = released {
+                    super::output::warn(ctx.out, e.message);
                 }
                 ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
                 return Ok(exit);
@@ -325,22 +341,23 @@ async fn exec(
 /// Kills CMD (SIGKILL) if coord dies without saying so: killed by SIGKILL or the OOM
 /// killer, coord cannot terminate CMD itself, and CMD would go on running without the lock,
 /// which another process takes once the lease ends. A small `sh` waits on a pipe that only
-/// coord holds: coord writes `done` once CMD has exited, while a coord that dies just
-/// closes it, and then the guardian kills CMD. It runs in its own process group and ignores
-/// the terminal's signals, so a Ctrl-C meant for coord and CMD does not end it. It reaches
-/// CMD's own process only, not processes CMD starts (a shell pipeline's members): `exec` the
-/// last command of a shell CMD so that it is that process.
+/// coord holds: coord writes CMD's PID as soon as CMD is spawned, and `done` once CMD has
+/// exited, while a coord that dies just closes it, and then the guardian kills CMD. The
+/// guardian is started before CMD: started after, a coord killed in between (a load spike
+/// makes that window long) left CMD running unguarded. It runs in its own process group
+/// and ignores the terminal's signals, so a Ctrl-C meant for coord and CMD does not end
+/// it. It reaches CMD's own process only, not processes CMD starts (a shell pipeline's
+/// members): `exec` the last command of a shell CMD so that it is that process.
 struct Guardian(Option<std::process::ChildStdin>);
 
 impl Guardian {
-    fn watch(cmd: u32) -> Guardian {
+    fn start() -> Guardian {
         use std::os::unix::process::CommandExt as _;
         let spawned = std::process::Command::new("sh")
             .args([
                 "-c",
-                "trap '' INT TERM HUP QUIT; read said; [ \"$said\" = done ] || kill -KILL \"$0\" 2>/dev/null",
+                "trap '' INT TERM HUP QUIT; read cmd || exit 0; read said; [ \"$said\" = done ] || kill -KILL \"$cmd\" 2>/dev/null",
             ])
-            .arg(cmd.to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -355,6 +372,15 @@ impl Guardian {
                 Guardian(None)
             }
         }
+    }
+
+    /// Tells the guardian CMD's PID: from now on it kills CMD if coord dies.
+    fn watch(mut self, cmd: u32) -> Guardian {
+        use std::io::Write as _;
+        if let Some(pipe) = &mut self.0 {
+            let _ = writeln!(pipe, "{cmd}");
+        }
+        self
     }
 
     /// CMD has exited: the guardian stands down (its PID may be reused from now on).
