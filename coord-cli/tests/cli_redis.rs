@@ -217,3 +217,43 @@ async fn the_password_of_an_acl_user_can_come_from_a_file() {
     .code(1)
     .stderr(predicate::str::contains("nope-nope").not());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_server_delays_the_exit_after_sigint_by_the_request_timeout_at_most() {
+    // Before: the release waited for the Redis backend's own 10 s request timeout per
+    // request; now the command line's 5 s bounds the whole release.
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let proxy = coord_testkit::FaultProxy::start(redis.endpoint())
+        .await
+        .expect("proxy");
+    let handle = proxy.handle();
+    let url = format!("redis://{}?namespace={}", proxy.addr(), redis.namespace());
+    tokio::task::spawn_blocking(move || {
+        let mut p = Proc::coord(&url, &["--ttl", "60", "lock", "BH"]);
+        p.line(SHORT);
+        p.line(SHORT);
+        handle.blackhole();
+        let since = Instant::now();
+        p.signal("INT");
+        let bound = Duration::from_secs(7);
+        let status = p.wait(bound * 3);
+        let took = since.elapsed();
+        assert!(
+            took < bound,
+            "exited {took:?} after SIGINT; stderr: {}",
+            p.stderr()
+        );
+        assert_eq!(status.code(), Some(1), "{}", p.stderr());
+        let stderr = p.stderr();
+        assert!(
+            stderr.contains("could not release lock \"BH\"")
+                && stderr.contains("the lease ends by itself within the TTL (1m)"),
+            "{stderr}"
+        );
+        handle.heal();
+    })
+    .await
+    .unwrap();
+}
