@@ -213,13 +213,10 @@ pub(crate) async fn inject(ctx: &Ctx<'_>, slots: &[Arc<Slot>]) -> FaultCounts {
                 }
             }
             ClientFault::PauseClient => {
+                // The worker pauses itself at its next operation (it owns its guard), and
+                // claims the slot meanwhile.
                 slot.request_pause();
-                Box::pin(async move {
-                    // The worker pauses itself at its next operation (it owns its guard);
-                    // the slot stays busy about as long, so no other fault heals it early.
-                    tokio::time::sleep(dur).await;
-                    slot.unclaim();
-                })
+                Box::pin(async {})
             }
         };
         active.push(undo);
@@ -245,6 +242,9 @@ pub(crate) async fn inject(ctx: &Ctx<'_>, slots: &[Arc<Slot>]) -> FaultCounts {
 fn fault_needs_idle(fault: ClientFault) -> bool {
     !matches!(
         fault,
-        ClientFault::FailNext | ClientFault::BreakWatches | ClientFault::ExpireLease
+        ClientFault::FailNext
+            | ClientFault::BreakWatches
+            | ClientFault::ExpireLease
+            | ClientFault::PauseClient
     )
 }

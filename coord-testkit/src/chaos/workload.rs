@@ -348,6 +348,11 @@ impl Worker<'_, '_> {
             // A process stopped (SIGSTOP, a GC pause) while holding: it does nothing and
             // nothing of it reaches the store, until it resumes and carries on with its
             // old token.
+            // The slot is claimed for the whole pause, so that no other fault on this
+            // client heals its partition early.
+            while !self.slot.claim() {
+                tokio::time::sleep(self.ctx.scales.ttl / 20).await;
+            }
             let (faults, _) = self.slot.handles();
             faults.partition(Partition::Hang);
             self.ctx.ledger.event(format!(
@@ -357,10 +362,10 @@ impl Worker<'_, '_> {
             ));
             tokio::time::sleep(pause).await;
             faults.heal();
+            self.slot.unclaim();
         }
         if kind.exclusive() {
-            self.fenced_write(id, kind, name, &guard, pause.is_some())
-                .await;
+            self.fenced_write(id, name, &guard, pause.is_some()).await;
         }
         let max_hold = self.ctx.scales.max_hold.as_millis() as u64;
         let dwell = Duration::from_millis(self.rng.random_range(0..=max_hold));
@@ -385,7 +390,7 @@ impl Worker<'_, '_> {
     }
 
     /// Writes the hold's token to its fence with a txn guarded by the hold's `is_owner()`.
-    async fn fenced_write(&self, id: u64, kind: HoldKind, name: &str, guard: &Guard, stale: bool) {
+    async fn fenced_write(&self, id: u64, name: &str, guard: &Guard, stale: bool) {
         let fence = fence_of(name);
         let token = guard.hold().fencing_token();
         let put = TxnOp::Put(Put {
@@ -403,7 +408,6 @@ impl Worker<'_, '_> {
         } else {
             "fenced write"
         };
-        let _ = kind;
         match self.bounded(label, self.client.backend.txn(write)).await {
             Some(Ok(resp)) if resp.succeeded => {
                 let previous = match resp.responses.first() {
