@@ -295,16 +295,24 @@ impl Query {
         }
     }
 
-    /// Takes a duration, as [`parse_duration`] reads it.
+    /// Takes a duration, as [`parse_duration`] reads it (the grammar of the CLI's
+    /// duration flags). Zero is refused: no time parameter of a URL means "none" by 0, and
+    /// a zero timeout would fail every call.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when empty or not a duration.
+    /// [`Error::InvalidArgument`] when empty, not a duration, or zero.
     pub fn take_duration(&mut self, name: &str) -> Result<Option<Duration>> {
-        self.take(name)?
-            .map(|v| {
-                parse_duration(&v).map_err(|e| invalid(format!("query parameter `{name}`: {e}")))
-            })
-            .transpose()
+        let Some(value) = self.take(name)? else {
+            return Ok(None);
+        };
+        let d = parse_duration(&value)
+            .map_err(|e| invalid(format!("query parameter `{name}`: {e}")))?;
+        if d.is_zero() {
+            return Err(invalid(format!(
+                "query parameter `{name}` must be positive, got {value:?}"
+            )));
+        }
+        Ok(Some(d))
     }
 
     /// Whether every parameter has been taken.
@@ -583,6 +591,20 @@ mod tests {
         let mut q = Query::parse("t=2s&u=soon").unwrap();
         assert_eq!(q.take_duration("t").unwrap(), Some(Duration::from_secs(2)));
         assert!(message(q.take_duration("u").unwrap_err()).contains("`u`"));
+    }
+
+    #[test]
+    fn every_duration_parameter_reads_the_cli_grammar_and_refuses_zero() {
+        let mut q = Query::parse("a=1h30m&b=90&c=0s&d=0&e=0ms").unwrap();
+        assert_eq!(
+            q.take_duration("a").unwrap(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(q.take_duration("b").unwrap(), Some(Duration::from_secs(90)));
+        for name in ["c", "d", "e"] {
+            let e = message(q.take_duration(name).unwrap_err());
+            assert!(e.contains(&format!("`{name}` must be positive")), "{e}");
+        }
     }
 
     #[test]

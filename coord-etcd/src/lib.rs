@@ -148,10 +148,21 @@ impl EtcdBackend {
         if options.endpoints.is_empty() {
             return Err(Error::invalid_argument("etcd: no endpoint given"));
         }
+        if options.connect_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "etcd: the connect timeout (`connect_timeout`) must be positive",
+            ));
+        }
+        if options.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_argument(
+                "etcd: the request timeout (`request_timeout`) must be positive",
+            ));
+        }
         let connect_options = options.to_connect_options()?;
         let endpoints = options.endpoints.clone();
         let what = format!("connect to {}", endpoints.join(","));
-        let limit = options.connect_timeout.max(Duration::from_millis(1));
+        let tls = options.tls_requested() || endpoints.iter().any(|e| e.starts_with("https://"));
+        let limit = options.connect_timeout;
         let connected = tokio::time::timeout(
             limit,
             etcd_client::Client::connect(&endpoints, Some(connect_options.clone())),
@@ -159,7 +170,7 @@ impl EtcdBackend {
         .await;
         let client = match connected {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(map_err(Context::op(&what), e)),
+            Ok(Err(e)) => return Err(error::connect_error(map_err(Context::op(&what), e), tls)),
             Err(_) => {
                 return Err(Error::unavailable(format!(
                     "etcd {what}: no answer within {limit:?}"
@@ -200,7 +211,7 @@ impl EtcdBackend {
                     "etcd {what}: no answer within {limit:?}"
                 )));
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => return Err(error::connect_error(e, tls)),
         }
         Ok(backend)
     }

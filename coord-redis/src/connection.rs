@@ -29,7 +29,7 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn redis_error(context: &str, e: RedisError) -> Error {
     let message = format!("redis {context}: {e}");
     match e.kind() {
-        ErrorKind::AuthenticationFailed => Error::Unauthenticated { message },
+        ErrorKind::AuthenticationFailed => Error::unauthenticated(message),
         ErrorKind::Server(ServerErrorKind::NoPerm) => Error::PermissionDenied { message },
         // The server is starting (LOADING: reading its AOF or RDB after a restart), has no
         // healthy primary, or is busy: the same call may succeed later.
@@ -52,7 +52,7 @@ pub(crate) fn redis_error(context: &str, e: RedisError) -> Error {
         _ => match e.code() {
             // NOAUTH: the server wants a password and none was given. WRONGPASS also comes
             // back from a plain `AUTH` command, outside the handshake.
-            Some("NOAUTH" | "WRONGPASS") => Error::Unauthenticated { message },
+            Some("NOAUTH" | "WRONGPASS") => Error::unauthenticated(message),
             // A script that ran past `busy-reply-threshold` holds the server.
             Some("BUSY") => Error::unavailable_with_source(message, e),
             _ if e.is_io_error() => Error::unavailable_with_source(message, e),

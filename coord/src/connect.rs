@@ -223,9 +223,6 @@ impl ConnectOptions {
         let mut query = Query::parse(query)?;
         let namespace = query.take_or_empty("namespace").filter(|ns| !ns.is_empty());
         let ttl = query.take_duration("ttl")?;
-        if ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(invalid("query parameter `ttl` must be positive"));
-        }
         let rest = if query.is_empty() {
             base.to_owned()
         } else {
