@@ -114,14 +114,24 @@ pub fn connect_error(err: Error, schemes: Schemes<'_>) -> Error {
             None => Error::unauthenticated(message),
         };
     }
+    // A TLS client waits for the ServerHello, which a plain-text server never sends (Redis
+    // waits for the end of a command line); a plain-text client is closed on at once.
     let closed = io_kind(
         cause,
-        &[
-            io::ErrorKind::ConnectionReset,
-            io::ErrorKind::BrokenPipe,
-            io::ErrorKind::UnexpectedEof,
-            io::ErrorKind::TimedOut,
-        ],
+        if schemes.tls {
+            &[
+                io::ErrorKind::ConnectionReset,
+                io::ErrorKind::BrokenPipe,
+                io::ErrorKind::UnexpectedEof,
+                io::ErrorKind::TimedOut,
+            ]
+        } else {
+            &[
+                io::ErrorKind::ConnectionReset,
+                io::ErrorKind::BrokenPipe,
+                io::ErrorKind::UnexpectedEof,
+            ]
+        },
     );
     let hint = closed.map(|_| {
         if schemes.tls {
@@ -235,14 +245,20 @@ fn chain<'a>(
     std::iter::successors(first, |e: &&'a (dyn StdError + 'static)| (*e).source())
 }
 
-/// `e` as a `T`, or the error an `io::Error` wraps as a `T`: `io::Error::source` skips the
-/// error it wraps, so a chain walk alone never sees it.
+/// `e` as a `T`, or the error it wraps as a `T`. An `io::Error`'s `source` skips the error
+/// it wraps, and so does an `Arc`'s (the redis crate keeps its cause in one), so a chain
+/// walk alone never sees those.
 fn found<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    e.downcast_ref::<T>().or_else(|| {
-        e.downcast_ref::<io::Error>()?
-            .get_ref()
-            .and_then(|inner| (inner as &(dyn StdError + 'static)).downcast_ref::<T>())
-    })
+    if let Some(t) = e.downcast_ref::<T>() {
+        return Some(t);
+    }
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return found(io.get_ref()? as &(dyn StdError + 'static));
+    }
+    if let Some(shared) = e.downcast_ref::<std::sync::Arc<dyn StdError + Send + Sync>>() {
+        return found(&**shared as &(dyn StdError + 'static));
+    }
+    None
 }
 
 /// The first I/O error kind of `kinds` in the chain.
@@ -324,6 +340,21 @@ mod tests {
             "{e}"
         );
         assert!(StdError::source(&e).is_some_and(|s| s.is::<io::Error>()));
+    }
+
+    #[test]
+    fn a_cause_kept_in_an_arc_is_found() {
+        let alert = io::Error::new(
+            io::ErrorKind::InvalidData,
+            "received fatal alert: CertificateRequired",
+        );
+        let shared: std::sync::Arc<dyn StdError + Send + Sync> = std::sync::Arc::new(alert);
+        let e = connect_error(Error::unavailable_with_source("connect", shared), ETCD);
+        assert!(matches!(e, Error::Unauthenticated { .. }), "{e}");
+        assert!(
+            e.to_string().contains("requires a client certificate"),
+            "{e}"
+        );
     }
 
     #[test]
