@@ -192,7 +192,7 @@ fn describe(e: url::ParseError) -> String {
         url::ParseError::InvalidPort => "bad port (a number from 1 to 65535)".into(),
         url::ParseError::InvalidIpv6Address => "bad IPv6 address".into(),
         url::ParseError::InvalidDomainCharacter => "bad character in the host".into(),
-        url::ParseError::EmptyHost => "empty host".into(),
+        url::ParseError::EmptyHost => "no host (expected SCHEME://HOST[:PORT])".into(),
         url::ParseError::RelativeUrlWithoutBase => "no scheme (expected SCHEME://...)".into(),
         other => other.to_string(),
     }
@@ -661,5 +661,7 @@ mod tests {
         assert!(message(parse("etcd://h\t:1").unwrap_err()).contains("control"));
         assert!(message(parse("etcd://[::1:1").unwrap_err()).contains("IPv6"));
         assert!(message(parse("h:1").unwrap_err()).contains("no scheme"));
+        let e = message(parse("etcd://u:hunter2@").unwrap_err());
+        assert!(e.contains("no host") && !e.contains("hunter2"), "{e}");
     }
 }
