@@ -91,7 +91,9 @@ pub trait UrlOptions: fmt::Debug + Send + Sync + Sized + 'static {
     ///
     /// # Errors
     /// The backend's own: [`Error::Unavailable`] when no server answers,
-    /// [`Error::Unauthenticated`] for wrong credentials, ...
+    /// [`Error::Unauthenticated`] for wrong credentials or a TLS failure retrying cannot
+    /// fix (see [`crate::tls::connect_error`]), [`Error::InvalidArgument`] for TLS files
+    /// that are missing or not PEM (see [`crate::tls::read_pem`]), ...
     async fn connect(&self) -> Result<Self::Backend>;
 }
 

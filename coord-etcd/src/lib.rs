@@ -141,9 +141,18 @@ impl EtcdBackend {
     /// Connects to the cluster and checks it answers.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for unusable options (no endpoint, bad URL, unreadable or
-    /// invalid TLS files); [`Error::Unavailable`] when no endpoint answers within the
-    /// connect timeout; [`Error::Unauthenticated`] for wrong credentials.
+    /// [`Error::InvalidArgument`] for unusable options (no endpoint, bad URL, a zero connect
+    /// or request timeout, TLS files that are missing or not PEM, named by their URL
+    /// parameter: `cacert`, `cert`, `key`), before any connection; [`Error::Unavailable`]
+    /// when no endpoint answers within the connect timeout (with a hint naming the other
+    /// scheme when the server closes the connection during the TLS handshake, or at once);
+    /// [`Error::Unauthenticated`] for wrong or missing credentials (auth enabled on the
+    /// server), and for a TLS failure retrying cannot fix: a server certificate the client
+    /// cannot verify, a client certificate the server refuses. Its message starts `TLS:`
+    /// and says what failed; its source is the connect error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the connection.
     pub async fn connect(options: EtcdOptions) -> Result<EtcdBackend> {
         if options.endpoints.is_empty() {
             return Err(Error::invalid_argument("etcd: no endpoint given"));

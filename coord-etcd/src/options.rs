@@ -153,7 +153,7 @@ impl EtcdOptions {
     }
 
     /// Time allowed to open a connection to an endpoint (and, at connect, for the first
-    /// answer from the cluster).
+    /// answer from the cluster). Must be more than zero.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -162,7 +162,8 @@ impl EtcdOptions {
     /// Time allowed for each unary call (range, txn, lease grant/revoke/time-to-live,
     /// compact) and for each keep-alive round trip and watch creation. Never applied to the
     /// lifetime of a watch or of a keep-alive stream. A call that exceeds it fails with
-    /// [`Error::Timeout`]. Default: none.
+    /// [`Error::Timeout`](coord_core::Error::Timeout). Default: none. Must be more than zero:
+    /// [`EtcdBackend::connect`](crate::EtcdBackend::connect) refuses zero.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self

@@ -162,8 +162,7 @@ async fn tls_to_a_plain_text_server_says_to_use_etcd_without_hanging() {
     let material = TlsMaterial::generate(&scratch).expect("TLS material");
     let e = connect(&url(&server, &ca(&material)))
         .await
-        .err()
-        .expect("TLS to a plain-text port fails");
+        .expect_err("TLS to a plain-text port fails");
     // etcd closes or resets the connection: to the client that looks like an outage, so
     // it stays retryable, with the hint.
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
@@ -182,8 +181,7 @@ async fn plain_text_to_a_tls_server_says_to_use_etcds_without_hanging() {
     };
     let e = connect(&format!("etcd://{}?connect_timeout=5s", server.endpoint()))
         .await
-        .err()
-        .expect("plain text to a TLS port fails");
+        .expect_err("plain text to a TLS port fails");
     // The server's closing the connection looks like an outage to the client: retryable,
     // with the hint.
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
@@ -200,8 +198,7 @@ async fn no_credentials_for_an_etcd_with_auth_is_unauthenticated() {
     };
     let e = connect(&format!("etcd://{}?connect_timeout=5s", server.endpoint()))
         .await
-        .err()
-        .expect("no credentials");
+        .expect_err("no credentials");
     assert!(!e.is_retryable(), "{e:?}");
     unauthenticated(&e, &["needs credentials", "USER:PASSWORD@"]);
     // With them it works.
@@ -227,8 +224,7 @@ async fn zero_timeouts_set_in_code_are_refused_naming_them() {
     ] {
         let e = coord_etcd::EtcdBackend::connect(options)
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         invalid(&e, &[name, "must be positive"]);
     }
 }

@@ -37,7 +37,13 @@ use crate::registry::{self, KnownBackend, ParsedUrl};
 /// with the URL (never echoing a password), or naming the cargo feature to enable when the
 /// scheme's backend is not compiled in; the backend's own connect errors
 /// ([`Error::Unavailable`](coord_core::Error::Unavailable) when no server answers,
-/// [`Error::Unauthenticated`](coord_core::Error::Unauthenticated) for wrong credentials).
+/// [`Error::Unauthenticated`](coord_core::Error::Unauthenticated) for wrong or missing
+/// credentials and for TLS failures retrying cannot fix,
+/// [`Error::InvalidArgument`](coord_core::Error::InvalidArgument) for TLS files that are
+/// missing or not PEM).
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the connection being made.
 pub async fn connect(url: &str) -> Result<Connection> {
     ConnectOptions::parse(url)?.connect().await
 }

@@ -198,7 +198,7 @@ async fn tls_files_that_are_not_pem_are_refused_before_any_connection() {
             &["`cert` file /etc/passwd", "not a PEM certificate"],
         ),
     ] {
-        let e = coord::connect(url).await.err().expect("refused");
+        let e = coord::connect(url).await.expect_err("refused");
         check(url, &e, words);
     }
 }
