@@ -8,21 +8,25 @@ use coord::{Election, Error, KeyValue, LeaderUpdate, Leadership, Session};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::output::{json_bytes, printable};
 use super::runner::{self, Ended, command_margin};
 use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, Out, WaitArgs, close_lost, code, parse_duration};
 
 #[derive(Debug, Args)]
 pub(crate) struct ElectArgs {
-    /// Election name. Candidate keys are NAME/<lease id in hex>, as etcdctl elect makes them.
+    /// Election name (no control characters). Candidate keys are NAME/<lease id in hex>,
+    /// as etcdctl elect makes them.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 
-    /// The value to lead with (what `coord leader` and observers print).
-    #[arg(required_unless_present = "listen", conflicts_with = "listen")]
+    /// The value to lead with (what `coord leader` and observers print; no control
+    /// characters).
+    #[arg(required_unless_present = "listen", conflicts_with = "listen", value_parser = super::parse_name)]
     pub(crate) proposal: Option<String>,
 
     /// Don't campaign: print every leader change, and "no leader" when there is none.
-    #[arg(long, short = 'l')]
+    #[arg(long, short = 'l', conflicts_with = "timeout")]
     pub(crate) listen: bool,
 
     #[command(flatten)]
@@ -55,6 +59,7 @@ pub(crate) struct ElectArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LeaderArgs {
     /// Election name.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 }
 
@@ -84,6 +89,7 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
         builder = builder.drift_margin(drift);
     }
     let session = builder.start().await?;
+    super::warn_if_ttl_raised(ctx, &session);
     let election = Election::new(&session, args.name.clone());
     let campaign = async {
         match (args.try_elect, args.wait.timeout) {
@@ -100,7 +106,7 @@ pub(crate) async fn run(ctx: &Ctx, args: ElectArgs) -> Result<u8, CliError> {
         Ok(Err(leader)) => {
             // Dropping the campaign withdrew the candidacy; closing the session revokes
             // its lease, so that nothing of it is left even if the withdrawal is late.
-            let _ = session.close().await;
+            let _ = super::release_within("the candidacy", session.ttl(), session.close()).await;
             return Err(has_leader(&args.name, &leader));
         }
         Err(exit) => return Ok(exit),
@@ -179,10 +185,13 @@ async fn lead(
     let key = leadership.key().to_owned();
     tokio::select! {
         _ = signals.recv() => {
-            let resigned = leadership.resign().await;
-            let closed = session.close().await;
-            resigned?;
-            closed?;
+            let what = format!("the leadership of election {:?}", args.name);
+            super::release_within(&what, session.ttl(), async {
+                let resigned = leadership.resign().await;
+                let closed = session.close().await;
+                resigned.and(closed)
+            })
+            .await?;
             ctx.out.json(json!({"event": "resigned", "name": args.name, "key": key}));
             Ok(code::OK)
         }
@@ -236,10 +245,15 @@ async fn exec(
         Ok(Ended::Exited(exit)) => {
             ctx.out
                 .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-            let resigned = leadership.resign().await;
-            let closed = session.close().await;
-            if let Err(e) = resigned.and(closed) {
-                eprintln!("coord: resigning from election {:?}: {e}", args.name);
+            let what = format!("the leadership of election {:?}", args.name);
+            let resigned = super::release_within(&what, session.ttl(), async {
+                let resigned = leadership.resign().await;
+                let closed = session.close().await;
+                resigned.and(closed)
+            })
+            .await;
+            if let Err(e) = resigned {
+                super::output::warn(ctx.out, e.message);
             }
             ctx.out
                 .json(json!({"event": "resigned", "name": args.name, "key": key}));
@@ -257,8 +271,11 @@ async fn exec(
             ))
         }
         Err(e) => {
-            let _ = leadership.resign().await;
-            let _ = session.close().await;
+            let _ = super::release_within("the leadership", session.ttl(), async {
+                let _ = leadership.resign().await;
+                session.close().await
+            })
+            .await;
             Err(e)
         }
     }
@@ -266,14 +283,15 @@ async fn exec(
 
 /// The JSON fields of a leader.
 fn leader_json(name: &str, kv: &KeyValue) -> Value {
-    json!({
+    let mut j = json!({
         "event": "leader",
         "name": name,
-        "key": kv.key_str(),
-        "proposal": kv.value_str(),
         "rev": kv.create_revision,
         "lease": format!("{:x}", kv.lease),
-    })
+    });
+    json_bytes(&mut j, "key", &kv.key);
+    json_bytes(&mut j, "proposal", &kv.value);
+    j
 }
 
 fn print_update(out: &Out, name: &str, update: &LeaderUpdate) -> std::io::Result<()> {
@@ -281,7 +299,10 @@ fn print_update(out: &Out, name: &str, update: &LeaderUpdate) -> std::io::Result
         Some(kv) => {
             let mut j = leader_json(name, kv);
             j["revision"] = json!(update.revision);
-            out.emit_or_closed(format!("{}\n{}", kv.key_str(), kv.value_str()), j)
+            out.emit_or_closed(
+                format!("{}\n{}", printable(&kv.key), printable(&kv.value)),
+                j,
+            )
         }
         None => out.emit_or_closed(
             "no leader",
@@ -319,7 +340,7 @@ pub(crate) async fn leader(ctx: &Ctx, args: LeaderArgs) -> Result<u8, CliError> 
     match coord::leader(conn.backend().as_ref(), &args.name).await {
         Ok(kv) => {
             ctx.out
-                .emit(kv.value_str().into_owned(), leader_json(&args.name, &kv));
+                .emit(printable(&kv.value), leader_json(&args.name, &kv));
             Ok(code::OK)
         }
         Err(e @ Error::NoLeader { .. }) => {

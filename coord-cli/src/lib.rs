@@ -9,17 +9,21 @@ mod elect;
 pub mod interactive;
 mod lock;
 mod output;
+mod release;
 mod repl;
 mod runner;
 mod signals;
+mod url_args;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use coord::{ConnectOptions, Connection};
 
 pub(crate) use output::Out;
+pub(crate) use release::{release_within, warn_if_ttl_raised};
 
 /// Exit codes of `coord` (besides those of a command run by `coord lock NAME -- CMD`).
 pub(crate) mod code {
@@ -109,7 +113,10 @@ fn after_help() -> String {
 #[command(name = "coord", version, after_help = after_help())]
 pub(crate) struct Cli {
     /// Backend URL: a server's (listed at the end of --help), or memory://. lock, elect
-    /// and leader need one; repl, bench and demo default to memory://.
+    /// and leader need one; repl, bench and demo default to memory://. Requests to a
+    /// server time out after 5s unless the URL sets `request_timeout` (bench keeps the
+    /// backend's own); a release that times out is left to the lease, which ends by itself
+    /// within the TTL.
     #[arg(
         long,
         global = true,
@@ -121,6 +128,7 @@ pub(crate) struct Cli {
 
     /// Session TTL: seconds (10) or a duration (10s, 500ms); the lock or leadership ends
     /// this long after coord dies. Default: the URL's `ttl`, else 10 s (as etcdctl lock).
+    /// A backend may grant more (etcd: whole seconds, at least 2); coord then warns.
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_ttl)]
     ttl: Option<Duration>,
 
@@ -134,9 +142,29 @@ pub(crate) struct Cli {
     )]
     namespace: Option<String>,
 
-    /// Output format: text, or json (one JSON object per line).
+    /// Output format: text, or json (one JSON object per line; errors then go to stderr
+    /// as one JSON object, {"error", "kind", "exit_code"}). In text output, keys and values
+    /// from the store that hold control characters or bytes that are not UTF-8 are printed
+    /// escaped (\n, \xff); in JSON they are strings, plus a FIELD_hex field with the exact
+    /// bytes when they are not UTF-8.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Text)]
     output: Format,
+
+    /// User name for an etcd or Redis server that requires one (instead of USER@ in the
+    /// URL); with --password-file.
+    #[arg(long, global = true, value_name = "NAME")]
+    user: Option<String>,
+
+    /// Read the password from this file's first line instead of the URL, where `ps` shows
+    /// it to every user of the machine. With --user, or the URL's USER@.
+    #[arg(
+        long,
+        global = true,
+        env = "COORD_PASSWORD_FILE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
+    password_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -158,8 +186,9 @@ enum Command {
     /// Without CMD: prints the lock key, then the fencing token, and holds the lock until
     /// SIGINT or SIGTERM, then releases it and exits 0 (exit 5 if the lock is lost first).
     /// With CMD: runs it with COORD_LOCK_KEY, COORD_FENCING_TOKEN, COORD_LOCK_NAME,
-    /// COORD_LEASE_ID and ETCD_LOCK_KEY set, releases the lock when it exits and exits
-    /// with its code. Signals received meanwhile are passed on to CMD. If the lock is lost
+    /// COORD_LEASE_ID, ETCD_LOCK_KEY and ETCD_LOCK_REV (as etcdctl lock: the lock key with
+    /// the namespace, and its create revision, which is the fencing token) set, releases
+    /// the lock when it exits and exits with its code. Signals received meanwhile are passed on to CMD. If the lock is lost
     /// while CMD runs, CMD gets SIGTERM (then SIGKILL after --kill-after) and coord exits 5.
     /// coord gives the lock up --kill-after earlier than it otherwise would, so that CMD is
     /// dead before the lease can expire and another process acquire.
@@ -196,7 +225,11 @@ enum Command {
     /// "interrupted" line) and exits 130 (143); a second signal exits at once, printing
     /// nothing more.
     Bench(bench::BenchArgs),
-    /// A guided tour on the memory backend: election, failover, lock handoff, fencing.
+    /// A guided tour, explained step by step: leases, election, failover, locks, fencing.
+    ///
+    /// It runs three nodes in this one process on an in-memory store, so it refuses a
+    /// --backend (or COORD_BACKEND) other than memory://; its last lines say what to try
+    /// on a real server.
     Demo(demo::DemoArgs),
 }
 
@@ -219,6 +252,28 @@ impl Ctx {
     }
 }
 
+/// A lock or election name, or a proposal, with no control character: a newline would
+/// break the two-line key/value output, and NUL or escape codes make keys that look alike
+/// on a terminal.
+pub(crate) fn parse_name(s: &str) -> Result<String, String> {
+    if let Some((i, c)) = s.chars().enumerate().find(|(_, c)| c.is_control()) {
+        let what = match c {
+            '\0' => "NUL".to_owned(),
+            '\n' => "a newline".to_owned(),
+            '\r' => "a carriage return".to_owned(),
+            '\t' => "a tab".to_owned(),
+            '\u{1b}' => "an escape (ESC)".to_owned(),
+            c => format!("U+{:04X}", u32::from(c)),
+        };
+        return Err(format!(
+            "it has {what} at character {}: control characters (NUL, newline, tab, ...) are \
+             not allowed",
+            i + 1
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 /// Closes the session of a lost lock or leadership. The revoke only lets the next holder in
 /// sooner: a lease lost to its deadline ends by itself within the drift margin (a tenth of
 /// the TTL by default; less is left of a wider margin once CMD has been terminated), so the
@@ -228,24 +283,83 @@ pub(crate) async fn close_lost(session: &coord::Session) {
     let _ = tokio::time::timeout(session.ttl() / 10, session.close()).await;
 }
 
-/// A failure with its exit code and message.
+/// A failure with its exit code, message, and kind (for `-o json`).
 #[derive(Debug)]
 pub(crate) struct CliError {
     pub(crate) code: u8,
     pub(crate) message: String,
+    /// `usage`, `timeout`, `unavailable`, ...: the backend error's kind when there is one,
+    /// else what the exit code means.
+    pub(crate) kind: &'static str,
 }
 
 impl CliError {
     pub(crate) fn new(code: u8, message: impl Into<String>) -> Self {
+        let kind = match code {
+            code::USAGE => "usage",
+            code::LOCKED => "locked",
+            code::TIMEOUT => "timeout",
+            code::LOST => "lost",
+            code::NO_LEADER => "no_leader",
+            code::CANNOT_EXECUTE => "cannot_execute",
+            code::NOT_FOUND => "command_not_found",
+            _ => "failure",
+        };
         CliError {
             code,
             message: message.into(),
+            kind,
         }
+    }
+
+    /// Prints the error on stderr: `coord: …`, or one JSON object with `-o json`.
+    fn print(&self, format: Format) {
+        match format {
+            Format::Text => eprintln!("coord: {}", self.message),
+            Format::Json => eprintln!(
+                "{}",
+                serde_json::json!({
+                    "error": self.message,
+                    "kind": self.kind,
+                    "exit_code": self.code,
+                })
+            ),
+        }
+    }
+}
+
+/// The kind of a backend error, as `-o json` names it.
+fn error_kind(e: &coord::Error) -> &'static str {
+    match e {
+        coord::Error::Unavailable { .. } => "unavailable",
+        coord::Error::Timeout { .. } => "timeout",
+        coord::Error::LeaseNotFound { .. } => "lease_not_found",
+        coord::Error::Compacted { .. } => "compacted",
+        coord::Error::InvalidArgument { .. } => "invalid_argument",
+        coord::Error::Unauthenticated { .. } => "unauthenticated",
+        coord::Error::PermissionDenied { .. } => "permission_denied",
+        coord::Error::SessionExpired { .. } => "session_expired",
+        coord::Error::LockLost { .. } => "lock_lost",
+        coord::Error::NotLeader { .. } => "not_leader",
+        coord::Error::NoLeader { .. } => "no_leader",
+        coord::Error::Locked { .. } => "locked",
+        coord::Error::Contract { .. } => "contract",
+        _ => "backend",
     }
 }
 
 impl From<coord::Error> for CliError {
     fn from(e: coord::Error) -> Self {
+        let kind = error_kind(&e);
+        CliError {
+            kind,
+            ..CliError::from_backend(e)
+        }
+    }
+}
+
+impl CliError {
+    fn from_backend(e: coord::Error) -> Self {
         if let coord::Error::Locked { name, holder } = &e {
             let holder = holder
                 .as_deref()
@@ -284,7 +398,11 @@ const DEFAULT_TTL: Duration = Duration::from_secs(10);
 
 /// Runs the command line with the process's arguments.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let format = cli.output;
     let mut builder = match &cli.command {
         Command::Bench(args) if args.runtime == bench::Runtime::CurrentThread => {
             tokio::runtime::Builder::new_current_thread()
@@ -304,19 +422,60 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("coord: {}", e.message);
+            e.print(format);
             ExitCode::from(e.code)
         }
     }
 }
 
+/// Prints what clap found wrong with the arguments (or the help it was asked for), as one
+/// JSON object when `-o json` can still be made out of them.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let code = u8::try_from(e.exit_code()).unwrap_or(code::USAGE);
+    if !e.use_stderr() {
+        let _ = e.print(); // --help, --version
+        return ExitCode::from(code);
+    }
+    // The arguments did not parse, but the output format may still be read from them.
+    let format = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches()
+        .ok()
+        .and_then(|m| m.get_one::<Format>("output").copied())
+        .unwrap_or(Format::Text);
+    if format == Format::Json {
+        let text = e.render().to_string();
+        let message = text.trim().trim_start_matches("error: ");
+        CliError::new(code, message).print(format);
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(code)
+}
+
 async fn run(cli: Cli) -> Result<u8, CliError> {
     let out = Out::new(cli.output);
     if let Command::Demo(args) = &cli.command {
+        demo::check_backend(cli.backend.as_deref())?;
         return demo::run(args, out).await;
     }
-    let backend = backend_for(&cli.command, cli.backend.as_deref())?;
-    let mut options = ConnectOptions::parse(backend)?;
+    if matches!(cli.command, Command::Repl(_)) && out.is_json() {
+        return Err(CliError::new(
+            code::USAGE,
+            "repl has no JSON output (--output json): its lines are for a person at a \
+             terminal; for JSON lines use lock, elect or leader with -o json",
+        ));
+    }
+    let backend = backend_for(&cli.command, cli.backend.as_deref(), out)?;
+    let credentials = url_args::Credentials {
+        user: cli.user.as_deref(),
+        password_file: cli.password_file.as_deref(),
+    };
+    // Benchmarks keep the backend's own request timeout: theirs is a measurement.
+    let default_timeout = !matches!(cli.command, Command::Bench(_));
+    let prepared = url_args::prepare(backend, &credentials, default_timeout)?;
+    release::set_bound(prepared.request_timeout);
+    let mut options = prepared.options;
     if let Some(ns) = &cli.namespace {
         options = options.namespace(ns.clone());
     }
@@ -337,7 +496,11 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
 /// never fall back on memory:// silently: its store lives inside this one process, so two
 /// `coord lock` invocations would both "hold" the lock. Given explicitly, memory:// works
 /// there (to try the CLI out), with a warning.
-fn backend_for<'a>(command: &Command, given: Option<&'a str>) -> Result<&'a str, CliError> {
+fn backend_for<'a>(
+    command: &Command,
+    given: Option<&'a str>,
+    out: Out,
+) -> Result<&'a str, CliError> {
     let across_processes = match command {
         Command::Lock(_) => Some("lock"),
         Command::Elect(_) => Some("elect"),
@@ -348,10 +511,13 @@ fn backend_for<'a>(command: &Command, given: Option<&'a str>) -> Result<&'a str,
         (Some(url), Some(what)) => {
             // The URL itself is not echoed: it may carry a password.
             if url.trim().to_ascii_lowercase().starts_with("memory:") {
-                eprintln!(
-                    "coord: warning: memory:// is in-process: this {what} coordinates \
-                     nothing outside this coord process; use a server (e.g. \
-                     etcd://127.0.0.1:2379) to coordinate processes"
+                output::warn(
+                    out,
+                    format!(
+                        "memory:// is in-process: this {what} coordinates nothing outside this \
+                         coord process; use a server (e.g. etcd://127.0.0.1:2379) to \
+                         coordinate processes"
+                    ),
                 );
             }
             Ok(url)
@@ -380,7 +546,6 @@ pub(crate) struct WaitArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -10,11 +10,13 @@ use serde_json::json;
 
 use super::runner::{self, Ended, command_margin};
 use super::signals::{Signals, acquire_unless_interrupted};
-use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration};
+use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration, release_within};
 
 #[derive(Debug, Args)]
 pub(crate) struct LockArgs {
-    /// Lock name. The lock key is NAME/<lease id in hex>, as etcdctl lock makes it.
+    /// Lock name (no control characters). The lock key is NAME/<lease id in hex>, as
+    /// etcdctl lock makes it.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 
     /// Fail at once (exit 3) when the lock is held by another session.
@@ -46,7 +48,7 @@ pub(crate) struct LockArgs {
     /// When the lock is lost while CMD runs: how long CMD gets after SIGTERM before SIGKILL.
     /// coord gives the lock up this much earlier, so that CMD is dead before the lease can
     /// end; TTL/10 + this must stay below two thirds of the TTL (1s fits --ttl 2 and more).
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration, requires = "command")]
     pub(crate) kill_after: Duration,
 
     /// Command to run while holding the lock (after `--`, or directly after NAME). A
@@ -177,6 +179,7 @@ pub(crate) async fn run(ctx: &Ctx, args: LockArgs) -> Result<u8, CliError> {
         builder = builder.drift_margin(drift);
     }
     let session = builder.start().await?;
+    super::warn_if_ttl_raised(ctx, &session);
     let acquired = acquire_unless_interrupted(acquire(&session, &args), &session, &mut signals)
         .await
         .map_err(|e| taken(e, &args))?;
@@ -216,10 +219,12 @@ async fn hold(
     let key = held.key().to_owned();
     tokio::select! {
         _ = signals.recv() => {
-            let released = held.release().await;
-            let closed = session.close().await;
-            released?;
-            closed?;
+            release_within(&format!("lock {:?}", args.name), session.ttl(), async {
+                let released = held.release().await;
+                let closed = session.close().await;
+                released.and(closed)
+            })
+            .await?;
             ctx.out.json(json!({"event": "released", "name": args.name, "key": key}));
             Ok(code::OK)
         }
@@ -270,6 +275,7 @@ async fn exec(
         ("COORD_FENCING_TOKEN", held.fencing_token().to_string()),
         ("COORD_LEASE_ID", format!("{:x}", session.lease())),
         ("ETCD_LOCK_KEY", format!("{namespace}{key}")),
+        ("ETCD_LOCK_REV", held.fencing_token().to_string()),
     ];
     if let Some(permits) = args.permits {
         env.push(("COORD_PERMITS", permits.to_string()));
@@ -278,10 +284,15 @@ async fn exec(
         Ok(Ended::Exited(exit)) => {
             ctx.out
                 .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-            let released = held.release().await;
-            let closed = session.close().await;
-            if let Err(e) = released.and(closed) {
-                eprintln!("coord: releasing lock {:?}: {e}", args.name);
+            let what = format!("lock {:?}", args.name);
+            let released = release_within(&what, session.ttl(), async {
+                let released = held.release().await;
+                let closed = session.close().await;
+                released.and(closed)
+            })
+            .await;
+            if let Err(e) = released {
+                super::output::warn(ctx.out, e.message);
             }
             ctx.out
                 .json(json!({"event": "released", "name": args.name, "key": key}));
@@ -299,8 +310,11 @@ async fn exec(
             ))
         }
         Err(e) => {
-            let _ = held.release().await;
-            let _ = session.close().await;
+            let _ = release_within("the lock", session.ttl(), async {
+                let _ = held.release().await;
+                session.close().await
+            })
+            .await;
             Err(e)
         }
     }

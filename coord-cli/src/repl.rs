@@ -8,6 +8,7 @@ use super::{CliError, Ctx, code};
 #[derive(Debug, Args)]
 pub(crate) struct ReplArgs {
     /// Election name.
+    #[arg(value_parser = super::parse_name)]
     pub(crate) name: String,
 }
 

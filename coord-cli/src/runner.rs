@@ -43,6 +43,8 @@ pub(crate) async fn run(
         .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
         .kill_on_drop(true);
+    // Started before CMD, so that no moment passes with CMD running and no guardian.
+    let guardian = Guardian::start();
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -54,7 +56,7 @@ pub(crate) async fn run(
             return Err(CliError::new(code, format!("cannot run {program:?}: {e}")));
         }
     };
-    let guardian = child.id().map(Guardian::watch);
+    let guardian = child.id().map(|pid| guardian.watch(pid));
     let stand_down = move || guardian.map(Guardian::stand_down);
     tokio::pin!(lost);
     loop {
@@ -141,22 +143,23 @@ fn flag(d: Duration) -> String {
 /// Kills CMD (SIGKILL) if coord dies without saying so: killed by SIGKILL or the OOM
 /// killer, coord cannot terminate CMD itself, and CMD would go on running without the lock,
 /// which another process takes once the lease ends. A small `sh` waits on a pipe that only
-/// coord holds: coord writes `done` once CMD has exited, while a coord that dies just
-/// closes it, and then the guardian kills CMD. It runs in its own process group and ignores
-/// the terminal's signals, so a Ctrl-C meant for coord and CMD does not end it. It reaches
-/// CMD's own process only, not processes CMD starts (a shell pipeline's members): `exec` the
-/// last command of a shell CMD so that it is that process.
+/// coord holds: coord writes CMD's PID as soon as CMD is spawned, and `done` once CMD has
+/// exited, while a coord that dies just closes it, and then the guardian kills CMD. The
+/// guardian is started before CMD: started after, a coord killed in between (a load spike
+/// makes that window long) left CMD running unguarded. It runs in its own process group
+/// and ignores the terminal's signals, so a Ctrl-C meant for coord and CMD does not end
+/// it. It reaches CMD's own process only, not processes CMD starts (a shell pipeline's
+/// members): `exec` the last command of a shell CMD so that it is that process.
 struct Guardian(Option<std::process::ChildStdin>);
 
 impl Guardian {
-    fn watch(cmd: u32) -> Guardian {
+    fn start() -> Guardian {
         use std::os::unix::process::CommandExt as _;
         let spawned = std::process::Command::new("sh")
             .args([
                 "-c",
-                "trap '' INT TERM HUP QUIT; read said; [ \"$said\" = done ] || kill -KILL \"$0\" 2>/dev/null",
+                "trap '' INT TERM HUP QUIT; read cmd || exit 0; read said; [ \"$said\" = done ] || kill -KILL \"$cmd\" 2>/dev/null",
             ])
-            .arg(cmd.to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -171,6 +174,15 @@ impl Guardian {
                 Guardian(None)
             }
         }
+    }
+
+    /// Tells the guardian CMD's PID: from now on it kills CMD if coord dies.
+    fn watch(mut self, cmd: u32) -> Guardian {
+        use std::io::Write as _;
+        if let Some(pipe) = &mut self.0 {
+            let _ = writeln!(pipe, "{cmd}");
+        }
+        self
     }
 
     /// CMD has exited: the guardian stands down (its PID may be reused from now on).

@@ -80,8 +80,10 @@ pub(crate) async fn acquire_unless_interrupted<T>(
     };
     if session.is_lost() {
         super::close_lost(session).await;
-    } else {
-        let _ = session.close().await;
+    } else if let Err(e) =
+        super::release_within("the waiting key", session.ttl(), session.close()).await
+    {
+        eprintln!("coord: {}", e.message);
     }
     outcome
 }

@@ -484,18 +484,111 @@ fn repl_runs_the_election_example_protocol() {
     }
 }
 
-#[test]
-fn demo_shows_failover_and_fencing() {
-    coord(MEM, &["demo", "--pace", "0s"])
+/// The demo's text output with the fastest pace.
+fn demo_text() -> String {
+    let out = coord(MEM, &["demo", "--pace", "0s"])
         .timeout(LONG)
         .assert()
         .success()
-        .stdout(
-            predicate::str::contains("[b] elected")
-                .and(predicate::str::contains("[c] elected"))
-                .and(predicate::str::contains("refused, the compare failed"))
-                .and(predicate::str::contains("demo/resource = \"b\"")),
+        .get_output()
+        .stdout
+        .clone();
+    String::from_utf8(out).unwrap()
+}
+
+/// The number of the first sentence line (not a `==` heading) at or after line `from`
+/// that contains `needle`, or a panic naming it.
+fn line_of(text: &str, from: usize, needle: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| !l.starts_with("==") && l.contains(needle))
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("no line with {needle:?} after line {from} in:\n{text}"))
+}
+
+#[test]
+fn demo_prints_the_same_lines_in_causal_order_on_every_run() {
+    // Before: lines came out in a different order on 17 of 20 runs (the observer and the
+    // campaigns printed from tasks of their own, effects before their causes).
+    let first = demo_text();
+    for run in 2..=20 {
+        let again = demo_text();
+        assert_eq!(again, first, "run {run} differs from run 1");
+    }
+    let order = [
+        "[a] is leader",
+        "[observer] sees that the leader is now a",
+        "[b] runs for leader too, and waits in line behind a",
+        "[c] runs for leader too, and waits in line behind b",
+        "[a] crashes",
+        "store deleted a's key",
+        "[b] was next in line, so b is leader now",
+        "[observer] sees that the leader is now b",
+        "[b] resigns",
+        "[c] was next in line, so c is leader now",
+        "[observer] sees that the leader is now c",
+        "[c] resigns too",
+        "[observer] sees that there is no leader now",
+        "[c] takes the lock with fencing token",
+        "its lease ends",
+        "[b] takes the lock with fencing token",
+        "[c] wakes up and writes, on the condition that it still holds the lock: the store \
+         refuses the write",
+        "[b] writes on the same condition: the store accepts the write",
+        "demo/resource = \"b\"",
+    ];
+    // Each line is looked for after the one before it: a missing or late line panics.
+    let mut at = 0;
+    for needle in order {
+        at = line_of(&first, at, needle) + 1;
+    }
+}
+
+#[test]
+fn demo_explains_each_term_where_it_first_appears_and_ends_with_what_to_try() {
+    let text = demo_text();
+    for (term, explanation) in [
+        ("lease", "a promise that lasts a TTL (time to live)"),
+        ("revision", "the number the store gives each change"),
+        ("fencing token", "the revision at which it took the lock"),
+    ] {
+        let first_use = line_of(&text, 0, term);
+        assert_eq!(
+            first_use,
+            line_of(&text, 0, explanation),
+            "{term:?} is first used without its explanation:\n{text}"
         );
+    }
+    let tail: Vec<&str> = text.lines().rev().take(10).collect();
+    assert!(
+        tail.iter()
+            .any(|l| l.trim() == "coord lock --backend etcd://127.0.0.1:2379 jobs -- CMD"),
+        "{text}"
+    );
+    assert!(
+        text.contains("coord elect --backend etcd://127.0.0.1:2379"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_refuses_a_backend_that_is_not_memory() {
+    // Before: `demo --backend garbage://x` ran on memory without a word.
+    for url in ["garbage://x", "etcd://127.0.0.1:2379"] {
+        coord(url, &["demo", "--pace", "0s"])
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(
+                predicate::str::contains("in-memory store")
+                    .and(predicate::str::contains("can only be memory://")),
+            );
+    }
+    coord("memory://", &["demo", "--pace", "0s"])
+        .timeout(LONG)
+        .assert()
+        .success();
 }
 
 #[test]
@@ -525,6 +618,142 @@ fn demo_json_lines_parse_and_tokens_rise() {
         .filter_map(|e| e["leader"].as_str())
         .collect();
     assert_eq!(leaders, ["a", "b", "c"]);
+    let tries = events.iter().filter(|e| e["event"] == "try").count();
+    assert!(tries >= 3, "{events:?}");
+}
+
+#[test]
+fn elect_listen_refuses_a_timeout() {
+    // Before: `elect --listen e --timeout 1s` listened forever, the timeout ignored.
+    coord(MEM, &["elect", "--listen", "e", "--timeout", "1s"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "'--listen' cannot be used with '--timeout",
+        ));
+}
+
+#[test]
+fn lock_refuses_kill_after_without_a_command() {
+    // Before: `--kill-after` without CMD was accepted and did nothing.
+    coord(MEM, &["lock", "x", "--kill-after", "2s"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("--kill-after").and(predicate::str::contains("<CMD>")));
+    coord(MEM, &["lock", "x", "--kill-after", "500ms", "--", "true"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn repl_refuses_json_output() {
+    // Before: `repl -o json` printed text lines, the option silently ignored.
+    coord(MEM, &["-o", "json", "repl", "e"])
+        .write_stdin("1 elect\nquit\n")
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::contains("repl has no JSON output"));
+}
+
+#[test]
+fn lock_command_gets_etcd_lock_rev_the_fencing_token() {
+    // Before: only ETCD_LOCK_KEY was set; etcdctl lock sets ETCD_LOCK_REV too.
+    let out = coord(
+        MEM,
+        &[
+            "lock",
+            "rev",
+            "--",
+            "sh",
+            "-c",
+            "echo \"rev=$ETCD_LOCK_REV\"",
+        ],
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[2], format!("rev={}", lines[1]), "{out}");
+}
+
+/// The one JSON object coord printed on stderr as its error.
+fn json_error(stderr: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8(stderr.to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("\"error\"")).collect();
+    assert_eq!(lines.len(), 1, "one error line: {text}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[test]
+fn with_json_output_errors_are_one_json_object_on_stderr() {
+    // Before: with -o json, errors were text lines all the same.
+    let cases: [(&str, &[&str], i32, &str, &str); 4] = [
+        (
+            MEM,
+            &["-o", "json", "leader", "nobody"],
+            6,
+            "no_leader",
+            "has no leader",
+        ),
+        (
+            "bogus://x",
+            &["-o", "json", "leader", "x"],
+            1,
+            "invalid_argument",
+            "unknown scheme",
+        ),
+        (MEM, &["lock", "-o", "json"], 2, "usage", "<NAME>"),
+        (
+            MEM,
+            &["-o", "json", "lock", "a\nb"],
+            2,
+            "usage",
+            "a newline",
+        ),
+    ];
+    for (url, args, code, kind, says) in cases {
+        let out = coord(url, args).assert().code(code).get_output().clone();
+        let e = json_error(&out.stderr);
+        assert_eq!(e["exit_code"], code, "{args:?}: {e}");
+        assert_eq!(e["kind"], kind, "{args:?}: {e}");
+        let message = e["error"].as_str().unwrap();
+        assert!(message.contains(says), "{args:?}: {e}");
+        assert!(!message.starts_with("error:"), "{e}");
+    }
+    // Text output keeps text errors.
+    coord(MEM, &["leader", "nobody"])
+        .assert()
+        .code(6)
+        .stderr(predicate::str::starts_with("coord: "));
+}
+
+#[test]
+fn names_and_proposals_with_control_characters_are_refused() {
+    // Before: a name with a newline printed its key over two lines, breaking the two-line
+    // key/token output.
+    for (args, says) in [
+        (&["lock", "a\nb"][..], "a newline at character 2"),
+        (&["lock", "tab\there", "--", "true"], "a tab at character 4"),
+        (&["elect", "e", "v\x1bx"], "an escape (ESC) at character 2"),
+        (&["elect", "e\rx", "v"], "a carriage return at character 2"),
+        (&["leader", "\x7f"], "U+007F at character 1"),
+        (&["elect", "--listen", "x\u{85}"], "U+0085 at character 2"),
+    ] {
+        coord(MEM, args).assert().code(2).stdout("").stderr(
+            predicate::str::contains(says).and(predicate::str::contains("control characters")),
+        );
+    }
+    // Other Unicode is fine.
+    coord(MEM, &["lock", "caf\u{e9} \u{1f512}", "--", "true"])
+        .assert()
+        .success();
 }
 
 #[test]

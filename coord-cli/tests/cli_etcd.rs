@@ -576,3 +576,311 @@ async fn connect_url_options_reach_the_backend() {
         .unwrap_err();
     assert!(matches!(err, coord::Error::Unavailable { .. }), "{err}");
 }
+
+/// Waits for `p` to exit, at most `bound` after `since`; returns the exit code and stderr.
+fn exit_within(p: &mut Proc, since: std::time::Instant, bound: Duration) -> (Option<i32>, String) {
+    // Twice the bound before giving up, so that a late exit is reported with its time.
+    let status = p.wait(bound * 2);
+    let took = since.elapsed();
+    assert!(
+        took < bound,
+        "exited {took:?} after the signal or CMD's exit, bound {bound:?}; stderr: {}",
+        p.stderr()
+    );
+    (status.code(), p.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_server_delays_the_exit_by_the_request_timeout_at_most() {
+    // Before: with no request timeout, releasing into a black hole hung; coord exited
+    // 14.5 s after CMD did, and 28 s after SIGINT.
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let proxy = FaultProxy::start(etcd.endpoint()).await.expect("proxy");
+    let handle = proxy.handle();
+    let url = format!("etcd://{}?namespace={}", proxy.addr(), etcd.namespace());
+    let direct = self::url(&etcd);
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let go = go.to_str().unwrap().to_owned();
+    // A TTL far above the bound: the lock must not end by being lost meanwhile.
+    let bound = Duration::from_secs(10);
+    tokio::task::spawn_blocking(move || {
+        // SIGINT while holding.
+        let mut p = Proc::coord(&url, &["--ttl", "60", "lock", "BH"]);
+        p.line(SHORT);
+        p.line(SHORT);
+        handle.blackhole();
+        let since = std::time::Instant::now();
+        p.signal("INT");
+        let (code, stderr) = exit_within(&mut p, since, bound);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("could not release lock \"BH\"")
+                && stderr.contains("the lease ends by itself within the TTL (1m)"),
+            "{stderr}"
+        );
+        handle.heal();
+
+        // CMD exits while the server is unreachable: coord exits with CMD's code.
+        let wait_for_go = "while [ ! -e \"$1\" ]; do sleep 0.05; done; exit 7";
+        let mut p = Proc::coord(
+            &url,
+            &[
+                "--ttl",
+                "60",
+                "lock",
+                "BH2",
+                "--",
+                "sh",
+                "-c",
+                wait_for_go,
+                "sh",
+                &go,
+            ],
+        );
+        p.line(SHORT);
+        p.line(SHORT);
+        handle.blackhole();
+        std::fs::write(&go, "").unwrap();
+        let since = std::time::Instant::now();
+        let (code, stderr) = exit_within(&mut p, since, bound);
+        assert_eq!(code, Some(7), "{stderr}");
+        assert!(stderr.contains("the lease ends by itself"), "{stderr}");
+        handle.heal();
+
+        // A leader resigning on SIGTERM.
+        let mut p = Proc::coord(&url, &["--ttl", "60", "elect", "BHE", "v"]);
+        p.line(SHORT);
+        p.line(SHORT);
+        handle.blackhole();
+        let since = std::time::Instant::now();
+        p.signal("TERM");
+        let (code, stderr) = exit_within(&mut p, since, bound);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("could not release the leadership of election \"BHE\""),
+            "{stderr}"
+        );
+        handle.heal();
+
+        // A waiter withdrawing on SIGINT, behind a holder that is not cut off.
+        let mut holder = Proc::coord(&direct, &["lock", "BHW"]);
+        holder.line(SHORT);
+        let mut waiter = Proc::coord(&url, &["--ttl", "60", "lock", "BHW"]);
+        assert_eq!(waiter.try_line(QUIET), None, "the waiter waits");
+        handle.blackhole();
+        let since = std::time::Instant::now();
+        waiter.signal("INT");
+        let (code, stderr) = exit_within(&mut waiter, since, bound);
+        assert_eq!(code, Some(130), "{stderr}");
+        assert!(
+            stderr.contains("could not release the waiting key"),
+            "{stderr}"
+        );
+        holder.signal("TERM");
+        assert_eq!(holder.wait(SHORT).code(), Some(0), "{}", holder.stderr());
+        handle.heal();
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_below_etcds_minimum_is_raised_with_a_warning() {
+    // Before: `--ttl 1` got a 2 s lease without a word.
+    // etcd's own timing (the test fixture's is faster), for its minimum TTL: 1.5 times the
+    // election timeout, rounded up to whole seconds.
+    let Some(etcd) = EtcdServer::builder()
+        .timing(Duration::from_millis(100), Duration::from_secs(1))
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let url = url(&etcd);
+    coord(
+        &url,
+        &[
+            "--ttl",
+            "1",
+            "lock",
+            "T",
+            "--kill-after",
+            "100ms",
+            "--",
+            "true",
+        ],
+    )
+    .assert()
+    .success()
+    .stderr(predicate::str::contains(
+        "warning: TTL 1s raised by the backend: it granted 2s",
+    ));
+    coord(
+        &url,
+        &[
+            "--ttl",
+            "2500ms",
+            "lock",
+            "T",
+            "--kill-after",
+            "100ms",
+            "--",
+            "true",
+        ],
+    )
+    .assert()
+    .success()
+    .stderr(predicate::str::contains(
+        "TTL 2s 500ms raised by the backend: it granted 3s",
+    ));
+    coord(&url, &["--ttl", "3", "lock", "T", "--", "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("raised").not());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_lock_rev_is_the_lock_keys_create_revision() {
+    // Before: coord set ETCD_LOCK_KEY only; etcdctl lock sets ETCD_LOCK_REV too.
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let Some(etcdctl) = etcdctl_bin() else { return };
+    let script = format!(
+        "echo \"rev=$ETCD_LOCK_REV\"; ETCDCTL_API=3 {etcdctl} --endpoints {} get -w fields \"$ETCD_LOCK_KEY\" | grep '\"CreateRevision\"'",
+        etcd.endpoints().join(",")
+    );
+    let out = coord(&url(&etcd), &["lock", "REV", "--", "sh", "-c", &script])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let rev = lines[2].strip_prefix("rev=").expect("rev= line");
+    assert!(rev.parse::<i64>().unwrap() > 0, "{out}");
+    assert_eq!(rev, lines[1], "ETCD_LOCK_REV is the fencing token: {out}");
+    let created = lines[3].rsplit(':').next().unwrap().trim();
+    assert_eq!(rev, created, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_prints_proposals_that_are_not_one_line_of_text_escaped() {
+    // Before: a proposal with a newline printed as two lines, and bytes that are not
+    // UTF-8 as U+FFFD, a different value than the store holds.
+    let Some(etcd) = EtcdServer::start_or_skip().await else {
+        return;
+    };
+    let url = url(&etcd);
+    let conn = coord::connect(&url).await.expect("connect");
+    conn.backend()
+        .put(b"BIN/1", b"\xffx\ny", 0)
+        .await
+        .expect("put a foreign candidate");
+    coord(&url, &["leader", "BIN"])
+        .assert()
+        .success()
+        .stdout("\\xffx\\ny\n");
+    let out = coord(&url, &["-o", "json", "leader", "BIN"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let j: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(j["proposal_hex"], "ff780a79", "{j}");
+    assert_eq!(j["proposal"], "\u{fffd}x\ny", "{j}");
+    assert_eq!(j["key"], "BIN/1", "{j}");
+    assert!(j.get("key_hex").is_none(), "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_can_come_from_a_file() {
+    // Before: the password could only be given in the URL, which `ps` shows.
+    let Some(etcd) = EtcdServer::builder()
+        .user("app", "p@ss w0rd&=", "app/")
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let host = etcd.endpoints().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let good = file("good", "p@ss w0rd&=\nsecond line ignored\n");
+    let wrong = file("wrong", "wrong-secret\n");
+    let empty = file("empty", "\n");
+    let missing = dir.path().join("missing").to_str().unwrap().to_owned();
+    let plain = format!("etcd://{host}?namespace=app/");
+    let with_user = format!("etcd://app@{host}?namespace=app/");
+    coord(
+        &plain,
+        &[
+            "--user",
+            "app",
+            "--password-file",
+            &good,
+            "lock",
+            "L",
+            "--",
+            "true",
+        ],
+    )
+    .assert()
+    .success();
+    coord(&with_user, &["lock", "L", "--", "true"])
+        .env("COORD_PASSWORD_FILE", &good)
+        .assert()
+        .success();
+    coord(&with_user, &["--password-file", &wrong, "leader", "L"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("authentication failed")
+                .and(predicate::str::contains("wrong-secret").not()),
+        );
+    let refused: [(&str, Vec<&str>, &str); 5] = [
+        (
+            &with_user,
+            vec!["--password-file", &missing],
+            "/missing: no such file",
+        ),
+        (
+            &with_user,
+            vec!["--password-file", &empty],
+            "/empty: the first line is empty; it must be the password",
+        ),
+        (
+            "etcd://app:other@127.0.0.1:1",
+            vec!["--password-file", &good],
+            "--password-file: the backend URL has a password too",
+        ),
+        (
+            &with_user,
+            vec!["--user", "app", "--password-file", &good],
+            "--user: the backend URL names a user too",
+        ),
+        (
+            "memory://",
+            vec!["--password-file", &good],
+            "memory:// takes no credentials",
+        ),
+    ];
+    for (url, options, says) in refused {
+        let mut args = options.clone();
+        args.extend(["leader", "L"]);
+        coord(url, &args).assert().code(2).stderr(
+            predicate::str::contains(says)
+                .and(predicate::str::contains("p@ss").not())
+                .and(predicate::str::contains("other").not()),
+        );
+    }
+}

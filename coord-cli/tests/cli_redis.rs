@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cli_support::{LONG, Proc, SHORT, coord, coord_bin};
 use coord::{BackendExt, Mutex};
 use coord_testkit::RedisServer;
+use predicates::prelude::*;
 
 /// The backend URL for the fixture, keys confined to its namespace.
 fn url(redis: &RedisServer) -> String {
@@ -167,4 +168,92 @@ async fn a_waiter_whose_session_ends_says_it_never_held_the_lock() {
         Some(5),
         "the holder's lock is lost"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_of_an_acl_user_can_come_from_a_file() {
+    // Before: the password could only be given in the URL, which `ps` shows.
+    let Some(redis) = RedisServer::builder()
+        .acl_user("app", "s3cret pw")
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let url = url(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    std::fs::write(&good, "s3cret pw\r\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "nope-nope\n").unwrap();
+    let (good, wrong) = (good.to_str().unwrap(), wrong.to_str().unwrap());
+    coord(
+        &url,
+        &[
+            "--user",
+            "app",
+            "--password-file",
+            good,
+            "lock",
+            "L",
+            "--",
+            "sh",
+            "-c",
+            "echo ran",
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("ran"));
+    coord(&url, &["--user", "app", "lock", "L", "--", "true"])
+        .env("COORD_PASSWORD_FILE", good)
+        .assert()
+        .success();
+    coord(
+        &url,
+        &["--user", "app", "--password-file", wrong, "leader", "L"],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("nope-nope").not());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_server_delays_the_exit_after_sigint_by_the_request_timeout_at_most() {
+    // Before: the release waited for the Redis backend's own 10 s request timeout per
+    // request; now the command line's 5 s bounds the whole release.
+    let Some(redis) = RedisServer::start_or_skip().await else {
+        return;
+    };
+    let proxy = coord_testkit::FaultProxy::start(redis.endpoint())
+        .await
+        .expect("proxy");
+    let handle = proxy.handle();
+    let url = format!("redis://{}?namespace={}", proxy.addr(), redis.namespace());
+    tokio::task::spawn_blocking(move || {
+        let mut p = Proc::coord(&url, &["--ttl", "60", "lock", "BH"]);
+        p.line(SHORT);
+        p.line(SHORT);
+        handle.blackhole();
+        let since = Instant::now();
+        p.signal("INT");
+        let bound = Duration::from_secs(7);
+        let status = p.wait(bound * 3);
+        let took = since.elapsed();
+        assert!(
+            took < bound,
+            "exited {took:?} after SIGINT; stderr: {}",
+            p.stderr()
+        );
+        assert_eq!(status.code(), Some(1), "{}", p.stderr());
+        let stderr = p.stderr();
+        assert!(
+            stderr.contains("could not release lock \"BH\"")
+                && stderr.contains("the lease ends by itself within the TTL (1m)"),
+            "{stderr}"
+        );
+        handle.heal();
+    })
+    .await
+    .unwrap();
 }

@@ -91,7 +91,9 @@ pub trait UrlOptions: fmt::Debug + Send + Sync + Sized + 'static {
     ///
     /// # Errors
     /// The backend's own: [`Error::Unavailable`] when no server answers,
-    /// [`Error::Unauthenticated`] for wrong credentials, ...
+    /// [`Error::Unauthenticated`] for wrong credentials or a TLS failure retrying cannot
+    /// fix (see [`crate::tls::connect_error`]), [`Error::InvalidArgument`] for TLS files
+    /// that are missing or not PEM (see [`crate::tls::read_pem`]), ...
     async fn connect(&self) -> Result<Self::Backend>;
 }
 
@@ -192,7 +194,7 @@ fn describe(e: url::ParseError) -> String {
         url::ParseError::InvalidPort => "bad port (a number from 1 to 65535)".into(),
         url::ParseError::InvalidIpv6Address => "bad IPv6 address".into(),
         url::ParseError::InvalidDomainCharacter => "bad character in the host".into(),
-        url::ParseError::EmptyHost => "empty host".into(),
+        url::ParseError::EmptyHost => "no host (expected SCHEME://HOST[:PORT])".into(),
         url::ParseError::RelativeUrlWithoutBase => "no scheme (expected SCHEME://...)".into(),
         other => other.to_string(),
     }
@@ -295,16 +297,24 @@ impl Query {
         }
     }
 
-    /// Takes a duration, as [`parse_duration`] reads it.
+    /// Takes a duration, as [`parse_duration`] reads it (the grammar of the CLI's
+    /// duration flags). Zero is refused: no time parameter of a URL means "none" by 0, and
+    /// a zero timeout would fail every call.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when empty or not a duration.
+    /// [`Error::InvalidArgument`] when empty, not a duration, or zero.
     pub fn take_duration(&mut self, name: &str) -> Result<Option<Duration>> {
-        self.take(name)?
-            .map(|v| {
-                parse_duration(&v).map_err(|e| invalid(format!("query parameter `{name}`: {e}")))
-            })
-            .transpose()
+        let Some(value) = self.take(name)? else {
+            return Ok(None);
+        };
+        let d = parse_duration(&value)
+            .map_err(|e| invalid(format!("query parameter `{name}`: {e}")))?;
+        if d.is_zero() {
+            return Err(invalid(format!(
+                "query parameter `{name}` must be positive, got {value:?}"
+            )));
+        }
+        Ok(Some(d))
     }
 
     /// Whether every parameter has been taken.
@@ -586,6 +596,20 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_parameter_reads_the_cli_grammar_and_refuses_zero() {
+        let mut q = Query::parse("a=1h30m&b=90&c=0s&d=0&e=0ms").unwrap();
+        assert_eq!(
+            q.take_duration("a").unwrap(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(q.take_duration("b").unwrap(), Some(Duration::from_secs(90)));
+        for name in ["c", "d", "e"] {
+            let e = message(q.take_duration(name).unwrap_err());
+            assert!(e.contains(&format!("`{name}` must be positive")), "{e}");
+        }
+    }
+
+    #[test]
     fn query_debug_shows_names_only() {
         let q = Query::parse("password=hunter2").unwrap();
         assert!(!format!("{q:?}").contains("hunter2"));
@@ -639,5 +663,7 @@ mod tests {
         assert!(message(parse("etcd://h\t:1").unwrap_err()).contains("control"));
         assert!(message(parse("etcd://[::1:1").unwrap_err()).contains("IPv6"));
         assert!(message(parse("h:1").unwrap_err()).contains("no scheme"));
+        let e = message(parse("etcd://u:hunter2@").unwrap_err());
+        assert!(e.contains("no host") && !e.contains("hunter2"), "{e}");
     }
 }

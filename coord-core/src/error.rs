@@ -61,11 +61,18 @@ pub enum Error {
         /// What was wrong, naming the argument.
         message: String,
     },
-    /// The backend rejected the credentials (or none were given where they are needed).
+    /// The backend rejected the credentials (or none were given where they are needed),
+    /// or the peer could not be authenticated: a TLS certificate the client cannot verify,
+    /// or a client certificate the server refused. Not retryable: the configuration needs
+    /// fixing.
     #[error("unauthenticated: {message}")]
     Unauthenticated {
         /// What the backend said, with secrets removed.
         message: String,
+        /// The error that said so, when there is one (a TLS handshake failure keeps the
+        /// backend's connect error, whose sources lead down to the TLS library's).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// The credentials are valid but lack a permission the operation needs.
     #[error("permission denied: {message}")]
@@ -170,6 +177,25 @@ impl Error {
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
         Error::Unavailable {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// [`Error::Unauthenticated`] without a source error.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Error::Unauthenticated {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// [`Error::Unauthenticated`] caused by `source`; `message` should say what failed.
+    pub fn unauthenticated_with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Unauthenticated {
             message: message.into(),
             source: Some(source.into()),
         }

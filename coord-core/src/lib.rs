@@ -20,6 +20,7 @@ mod lease;
 mod namespace;
 mod range;
 mod recipes;
+pub mod tls;
 mod txn;
 mod watch;
 

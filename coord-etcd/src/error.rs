@@ -12,6 +12,10 @@ const COMPACTED: &str = "required revision has been compacted";
 /// etcd's message for a revision above the current one (`rpctypes.ErrGRPCFutureRev`).
 const FUTURE_REV: &str = "required revision is a future revision";
 
+/// etcd's message for a call without credentials to a server with auth enabled
+/// (`rpctypes.ErrGRPCUserEmpty`).
+const USER_EMPTY: &str = "user name is empty";
+
 /// What the failed call was about, for the error message and for kinds that carry an id.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Context<'a> {
@@ -101,13 +105,20 @@ fn from_status(ctx: Context<'_>, status: tonic::Status) -> Error {
     // etcd answers a wrong password with InvalidArgument ("authentication failed, invalid
     // user ID or password") and an expired token with Unauthenticated or Unknown.
     if message.contains("authentication failed") || message.contains("invalid auth token") {
-        return Error::Unauthenticated { message: what };
+        return Error::unauthenticated(what);
+    }
+    // etcd's answer to a call without a token when auth is on (`ErrGRPCUserEmpty`).
+    if message.contains(USER_EMPTY) {
+        return Error::unauthenticated(ctx.message(&format_args!(
+            "{message}: this etcd has auth enabled and needs credentials (USER:PASSWORD@ \
+             before the host, or ?user=&password=)"
+        )));
     }
     let unavailable = |status| Error::unavailable_with_source(what.clone(), sanitized(status));
     match status.code() {
         Code::Unavailable => unavailable(status),
         Code::DeadlineExceeded => Error::Timeout { operation: what },
-        Code::Unauthenticated => Error::Unauthenticated { message: what },
+        Code::Unauthenticated => Error::unauthenticated(what),
         Code::PermissionDenied => Error::PermissionDenied { message: what },
         Code::InvalidArgument | Code::OutOfRange => Error::invalid_argument(what),
         // A stream torn down by a restart or a reset shows up as Cancelled, Unknown or
@@ -152,6 +163,45 @@ pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
         }
         E::EndpointError(e) => Error::invalid_argument(ctx.message(&e)),
         other => Error::backend_with_source("etcd", ctx.backend_message(&other), other),
+    }
+}
+
+/// A failure to connect, with TLS failures made permanent ([`coord_core::tls`]). `tls`
+/// says whether the connection used TLS.
+///
+/// A server that refuses the client certificate (or its absence) alerts after the client
+/// has finished its side of a TLS 1.3 handshake, and closes. Depending on timing the first
+/// call then fails with the alert, cancelled with the connection closed, or with a broken
+/// pipe: tonic reports the latter two with code `Cancelled` or `Unknown`, where a failed
+/// handshake is `Unavailable`. At connect, over TLS, a connection that dies as soon as it
+/// is up means the certificate was refused.
+pub(crate) fn connect_error(e: Error, tls: bool) -> Error {
+    let closed_after_handshake = tls
+        && std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<tonic::Status>())
+            .is_some_and(|s| matches!(s.code(), Code::Cancelled | Code::Unknown));
+    let message = match &e {
+        Error::Unavailable { message, .. } => message.clone(),
+        _ => String::new(),
+    };
+    let schemes = coord_core::tls::Schemes {
+        tls,
+        plain: "etcd",
+        secure: "etcds",
+    };
+    match coord_core::tls::connect_error(e, schemes) {
+        Error::Unavailable {
+            source: Some(source),
+            ..
+        } if closed_after_handshake => Error::unauthenticated_with_source(
+            format!(
+                "TLS: the server closed the connection right after the handshake: it most \
+                 likely refused the client certificate (`cert` and `key`: none given, or not \
+                 signed by a CA the server trusts) ({message})"
+            ),
+            source,
+        ),
+        e => e,
     }
 }
 

@@ -311,6 +311,14 @@ mod tests {
         assert!(err("etcd://:pw@h").contains("without a user"));
         assert!(err("redis://h").contains("not an etcd"));
         assert!(err("etcd://h?cacert=/x").contains("use etcds://"));
+        for name in ["connect_timeout", "request_timeout"] {
+            let e = err(&format!("etcd://h?{name}=0s"));
+            assert!(e.contains(&format!("`{name}` must be positive")), "{e}");
+        }
+        let o =
+            EtcdOptions::parse_url("etcd://h?connect_timeout=1h30m&request_timeout=90").unwrap();
+        assert_eq!(o.connect_timeout, Duration::from_secs(5400));
+        assert_eq!(o.request_timeout, Some(Duration::from_secs(90)));
         for url in [
             "etcd://u:hunter2@h:1?password=hunter3",
             "etcd://u:hunter2@h:1?nope=1",

@@ -141,17 +141,37 @@ impl EtcdBackend {
     /// Connects to the cluster and checks it answers.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for unusable options (no endpoint, bad URL, unreadable or
-    /// invalid TLS files); [`Error::Unavailable`] when no endpoint answers within the
-    /// connect timeout; [`Error::Unauthenticated`] for wrong credentials.
+    /// [`Error::InvalidArgument`] for unusable options (no endpoint, bad URL, a zero connect
+    /// or request timeout, TLS files that are missing or not PEM, named by their URL
+    /// parameter: `cacert`, `cert`, `key`), before any connection; [`Error::Unavailable`]
+    /// when no endpoint answers within the connect timeout (with a hint naming the other
+    /// scheme when the server closes the connection during the TLS handshake, or at once);
+    /// [`Error::Unauthenticated`] for wrong or missing credentials (auth enabled on the
+    /// server), and for a TLS failure retrying cannot fix: a server certificate the client
+    /// cannot verify, a client certificate the server refuses. Its message starts `TLS:`
+    /// and says what failed; its source is the connect error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future drops the connection.
     pub async fn connect(options: EtcdOptions) -> Result<EtcdBackend> {
         if options.endpoints.is_empty() {
             return Err(Error::invalid_argument("etcd: no endpoint given"));
         }
+        if options.connect_timeout.is_zero() {
+            return Err(Error::invalid_argument(
+                "etcd: the connect timeout (`connect_timeout`) must be positive",
+            ));
+        }
+        if options.request_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_argument(
+                "etcd: the request timeout (`request_timeout`) must be positive",
+            ));
+        }
         let connect_options = options.to_connect_options()?;
         let endpoints = options.endpoints.clone();
         let what = format!("connect to {}", endpoints.join(","));
-        let limit = options.connect_timeout.max(Duration::from_millis(1));
+        let tls = options.tls_requested() || endpoints.iter().any(|e| e.starts_with("https://"));
+        let limit = options.connect_timeout;
         let connected = tokio::time::timeout(
             limit,
             etcd_client::Client::connect(&endpoints, Some(connect_options.clone())),
@@ -159,7 +179,7 @@ impl EtcdBackend {
         .await;
         let client = match connected {
             Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(map_err(Context::op(&what), e)),
+            Ok(Err(e)) => return Err(error::connect_error(map_err(Context::op(&what), e), tls)),
             Err(_) => {
                 return Err(Error::unavailable(format!(
                     "etcd {what}: no answer within {limit:?}"
@@ -200,7 +220,7 @@ impl EtcdBackend {
                     "etcd {what}: no answer within {limit:?}"
                 )));
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => return Err(error::connect_error(e, tls)),
         }
         Ok(backend)
     }

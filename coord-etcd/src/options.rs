@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use coord_core::{Error, Result};
+use coord_core::Result;
+use coord_core::tls::{self, PemKind};
 
 /// Default time allowed to open a TCP (and TLS) connection to an endpoint.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,13 +22,16 @@ pub(crate) enum Pem {
 }
 
 impl Pem {
+    /// The PEM, checked to hold `kind`. `parameter` is the URL parameter that names such
+    /// a file (`cacert`), `what` the thing itself (`CA certificate`), for errors.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) fn load(&self, what: &str) -> Result<Vec<u8>> {
+    pub(crate) fn load(&self, parameter: &str, what: &str, kind: PemKind) -> Result<Vec<u8>> {
         match self {
-            Pem::Bytes(b) => Ok(b.clone()),
-            Pem::File(path) => std::fs::read(path).map_err(|e| {
-                Error::invalid_argument(format!("cannot read {what} from {}: {e}", path.display()))
-            }),
+            Pem::Bytes(b) => {
+                tls::check_pem(&format!("the {what} given as bytes"), b, kind)?;
+                Ok(b.clone())
+            }
+            Pem::File(path) => tls::read_pem(parameter, path, kind),
         }
     }
 }
@@ -149,7 +153,7 @@ impl EtcdOptions {
     }
 
     /// Time allowed to open a connection to an endpoint (and, at connect, for the first
-    /// answer from the cluster).
+    /// answer from the cluster). Must be more than zero.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -158,7 +162,8 @@ impl EtcdOptions {
     /// Time allowed for each unary call (range, txn, lease grant/revoke/time-to-live,
     /// compact) and for each keep-alive round trip and watch creation. Never applied to the
     /// lifetime of a watch or of a keep-alive stream. A call that exceeds it fails with
-    /// [`Error::Timeout`]. Default: none.
+    /// [`Error::Timeout`](coord_core::Error::Timeout). Default: none. Must be more than zero:
+    /// [`EtcdBackend::connect`](crate::EtcdBackend::connect) refuses zero.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
         self
@@ -225,14 +230,16 @@ impl EtcdOptions {
     fn apply_tls(&self, o: etcd_client::ConnectOptions) -> Result<etcd_client::ConnectOptions> {
         let mut tls = etcd_client::TlsOptions::new();
         if let Some(ca) = &self.ca_cert {
-            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(
-                ca.load("CA certificate")?,
-            ));
+            tls = tls.ca_certificate(etcd_client::Certificate::from_pem(ca.load(
+                "cacert",
+                "CA certificate",
+                PemKind::Certificates,
+            )?));
         }
         if let Some((cert, key)) = &self.identity {
             tls = tls.identity(etcd_client::Identity::from_pem(
-                cert.load("client certificate")?,
-                key.load("client key")?,
+                cert.load("cert", "client certificate", PemKind::Certificates)?,
+                key.load("key", "client key", PemKind::PrivateKey)?,
             ));
         }
         if let Some(domain) = &self.tls_domain {
@@ -243,7 +250,7 @@ impl EtcdOptions {
 
     #[cfg(not(feature = "tls"))]
     fn apply_tls(&self, _o: etcd_client::ConnectOptions) -> Result<etcd_client::ConnectOptions> {
-        Err(Error::invalid_argument(
+        Err(coord_core::Error::invalid_argument(
             "TLS options need coord-etcd's cargo feature \"tls\"",
         ))
     }
@@ -274,6 +281,8 @@ impl fmt::Debug for EtcdOptions {
 
 #[cfg(test)]
 mod tests {
+    use coord_core::Error;
+
     use super::*;
 
     #[test]
@@ -289,11 +298,23 @@ mod tests {
     }
 
     #[test]
-    fn missing_pem_file_is_invalid_argument() {
+    fn pem_that_is_missing_or_not_pem_is_invalid_argument_naming_the_parameter() {
         let e = Pem::File("/nonexistent/ca.pem".into())
-            .load("CA certificate")
+            .load("cacert", "CA certificate", PemKind::Certificates)
             .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
-        assert!(e.to_string().contains("/nonexistent/ca.pem"));
+        assert!(
+            e.to_string().contains("`cacert` file /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = Pem::Bytes(b"KEYDATA-very-secret".to_vec())
+            .load("key", "client key", PemKind::PrivateKey)
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("client key given as bytes") && !e.contains("KEYDATA"),
+            "{e}"
+        );
     }
 }

@@ -125,7 +125,8 @@ async fn tls_with_client_certificates() {
         .unwrap();
     assert_eq!(ev.revision, rev);
 
-    // Without the client certificate the server refuses the connection.
+    // Without the client certificate the server refuses the connection: a configuration
+    // problem, not an outage.
     let no_identity = EtcdBackend::connect(
         EtcdOptions::new([server.url()])
             .ca_cert_file(tls.ca_cert_path())
@@ -133,7 +134,11 @@ async fn tls_with_client_certificates() {
     )
     .await
     .unwrap_err();
-    assert!(no_identity.is_retryable(), "{no_identity:?}");
+    assert!(
+        matches!(no_identity, Error::Unauthenticated { .. }),
+        "{no_identity:?}"
+    );
+    assert!(!no_identity.is_retryable(), "{no_identity:?}");
 
     // A missing file is named.
     let missing =

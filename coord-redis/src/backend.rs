@@ -119,11 +119,15 @@ impl RedisBackend {
     /// with new sessions (see the crate docs, "Data loss and fencing tokens").
     ///
     /// # Errors
-    /// [`Error::Unavailable`] when the server cannot be reached (or the TLS handshake
-    /// fails); [`Error::Unauthenticated`] for a wrong user name or password;
-    /// [`Error::PermissionDenied`] when the user may not load the scripts;
-    /// [`Error::InvalidArgument`] for an unreadable or invalid TLS file, or a revision mode
-    /// other than the one the namespace was created with.
+    /// [`Error::Unavailable`] when the server cannot be reached (with a hint naming the
+    /// other scheme when it closes the connection during the TLS handshake, or at once);
+    /// [`Error::Unauthenticated`] for a wrong user name or password, and for a TLS failure
+    /// retrying cannot fix (a server certificate the client cannot verify, a client
+    /// certificate the server requires or refuses: the message starts `TLS:` and says
+    /// what failed); [`Error::PermissionDenied`] when the user may not load the scripts;
+    /// [`Error::InvalidArgument`] for a `cacert`, `cert` or `key` file that is missing or
+    /// not PEM (named with its path, before any connection), or a revision mode other than
+    /// the one the namespace was created with.
     pub async fn connect(options: RedisOptions) -> Result<RedisBackend> {
         let url = options.redacted_url();
         let connections = Connections::open(&options).await?;

@@ -29,7 +29,7 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn redis_error(context: &str, e: RedisError) -> Error {
     let message = format!("redis {context}: {e}");
     match e.kind() {
-        ErrorKind::AuthenticationFailed => Error::Unauthenticated { message },
+        ErrorKind::AuthenticationFailed => Error::unauthenticated(message),
         ErrorKind::Server(ServerErrorKind::NoPerm) => Error::PermissionDenied { message },
         // The server is starting (LOADING: reading its AOF or RDB after a restart), has no
         // healthy primary, or is busy: the same call may succeed later.
@@ -52,7 +52,7 @@ pub(crate) fn redis_error(context: &str, e: RedisError) -> Error {
         _ => match e.code() {
             // NOAUTH: the server wants a password and none was given. WRONGPASS also comes
             // back from a plain `AUTH` command, outside the handshake.
-            Some("NOAUTH" | "WRONGPASS") => Error::Unauthenticated { message },
+            Some("NOAUTH" | "WRONGPASS") => Error::unauthenticated(message),
             // A script that ran past `busy-reply-threshold` holds the server.
             Some("BUSY") => Error::unavailable_with_source(message, e),
             _ if e.is_io_error() => Error::unavailable_with_source(message, e),
@@ -162,7 +162,7 @@ impl Connections {
         shared
             .current()
             .await
-            .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
+            .map_err(|e| connect_error(options, redis_error(&format!("connect to {url}"), e)))?;
         Ok(Connections {
             kind: Kind::Single {
                 client,
@@ -258,6 +258,7 @@ fn tls_client(_options: &RedisOptions, url: &str, _userinfo: &str) -> Result<red
 /// that a missing file is an error naming it.
 #[cfg(feature = "tls")]
 fn tls_client(options: &RedisOptions, url: &str, userinfo: &str) -> Result<redis::Client> {
+    use coord_core::tls::PemKind;
     use redis::{ClientTlsConfig, TlsCertificates};
 
     let bad = |e: RedisError| Error::invalid_argument(format!("{url}: {e}"));
@@ -278,15 +279,15 @@ fn tls_client(options: &RedisOptions, url: &str, userinfo: &str) -> Result<redis
     );
     let client_tls = match (&files.cert_file, &files.key_file) {
         (Some(cert), Some(key)) => Some(ClientTlsConfig {
-            client_cert: read(url, "cert", cert)?,
-            client_key: read(url, "key", key)?,
+            client_cert: read(url, "cert", cert, PemKind::Certificates)?,
+            client_key: read(url, "key", key, PemKind::PrivateKey)?,
         }),
         _ => None,
     };
     let root_cert = files
         .ca_file
         .as_deref()
-        .map(|ca| read(url, "cacert", ca))
+        .map(|ca| read(url, "cacert", ca, PemKind::Certificates))
         .transpose()?;
     // rustls needs a process-wide crypto provider when more than one is compiled in (an
     // application may enable aws-lc-rs); ring is the one this crate brings. Installing
@@ -302,15 +303,35 @@ fn tls_client(options: &RedisOptions, url: &str, userinfo: &str) -> Result<redis
     .map_err(bad)
 }
 
-/// Reads a TLS file named by the URL parameter `parameter`.
+/// Reads a TLS file named by the URL parameter `parameter`, checked to hold `kind`.
 #[cfg(feature = "tls")]
-fn read(url: &str, parameter: &str, path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        Error::invalid_argument(format!(
-            "{url}: cannot read the `{parameter}` file {}: {e}",
-            path.display()
-        ))
+fn read(
+    url: &str,
+    parameter: &str,
+    path: &std::path::Path,
+    kind: coord_core::tls::PemKind,
+) -> Result<Vec<u8>> {
+    coord_core::tls::read_pem(parameter, path, kind).map_err(|e| match e {
+        Error::InvalidArgument { message } => Error::invalid_argument(format!("{url}: {message}")),
+        e => e,
     })
+}
+
+/// A failure to connect, with TLS failures made permanent ([`coord_core::tls`]).
+fn connect_error(options: &RedisOptions, e: Error) -> Error {
+    let schemes = if options.is_cluster() {
+        ("redis+cluster", "rediss+cluster")
+    } else {
+        ("redis", "rediss")
+    };
+    coord_core::tls::connect_error(
+        e,
+        coord_core::tls::Schemes {
+            tls: options.tls(),
+            plain: schemes.0,
+            secure: schemes.1,
+        },
+    )
 }
 
 /// Resolves every name to the configured host: with `tls_domain` the redis crate is given
@@ -505,10 +526,9 @@ mod cluster {
             )?;
             let blocking_client =
                 build(ClusterClient::builder(nodes).overall_response_timeout(None))?;
-            let shared = client
-                .get_async_connection()
-                .await
-                .map_err(|e| redis_error(&format!("connect to {url}"), e))?;
+            let shared = client.get_async_connection().await.map_err(|e| {
+                super::connect_error(options, redis_error(&format!("connect to {url}"), e))
+            })?;
             Ok(ClusterConnections {
                 blocking_client,
                 shared,

@@ -567,6 +567,15 @@ mod tests {
         assert!(err("redis://h?cacert=/x").contains("use rediss://"));
         assert!(err("redis://h?db=1").contains("unknown query parameter `db`"));
         assert!(err("etcd://h").contains("not a redis"));
+        for name in ["connect_timeout", "request_timeout"] {
+            let e = err(&format!("redis://h?{name}=0s"));
+            assert!(e.contains(&format!("`{name}` must be positive")), "{e}");
+            let o = RedisOptions::parse_url(&format!("redis://h?{name}=1h30m")).unwrap();
+            assert_eq!(
+                o.connect_timeout().or(o.request_timeout()),
+                Some(Duration::from_secs(5400))
+            );
+        }
         let e = err("redis://u:hunter2@h?password=hunter3");
         assert!(e.contains("twice") && !e.contains("hunter"), "{e}");
     }

@@ -98,9 +98,19 @@ async fn tls_domain_is_the_name_the_certificate_is_checked_against() {
     let e = connect(&tls_url(&server, &tls, true, "&tls_domain=redis.invalid"))
         .await
         .expect_err("a name the certificate does not carry is refused");
+    // A configuration problem, not an outage: retrying cannot help.
+    assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+    assert!(!e.is_retryable());
     let text = e.to_string();
-    assert!(text.contains("certificate"), "{text}");
+    assert!(
+        text.contains("TLS: the server's certificate is not valid for the name"),
+        "{text}"
+    );
     assert!(text.contains("tls_domain=redis.invalid"), "{text}");
+    assert!(
+        std::error::Error::source(&e).is_some(),
+        "keeps the source: {e:?}"
+    );
 }
 
 #[cfg(feature = "tls")]
@@ -114,7 +124,13 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let e = connect(&tls_url(&server, &other, true, ""))
         .await
         .expect_err("a server certificate of an untrusted CA is refused");
+    assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+    assert!(!e.is_retryable());
     let text = e.to_string();
+    assert!(
+        text.contains("TLS: the server's certificate is not signed by a CA the client trusts"),
+        "{text}"
+    );
     // rustls' words: `UnknownIssuer`, or `BadSignature` when the other CA has the same
     // name (as the testkit's do).
     assert!(text.contains("invalid peer certificate"), "{text}");
@@ -132,11 +148,124 @@ async fn a_tls_client_without_a_certificate_is_refused_by_the_server() {
         .await
         .expect_err("the server requires a client certificate");
     // The server alerts after the handshake (TLS 1.3): rustls reports the alert.
+    assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+    assert!(!e.is_retryable());
     let text = e.to_string();
     assert!(
-        text.contains("alert") || text.contains("certificate"),
+        text.contains("TLS: the server requires a client certificate (give `cert` and `key`)"),
         "{text}"
     );
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_client_certificate_from_another_ca_is_refused_by_the_server_for_good() {
+    let Some(server) = start(RedisServer::builder().tls(true)).await else {
+        return;
+    };
+    let tls = server.tls().expect("TLS material").clone();
+    let other = TlsMaterial::generate(&server.data_dir().expect("local").join("other-ca"))
+        .expect("a second CA");
+    let url = format!(
+        "{}?cacert={}&cert={}&key={}",
+        server.url(),
+        tls.ca_cert_path().display(),
+        other.client_cert_path().display(),
+        other.client_key_path().display()
+    );
+    let e = connect(&url)
+        .await
+        .expect_err("a client certificate of another CA");
+    assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    let text = e.to_string();
+    assert!(
+        text.contains("TLS: the server refused the client certificate"),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn without_cacert_the_test_ca_is_not_trusted_for_good() {
+    let Some(server) = start(RedisServer::builder().tls(true)).await else {
+        return;
+    };
+    let tls = server.tls().expect("TLS material").clone();
+    let url = format!(
+        "{}?cert={}&key={}",
+        server.url(),
+        tls.client_cert_path().display(),
+        tls.client_key_path().display()
+    );
+    let e = connect(&url).await.expect_err("no CA trusts the server");
+    assert!(matches!(e, Error::Unauthenticated { .. }), "{e:?}");
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("(check `cacert`)"), "{e}");
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_files_that_are_not_pem_are_refused_naming_the_parameter_and_the_path() {
+    // Nothing listens on port 1: a network error would be Unavailable.
+    let scratch = std::env::temp_dir().join(format!("coord-redis-pem-{}", std::process::id()));
+    let material = TlsMaterial::generate(&scratch).expect("TLS material");
+    let (cert, key) = (material.client_cert_path(), material.client_key_path());
+    for (query, words) in [
+        (
+            "cacert=/etc/passwd".to_owned(),
+            ["`cacert` file /etc/passwd", "not a PEM certificate"],
+        ),
+        (
+            format!("cert=/etc/passwd&key={}", key.display()),
+            ["`cert` file /etc/passwd", "not a PEM certificate"],
+        ),
+        (
+            format!("cert={}&key=/etc/passwd", cert.display()),
+            ["`key` file /etc/passwd", "not a PEM private key"],
+        ),
+        (
+            format!("cert={}&key={}", cert.display(), cert.display()),
+            ["`key` file", "not a PEM private key"],
+        ),
+    ] {
+        let e = connect(&format!("rediss://u:{PASSWORD}@127.0.0.1:1?{query}"))
+            .await
+            .expect_err("refused before connecting");
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        let text = e.to_string();
+        for w in words {
+            assert!(text.contains(w), "{w:?} not in {text}");
+        }
+        hides(&e, PASSWORD);
+    }
+    std::fs::remove_dir_all(scratch).ok();
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn tls_to_a_plain_text_server_says_to_use_redis_within_the_connect_timeout() {
+    let Some(server) = start(RedisServer::builder()).await else {
+        return;
+    };
+    let scratch = std::env::temp_dir().join(format!("coord-redis-plain-{}", std::process::id()));
+    let material = TlsMaterial::generate(&scratch).expect("TLS material");
+    let url = format!(
+        "rediss://{}?cacert={}&connect_timeout=1s",
+        server.endpoint(),
+        material.ca_cert_path().display()
+    );
+    // Redis waits for the end of a command line that the ClientHello never ends: the
+    // client gets no answer, which an overloaded server could give too, so this stays
+    // retryable, with the hint.
+    let e = connect(&url).await.expect_err("TLS to a plain-text port");
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("if it serves plain text, use redis://"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(scratch).ok();
 }
 
 #[cfg(feature = "tls")]
@@ -148,6 +277,10 @@ async fn plain_text_to_a_tls_server_is_unavailable_not_a_hang() {
     let plain = server.url().replace("rediss://", "redis://") + "?connect_timeout=2s";
     let e = connect(&plain).await.expect_err("plain text to a TLS port");
     assert!(e.is_retryable(), "{e}");
+    assert!(
+        e.to_string().contains("if it serves TLS, use rediss://"),
+        "{e}"
+    );
 }
 
 const USER: &str = "app";

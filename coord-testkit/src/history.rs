@@ -8,7 +8,12 @@
 //!   [`wrote`](History::wrote) (the client wrote to the protected resource using its
 //!   fencing token);
 //! * for elections: [`elected`](History::elected), [`resigned`](History::resigned) and
-//!   [`deposed`](History::deposed) (leadership lost without resigning).
+//!   [`deposed`](History::deposed) (leadership lost without resigning);
+//! * for read/write locks: writers as locks, readers with
+//!   [`read_acquired`](History::read_acquired), [`read_released`](History::read_released)
+//!   and [`read_lost`](History::read_lost) on the same name;
+//! * for semaphores: declare the name with [`semaphore`](History::semaphore), then record
+//!   permits as lock holds of that name.
 //!
 //! [`History::check`] then verifies, per lock name / election:
 //!
@@ -19,7 +24,10 @@
 //! 3. a client never writes with a token after it was told that hold was lost
 //!    ([`Violation::WriteAfterLoss`]), nor with a token it does not hold at all;
 //! 4. at most one leader per election at any instant, with rising terms (tokens);
-//! 5. nobody releases or resigns what it does not hold.
+//! 5. nobody releases or resigns what it does not hold;
+//! 6. readers never overlap a writer of the same name; a reader's token is above every
+//!    earlier writer's, and a writer's above every earlier reader's;
+//! 7. a semaphore never has more holders than permits, and no two hold one token.
 //!
 //! # Recording discipline
 //!
@@ -66,12 +74,22 @@ pub enum EventKind {
     Resigned,
     /// The leader was told it lost leadership without resigning.
     Deposed,
+    /// The client acquired a read lock on `name` (a read/write lock whose writers are
+    /// recorded as [`Acquired`](Self::Acquired)).
+    ReadAcquired,
+    /// The client is releasing its read lock (record before releasing).
+    ReadReleased,
+    /// The client was told it lost its read lock.
+    ReadLost,
 }
 
 impl EventKind {
     /// `Lost` or `Deposed`: the end of a hold that the client did not choose.
     fn is_loss(self) -> bool {
-        matches!(self, EventKind::Lost | EventKind::Deposed)
+        matches!(
+            self,
+            EventKind::Lost | EventKind::Deposed | EventKind::ReadLost
+        )
     }
 
     fn verb(self) -> &'static str {
@@ -83,6 +101,9 @@ impl EventKind {
             EventKind::Elected => "was elected in",
             EventKind::Resigned => "resigned from",
             EventKind::Deposed => "was deposed from",
+            EventKind::ReadAcquired => "acquired a read lock on",
+            EventKind::ReadReleased => "released a read lock on",
+            EventKind::ReadLost => "lost a read lock on",
         }
     }
 }
@@ -179,6 +200,26 @@ pub enum Violation {
         /// The conflicting election.
         elected: HistoryEvent,
     },
+    /// A reader and a writer of one read/write lock overlapped.
+    ReaderWriterOverlap {
+        /// The read/write lock.
+        name: String,
+        /// The acquisition (read or write) of the hold that was still open.
+        holder: HistoryEvent,
+        /// The conflicting acquisition.
+        acquired: HistoryEvent,
+    },
+    /// A semaphore had more holders than permits, or two holders of one token.
+    TooManyHolders {
+        /// The semaphore.
+        name: String,
+        /// Its number of permits.
+        permits: usize,
+        /// The acquisitions of the holds that were open.
+        holders: Vec<HistoryEvent>,
+        /// The acquisition that was one too many.
+        acquired: HistoryEvent,
+    },
     /// A client resigned (or was deposed from) leadership it did not have.
     ResignWithoutElection {
         /// The election.
@@ -244,6 +285,28 @@ impl fmt::Display for Violation {
                 f,
                 "two leaders of election {election:?}: [{elected}] while [{leader}] still led"
             ),
+            Violation::ReaderWriterOverlap {
+                name,
+                holder,
+                acquired,
+            } => write!(
+                f,
+                "reader and writer of {name:?} overlap: [{acquired}] while [{holder}] had not released or lost it"
+            ),
+            Violation::TooManyHolders {
+                name,
+                permits,
+                holders,
+                acquired,
+            } => {
+                let open: Vec<String> = holders.iter().map(|h| format!("[{h}]")).collect();
+                write!(
+                    f,
+                    "semaphore {name:?} of {permits} permits: [{acquired}] while {} held it: {}",
+                    holders.len(),
+                    open.join(", ")
+                )
+            }
             Violation::ResignWithoutElection {
                 election,
                 event,
@@ -265,6 +328,8 @@ impl std::error::Error for Violation {}
 struct Inner {
     start: Instant,
     events: Vec<HistoryEvent>,
+    /// Names declared as semaphores, with their permits.
+    semaphores: HashMap<String, usize>,
 }
 
 /// A thread-safe, cloneable recorder of lock and election events; clones share one log.
@@ -287,6 +352,7 @@ impl History {
             inner: Arc::new(Mutex::new(Inner {
                 start: Instant::now(),
                 events: Vec::new(),
+                semaphores: HashMap::new(),
             })),
         }
     }
@@ -354,6 +420,31 @@ impl History {
         self.record(EventKind::Deposed, client, election, token);
     }
 
+    /// `client` acquired a read lock on the read/write lock `name` with `token` (record
+    /// after acquiring). Writers of `name` are recorded with [`acquired`](Self::acquired).
+    pub fn read_acquired(&self, client: impl Into<String>, name: impl Into<String>, token: u64) {
+        self.record(EventKind::ReadAcquired, client, name, token);
+    }
+
+    /// `client` releases its read lock on `name` (record **before** releasing).
+    pub fn read_released(&self, client: impl Into<String>, name: impl Into<String>, token: u64) {
+        self.record(EventKind::ReadReleased, client, name, token);
+    }
+
+    /// `client` was told it lost its read lock on `name`.
+    pub fn read_lost(&self, client: impl Into<String>, name: impl Into<String>, token: u64) {
+        self.record(EventKind::ReadLost, client, name, token);
+    }
+
+    /// Declares `name` a semaphore of `permits` permits: its holds, recorded with
+    /// [`acquired`](Self::acquired) / [`released`](Self::released) / [`lost`](Self::lost),
+    /// may overlap up to `permits` at once, and their tokens need not rise (a permit's
+    /// token is above those released before it was asked for, not above every earlier
+    /// one). Declare before recording.
+    pub fn semaphore(&self, name: impl Into<String>, permits: usize) {
+        self.lock().semaphores.insert(name.into(), permits);
+    }
+
     /// A copy of all events in recording order.
     pub fn events(&self) -> Vec<HistoryEvent> {
         self.lock().events.clone()
@@ -389,7 +480,8 @@ impl History {
         reason = "a violation is rare; its events are the point"
     )]
     pub fn check(&self) -> Result<(), Violation> {
-        check_events(&self.lock().events)
+        let inner = self.lock();
+        check_events(&inner.events, &inner.semaphores)
     }
 
     /// Panics with the violation and the whole history when [`check`](Self::check) fails.
@@ -484,20 +576,112 @@ enum Conflict {
     Token(HistoryEvent),
 }
 
+/// The open holds of a name that many may hold at once: the readers of a read/write lock,
+/// the permits of a semaphore.
+#[derive(Debug, Default)]
+struct Shared {
+    open: Vec<Open>,
+    /// Ends (release / loss) of past holds, by (client, token).
+    ended: HashMap<(String, u64), HistoryEvent>,
+    /// The acquisition with the highest token so far.
+    highest: Option<HistoryEvent>,
+}
+
+impl Shared {
+    fn holders(&self) -> Vec<HistoryEvent> {
+        self.open.iter().map(|o| o.since.clone()).collect()
+    }
+
+    fn holds(&self, e: &HistoryEvent) -> bool {
+        self.open.iter().any(|o| o.is(e))
+    }
+
+    /// Opens a hold; `Err` when that makes more than `limit` holders, or a second holder of
+    /// one token.
+    fn open(&mut self, e: &HistoryEvent, limit: Option<usize>) -> Result<(), ()> {
+        if let Some(o) = self.open.iter_mut().find(|o| o.is(e)) {
+            o.depth += 1;
+            return Ok(());
+        }
+        let full = limit.is_some_and(|n| self.open.len() >= n);
+        if full || self.open.iter().any(|o| o.token == e.token) {
+            return Err(());
+        }
+        if self.highest.as_ref().is_none_or(|h| h.token < e.token) {
+            self.highest = Some(e.clone());
+        }
+        self.ended.remove(&(e.client.clone(), e.token));
+        self.open.push(Open {
+            client: e.client.clone(),
+            token: e.token,
+            depth: 1,
+            since: e.clone(),
+        });
+        Ok(())
+    }
+
+    /// As [`Resource::close`].
+    fn close(&mut self, e: &HistoryEvent, whole: bool) -> bool {
+        if let Some(i) = self.open.iter().position(|o| o.is(e)) {
+            let o = &mut self.open[i];
+            o.depth -= 1;
+            if whole || o.depth == 0 {
+                self.open.remove(i);
+                self.ended.insert((e.client.clone(), e.token), e.clone());
+            }
+            return true;
+        }
+        self.ended
+            .get(&(e.client.clone(), e.token))
+            .is_some_and(|end| end.kind.is_loss() || e.kind.is_loss())
+    }
+}
+
+/// What the checker knows of one lock name: its writers (or sole holders) and readers.
+#[derive(Debug, Default)]
+struct Lock {
+    writers: Resource,
+    readers: Shared,
+}
+
 /// The checker behind [`History::check`], usable on any event list in order.
 #[allow(
     clippy::result_large_err,
     reason = "a violation is rare; its events are the point"
 )]
-fn check_events(events: &[HistoryEvent]) -> Result<(), Violation> {
-    let mut locks: HashMap<&str, Resource> = HashMap::new();
+fn check_events(
+    events: &[HistoryEvent],
+    semaphores: &HashMap<String, usize>,
+) -> Result<(), Violation> {
+    let mut locks: HashMap<&str, Lock> = HashMap::new();
+    let mut sems: HashMap<&str, Shared> = HashMap::new();
     let mut elections: HashMap<&str, Resource> = HashMap::new();
     for e in events {
         let name = e.name.clone();
+        if let Some(&permits) = semaphores.get(&e.name) {
+            check_permit(sems.entry(&e.name).or_default(), permits, e)?;
+            continue;
+        }
         match e.kind {
             EventKind::Acquired => {
-                let r = locks.entry(&e.name).or_default();
-                match r.open(e) {
+                let l = locks.entry(&e.name).or_default();
+                if let Some(reader) = l.readers.open.first() {
+                    return Err(Violation::ReaderWriterOverlap {
+                        name,
+                        holder: reader.since.clone(),
+                        acquired: e.clone(),
+                    });
+                }
+                if let Some(reader) = &l.readers.highest
+                    && reader.token >= e.token
+                {
+                    return Err(Violation::TokenNotRising {
+                        name,
+                        previous: reader.clone(),
+                        next: e.clone(),
+                    });
+                }
+                match l.writers.open(e) {
                     Ok(()) => {}
                     Err(Conflict::Overlap(holder)) => {
                         return Err(Violation::OverlappingHolders {
@@ -516,7 +700,7 @@ fn check_events(events: &[HistoryEvent]) -> Result<(), Violation> {
                 }
             }
             EventKind::Released | EventKind::Lost => {
-                let r = locks.entry(&e.name).or_default();
+                let r = &mut locks.entry(&e.name).or_default().writers;
                 if !r.close(e, e.kind == EventKind::Lost) {
                     return Err(Violation::ReleaseWithoutAcquire {
                         name,
@@ -525,27 +709,43 @@ fn check_events(events: &[HistoryEvent]) -> Result<(), Violation> {
                     });
                 }
             }
+            EventKind::ReadAcquired => {
+                let l = locks.entry(&e.name).or_default();
+                if let Some(writer) = l.writers.holder() {
+                    return Err(Violation::ReaderWriterOverlap {
+                        name,
+                        holder: writer,
+                        acquired: e.clone(),
+                    });
+                }
+                if let Some(writer) = &l.writers.last
+                    && writer.token >= e.token
+                {
+                    return Err(Violation::TokenNotRising {
+                        name,
+                        previous: writer.clone(),
+                        next: e.clone(),
+                    });
+                }
+                // Readers never exclude each other, so opening cannot fail.
+                let _ = l.readers.open(e, None);
+            }
+            EventKind::ReadReleased | EventKind::ReadLost => {
+                let r = &mut locks.entry(&e.name).or_default().readers;
+                if !r.close(e, e.kind == EventKind::ReadLost) {
+                    return Err(Violation::ReleaseWithoutAcquire {
+                        name,
+                        release: e.clone(),
+                        holder: r.open.first().map(|o| o.since.clone()),
+                    });
+                }
+            }
             EventKind::Wrote => {
-                let r = locks.entry(&e.name).or_default();
+                let r = &locks.entry(&e.name).or_default().writers;
                 if r.current.as_ref().is_some_and(|c| c.is(e)) {
                     continue;
                 }
-                match r.ended.get(&(e.client.clone(), e.token)) {
-                    Some(end) if end.kind == EventKind::Lost => {
-                        return Err(Violation::WriteAfterLoss {
-                            name,
-                            lost: end.clone(),
-                            write: e.clone(),
-                        });
-                    }
-                    _ => {
-                        return Err(Violation::WriteWithoutHold {
-                            name,
-                            write: e.clone(),
-                            holder: r.holder(),
-                        });
-                    }
-                }
+                return Err(bad_write(&r.ended, r.holder(), e));
             }
             EventKind::Elected => {
                 let r = elections.entry(&e.name).or_default();
@@ -581,6 +781,64 @@ fn check_events(events: &[HistoryEvent]) -> Result<(), Violation> {
         }
     }
     Ok(())
+}
+
+/// One event on a semaphore of `permits` permits.
+#[allow(
+    clippy::result_large_err,
+    reason = "a violation is rare; its events are the point"
+)]
+fn check_permit(s: &mut Shared, permits: usize, e: &HistoryEvent) -> Result<(), Violation> {
+    let name = e.name.clone();
+    match e.kind {
+        EventKind::Acquired | EventKind::ReadAcquired => {
+            let holders = s.holders();
+            s.open(e, Some(permits))
+                .map_err(|()| Violation::TooManyHolders {
+                    name,
+                    permits,
+                    holders,
+                    acquired: e.clone(),
+                })
+        }
+        EventKind::Wrote if s.holds(e) => Ok(()),
+        EventKind::Wrote => Err(bad_write(
+            &s.ended,
+            s.open.first().map(|o| o.since.clone()),
+            e,
+        )),
+        _ => {
+            if s.close(e, e.kind.is_loss()) {
+                Ok(())
+            } else {
+                Err(Violation::ReleaseWithoutAcquire {
+                    name,
+                    release: e.clone(),
+                    holder: s.open.first().map(|o| o.since.clone()),
+                })
+            }
+        }
+    }
+}
+
+/// The violation of a write by a client that does not hold with its token.
+fn bad_write(
+    ended: &HashMap<(String, u64), HistoryEvent>,
+    holder: Option<HistoryEvent>,
+    write: &HistoryEvent,
+) -> Violation {
+    match ended.get(&(write.client.clone(), write.token)) {
+        Some(end) if end.kind.is_loss() => Violation::WriteAfterLoss {
+            name: write.name.clone(),
+            lost: end.clone(),
+            write: write.clone(),
+        },
+        _ => Violation::WriteWithoutHold {
+            name: write.name.clone(),
+            write: write.clone(),
+            holder,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -871,6 +1129,105 @@ mod tests {
         h.acquired("b", "L", 1); // token falls (first)
         h.acquired("c", "L", 9); // overlap (second)
         assert!(matches!(h.check(), Err(Violation::TokenNotRising { .. })));
+    }
+
+    #[test]
+    fn readers_share_and_take_turns_with_writers() {
+        let h = h();
+        h.acquired("w", "RW", 1);
+        h.released("w", "RW", 1);
+        h.read_acquired("a", "RW", 2);
+        h.read_acquired("b", "RW", 3);
+        h.read_released("a", "RW", 2);
+        h.read_lost("b", "RW", 3);
+        h.read_released("b", "RW", 3); // cleanup after the loss
+        h.acquired("w", "RW", 4);
+        h.released("w", "RW", 4);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn rejects_a_reader_during_a_writer_and_a_writer_during_a_reader() {
+        let h = h();
+        h.acquired("w", "RW", 1);
+        h.read_acquired("a", "RW", 2);
+        assert!(matches!(
+            h.check(),
+            Err(Violation::ReaderWriterOverlap { holder, .. }) if holder.client == "w"
+        ));
+
+        let h2 = History::new();
+        h2.read_acquired("a", "RW", 1);
+        h2.acquired("w", "RW", 2);
+        let v = h2.check().unwrap_err();
+        assert!(
+            matches!(&v, Violation::ReaderWriterOverlap { holder, .. } if holder.client == "a")
+        );
+        assert!(v.to_string().contains("reader and writer"), "{v}");
+    }
+
+    #[test]
+    fn rejects_reader_and_writer_tokens_out_of_order() {
+        let h = h();
+        h.acquired("w", "RW", 5);
+        h.released("w", "RW", 5);
+        h.read_acquired("a", "RW", 4);
+        assert!(matches!(h.check(), Err(Violation::TokenNotRising { .. })));
+
+        let h2 = History::new();
+        h2.read_acquired("a", "RW", 5);
+        h2.read_released("a", "RW", 5);
+        h2.acquired("w", "RW", 3);
+        assert!(matches!(h2.check(), Err(Violation::TokenNotRising { .. })));
+    }
+
+    #[test]
+    fn semaphore_admits_up_to_its_permits_in_any_token_order() {
+        let h = h();
+        h.semaphore("S", 2);
+        h.acquired("a", "S", 5);
+        h.acquired("b", "S", 3);
+        h.wrote("b", "S", 3);
+        h.released("a", "S", 5);
+        h.acquired("c", "S", 4);
+        h.lost("b", "S", 3);
+        h.acquired("d", "S", 9);
+        h.check().unwrap();
+    }
+
+    #[test]
+    fn rejects_a_semaphore_holder_beyond_its_permits_or_a_shared_token() {
+        let h = h();
+        h.semaphore("S", 2);
+        h.acquired("a", "S", 1);
+        h.acquired("b", "S", 2);
+        h.acquired("c", "S", 3);
+        match h.check() {
+            Err(Violation::TooManyHolders {
+                permits,
+                holders,
+                acquired,
+                ..
+            }) => {
+                assert_eq!(permits, 2);
+                assert_eq!(holders.len(), 2);
+                assert_eq!(acquired.client, "c");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let h2 = History::new();
+        h2.semaphore("S", 3);
+        h2.acquired("a", "S", 1);
+        h2.acquired("b", "S", 1);
+        assert!(matches!(h2.check(), Err(Violation::TooManyHolders { .. })));
+
+        let h3 = History::new();
+        h3.semaphore("S", 3);
+        h3.acquired("a", "S", 1);
+        h3.lost("a", "S", 1);
+        h3.wrote("a", "S", 1);
+        assert!(matches!(h3.check(), Err(Violation::WriteAfterLoss { .. })));
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,10 +14,13 @@
 //!   and a checker that no two holders overlap, fencing tokens only rise, and nobody
 //!   writes after losing a lock.
 //! * [`conformance`]: the conformance suite every backend runs.
+//! * [`chaos`]: chaos runs: random operations of many clients under random faults, with
+//!   the history checked.
 //!
 //! Fixtures that talk to real servers must run on real time: never combine them with a
 //! paused tokio clock. [`History`] works with paused clocks.
 
+pub mod chaos;
 pub mod conformance;
 pub mod history;
 pub mod proxy;

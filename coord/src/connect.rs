@@ -37,7 +37,13 @@ use crate::registry::{self, KnownBackend, ParsedUrl};
 /// with the URL (never echoing a password), or naming the cargo feature to enable when the
 /// scheme's backend is not compiled in; the backend's own connect errors
 /// ([`Error::Unavailable`](coord_core::Error::Unavailable) when no server answers,
-/// [`Error::Unauthenticated`](coord_core::Error::Unauthenticated) for wrong credentials).
+/// [`Error::Unauthenticated`](coord_core::Error::Unauthenticated) for wrong or missing
+/// credentials and for TLS failures retrying cannot fix,
+/// [`Error::InvalidArgument`](coord_core::Error::InvalidArgument) for TLS files that are
+/// missing or not PEM).
+///
+/// # Cancel safety
+/// Cancel safe: dropping the future drops the connection being made.
 pub async fn connect(url: &str) -> Result<Connection> {
     ConnectOptions::parse(url)?.connect().await
 }
@@ -223,9 +229,6 @@ impl ConnectOptions {
         let mut query = Query::parse(query)?;
         let namespace = query.take_or_empty("namespace").filter(|ns| !ns.is_empty());
         let ttl = query.take_duration("ttl")?;
-        if ttl.is_some_and(|ttl| ttl.is_zero()) {
-            return Err(invalid("query parameter `ttl` must be positive"));
-        }
         let rest = if query.is_empty() {
             base.to_owned()
         } else {

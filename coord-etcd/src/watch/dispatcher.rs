@@ -550,9 +550,7 @@ fn duplicate(e: &Error) -> Error {
             compact_revision: *compact_revision,
         },
         Error::InvalidArgument { message } => Error::invalid_argument(message.clone()),
-        Error::Unauthenticated { message } => Error::Unauthenticated {
-            message: message.clone(),
-        },
+        Error::Unauthenticated { message, .. } => Error::unauthenticated(message.clone()),
         Error::PermissionDenied { message } => Error::PermissionDenied {
             message: message.clone(),
         },
