@@ -87,12 +87,18 @@ async fn b11_a_ttl_below_the_servers_minimum_is_raised_and_said() {
         .unwrap();
     assert_eq!(s.ttl(), Duration::from_secs(2), "etcd grants at least 2 s");
     s.close().await.unwrap();
-    assert_cli(
-        &url,
-        &["--ttl", "500ms", "lock", "x", "--", "true"],
-        0,
-        &["2s"],
-    );
+    // With CMD, --kill-after must fit in the TTL asked for (checked before connecting).
+    let args = [
+        "--ttl",
+        "500ms",
+        "lock",
+        "--kill-after",
+        "100ms",
+        "x",
+        "--",
+        "true",
+    ];
+    assert_cli(&url, &args, 0, &["TTL 500ms raised", "granted 2s"]);
     assert_nothing_left(&url).await;
 }
 

@@ -52,7 +52,7 @@ fn b23_an_unknown_query_parameter_is_refused_with_the_known_ones() {
 fn b24_a_repeated_query_parameter_is_refused() {
     refused(
         "etcd://127.0.0.1:2379?ttl=1s&ttl=2s",
-        &["ttl", "more than once"],
+        &["`ttl` given twice"],
     );
 }
 
