@@ -169,6 +169,11 @@ async fn watch(
                 None => break,
             }
         }
+        // A watch that keeps ending at once must not spin: watch again a moment later.
+        tokio::select! {
+            _ = signals.recv() => return Ok(code::OK),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
 }
 
@@ -284,7 +289,7 @@ fn text(status: &Status, seen: Option<&Seen>) -> String {
 
 fn secs(d: Duration) -> String {
     let tenths = d.as_millis().div_ceil(100);
-    if tenths % 10 == 0 {
+    if tenths.is_multiple_of(10) {
         format!("{}s", tenths / 10)
     } else {
         format!("{}.{}s", tenths / 10, tenths % 10)

@@ -287,7 +287,7 @@ pub async fn inspect_counts_only_direct_children_and_refuses_bad_names(backend: 
         .await
         .unwrap();
     let s = inspect(client.as_ref(), &name, None).await.unwrap();
-    assert_eq!(keys(&s.holders), [bare.clone()]);
+    assert_eq!(keys(&s.holders), [bare.as_str()]);
     assert_eq!(s.holders[0].lease, LeaseState::NoLease);
     assert_eq!(s.holders[0].lease_id(), None);
     client
