@@ -83,6 +83,26 @@ impl Election {
         &self.name
     }
 
+    /// The leader and the candidates behind it, in the order they would lead, with their
+    /// proposals, leases and the time left on them (Curator's `getParticipantNodes`): the
+    /// leader is [`crate::Status::leader`] (the one holder), the candidates are
+    /// [`crate::Status::waiters`]. See [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn participants(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Election),
+        )
+        .await
+    }
+
     /// Becomes a candidate with `proposal` and waits until elected.
     ///
     /// If this session already campaigns on this name, the existing candidacy is adopted and

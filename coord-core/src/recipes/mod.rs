@@ -4,6 +4,7 @@
 mod backoff;
 mod election;
 mod hold;
+mod inspect;
 mod mutex;
 mod own_key;
 mod rwmutex;
@@ -13,6 +14,7 @@ mod wait;
 
 pub use election::{Election, LeaderUpdate, Leadership, leader, observe};
 pub use hold::Hold;
+pub use inspect::{Kind, LeaseState, Participant, Status, inspect};
 pub use mutex::{Mutex, MutexGuard};
 pub use own_key::MAX_SETTLED_KEYS;
 pub use rwmutex::{RwMode, RwMutex, RwMutexGuard};

@@ -81,6 +81,24 @@ impl Mutex {
         &self.name
     }
 
+    /// Who holds this lock and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Lock),
+        )
+        .await
+    }
+
     /// Acquires the lock, waiting as long as it takes. One round trip when uncontended.
     ///
     /// Another task holding this lock through the same session makes this call wait, as a

@@ -81,6 +81,24 @@ impl RwMutex {
         &self.name
     }
 
+    /// Who holds this read/write lock (readers and writers, held and queued) and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::RwLock),
+        )
+        .await
+    }
+
     /// Takes a shared read lock, waiting for older writers.
     ///
     /// # Errors

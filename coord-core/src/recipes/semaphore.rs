@@ -80,6 +80,26 @@ impl Semaphore {
         self.permits
     }
 
+    /// Who holds this semaphore (the oldest `permits` keys hold) and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Semaphore {
+                permits: self.permits,
+            }),
+        )
+        .await
+    }
+
     /// Takes a permit, waiting until fewer than `permits` older holders or waiters remain.
     ///
     /// # Errors

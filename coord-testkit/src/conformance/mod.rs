@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Levels: [`contract`] (data model, txn, range, lease, watch), then the recipes
-//! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`]), the regression tests
+//! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`], and a look inside each:
+//! [`inspect`]), the regression tests
 //! for the known bugs of etcd's Go recipes ([`bugs`]), safety under lost answers, late
 //! writes, lost sessions and shared sessions ([`safety`]), and a seeded randomized schedule test
 //! ([`randomized`]).
@@ -46,6 +47,7 @@ pub mod bugs;
 pub mod contract;
 pub mod election;
 mod gate;
+pub mod inspect;
 pub mod mutex;
 pub mod randomized;
 pub mod rwmutex;
@@ -652,6 +654,11 @@ macro_rules! __conformance_list {
             semaphore::semaphore_permits_admit_next_and_tokens_are_unique
             semaphore::semaphore_never_exceeds_permits_under_contention
             semaphore::semaphore_dropped_acquire_leaves_no_key
+            inspect::inspect_lock_shows_holder_then_waiters_in_order
+            inspect::inspect_rw_lock_shows_readers_and_writers_held_and_queued
+            inspect::inspect_semaphore_shows_the_oldest_permits_as_holders
+            inspect::election_participants_show_leader_then_candidates
+            inspect::inspect_counts_only_direct_children_and_refuses_bad_names
             bugs::mutex_waiter_whose_lease_is_revoked_never_gets_the_lock
             bugs::mutex_waiter_whose_lease_expires_never_gets_the_lock
             bugs::candidate_whose_lease_is_revoked_never_leads
