@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::backoff::Backoff;
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::claim;
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
@@ -96,29 +96,44 @@ impl Election {
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the candidacy in the background.
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
-        let proposal = proposal.into();
+        self.campaign_within(proposal.into(), Deadline::NONE).await
+    }
+
+    async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
+        let timed_out = || deadline.elapsed(format_args!("campaign in election {:?}", self.name));
         let key = lock_key(&self.name, self.session.lease());
         let prefix = format!("{}/", self.name);
         // The claim also reads the queue, so that waiting starts without a read.
         let extra = vec![TxnOp::range(queue_read(&prefix))];
-        let claim = claim(&self.session, key, &proposal, extra).await?;
+        let claim = claim(&self.session, key, &proposal, extra, deadline)
+            .await?
+            .ok_or_else(timed_out)?;
         let known = Ahead::after_claim(&claim, &claim.read(0)?);
         let own = claim.key;
         if claim.existing_value.is_some_and(|v| v != proposal) {
             self.session.race(own.put_value(&proposal)).await?;
         }
-        if !known.as_ref().is_some_and(Ahead::is_clear) {
-            wait_for_predecessors(&own, &prefix, known).await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear)
+            && deadline
+                .bound(wait_for_predecessors(&own, &prefix, known))
+                .await?
+                .is_none()
+        {
+            withdraw_on_timeout(own).await;
+            return Err(timed_out());
         }
         self.session
             .unless_lost(Leadership(Hold::new(&self.name, own)))
     }
 
-    /// [`Election::campaign`] with a time limit.
+    /// [`Election::campaign`] with a time limit on *waiting for others*, as
+    /// [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for older candidates. A zero limit means "try once": elected
+    /// when nobody else campaigns, [`Error::Timeout`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first (the candidacy is withdrawn); as
-    /// [`Election::campaign`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the candidacy is withdrawn
+    /// before the error is returned); as [`Election::campaign`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -127,8 +142,8 @@ impl Election {
         proposal: impl Into<Vec<u8>>,
         limit: Duration,
     ) -> Result<Leadership> {
-        let what = || format!("campaign in election {:?}", self.name);
-        within(limit, what, self.campaign(proposal)).await
+        self.campaign_within(proposal.into(), Deadline::after(limit))
+            .await
     }
 
     /// The current leader.

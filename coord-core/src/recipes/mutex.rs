@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{claim, try_claim};
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use super::{Session, lock_key};
@@ -110,7 +110,7 @@ impl Mutex {
     /// # }
     /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
-        self.acquire(true).await
+        self.acquire(Deadline::NONE).await
     }
 
     /// Acquires the lock if nobody else (no other session, and no other task of this
@@ -123,22 +123,30 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        self.acquire(false).await
-    }
-
-    async fn acquire(&self, wait: bool) -> Result<MutexGuard> {
         let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
-        if !wait {
-            return self.try_acquire(&prefix, key).await;
-        }
+        self.try_acquire(&prefix, key).await
+    }
+
+    async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
+        let prefix = format!("{}/", self.name);
+        let key = lock_key(&self.name, self.session.lease());
+        let what = || format!("lock {:?}", self.name);
         // The claim also reads the queue, so that waiting starts without a read.
         let extra = vec![TxnOp::range(queue_read(&prefix))];
-        let claim = claim(&self.session, key, b"", extra).await?;
+        let Some(claim) = claim(&self.session, key, b"", extra, deadline).await? else {
+            return Err(deadline.elapsed(what()));
+        };
         let known = Ahead::after_claim(&claim, &claim.read(0)?);
         let own = claim.key;
-        if !known.as_ref().is_some_and(Ahead::is_clear) {
-            wait_for_predecessors(&own, &prefix, known).await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear)
+            && deadline
+                .bound(wait_for_predecessors(&own, &prefix, known))
+                .await?
+                .is_none()
+        {
+            withdraw_on_timeout(own).await;
+            return Err(deadline.elapsed(what()));
         }
         self.session
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
@@ -171,16 +179,20 @@ impl Mutex {
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
     }
 
-    /// [`Mutex::lock`] with a time limit.
+    /// [`Mutex::lock`] with a time limit on *waiting for others*: the claim request itself
+    /// always completes (its own bound is the connection's request timeout), then `limit`
+    /// applies to waiting for older holders and waiters (and for other tasks of this
+    /// session at the same lock). So `lock_timeout(Duration::ZERO)` means "try once", on
+    /// every backend: a free lock is acquired, a held one answers [`Error::Timeout`].
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first (the waiting key is withdrawn); the
-    /// errors of [`Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); the errors of [`Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
-        within(limit, || format!("lock {:?}", self.name), self.lock()).await
+        self.acquire(Deadline::after(limit)).await
     }
 }
 

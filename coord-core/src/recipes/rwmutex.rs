@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::Session;
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::wait::{Ahead, queue_read, wait_for_predecessors};
 use crate::{Error, RangeRequest, Result, TxnOp};
@@ -89,7 +89,7 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, true).await
+        self.acquire(RwMode::Read, Some(Deadline::NONE)).await
     }
 
     /// Takes the exclusive write lock, waiting for every older reader and writer.
@@ -100,7 +100,7 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, true).await
+        self.acquire(RwMode::Write, Some(Deadline::NONE)).await
     }
 
     /// Takes a read lock if no older writer exists.
@@ -111,7 +111,7 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, false).await
+        self.acquire(RwMode::Read, None).await
     }
 
     /// Takes the write lock if no other key exists.
@@ -122,19 +122,22 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, false).await
+        self.acquire(RwMode::Write, None).await
     }
 
-    /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit.
+    /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit on *waiting for others*,
+    /// as [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for older blockers. A zero limit means "try once": granted when
+    /// nothing blocks, [`Error::Timeout`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_timeout(&self, mode: RwMode, limit: Duration) -> Result<RwMutexGuard> {
-        let what = || format!("{mode:?} lock {:?}", self.name);
-        within(limit, what, self.acquire(mode, true)).await
+        self.acquire(mode, Some(Deadline::after(limit))).await
     }
 
     /// The prefix whose older keys block `mode`.
@@ -145,7 +148,11 @@ impl RwMutex {
         }
     }
 
-    async fn acquire(&self, mode: RwMode, wait: bool) -> Result<RwMutexGuard> {
+    /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
+    async fn acquire(&self, mode: RwMode, deadline: Option<Deadline>) -> Result<RwMutexGuard> {
+        let wait = deadline.is_some();
+        let deadline = deadline.unwrap_or(Deadline::NONE);
+        let timed_out = || deadline.elapsed(format_args!("{mode:?} lock {:?}", self.name));
         let dir = match mode {
             RwMode::Read => "read",
             RwMode::Write => "write",
@@ -167,13 +174,16 @@ impl RwMutex {
         let claim = match mode {
             RwMode::Read => {
                 let writers = self.blockers(RwMode::Read);
-                match claim_read(&self.session, key, &writers, extra, wait).await? {
+                match claim_read(&self.session, key, &writers, extra, wait, deadline).await? {
                     Some(ReadClaim::Joined(own)) => return self.guard(mode, own),
                     Some(ReadClaim::Claimed(claim)) => claim,
+                    None if wait => return Err(timed_out()),
                     None => return Err(locked()),
                 }
             }
-            RwMode::Write if wait => claim(&self.session, key, b"", extra).await?,
+            RwMode::Write if wait => claim(&self.session, key, b"", extra, deadline)
+                .await?
+                .ok_or_else(timed_out)?,
             RwMode::Write => try_claim(&self.session, key, b"", extra)
                 .await?
                 .ok_or_else(locked)?,
@@ -181,8 +191,14 @@ impl RwMutex {
         if wait {
             let known = Ahead::after_claim(&claim, &claim.read(0)?);
             let own = claim.key;
-            if !known.as_ref().is_some_and(Ahead::is_clear) {
-                wait_for_predecessors(&own, &blockers, known).await?;
+            if !known.as_ref().is_some_and(Ahead::is_clear)
+                && deadline
+                    .bound(wait_for_predecessors(&own, &blockers, known))
+                    .await?
+                    .is_none()
+            {
+                withdraw_on_timeout(own).await;
+                return Err(timed_out());
             }
             return self.granted(mode, own);
         }

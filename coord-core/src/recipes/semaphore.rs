@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{OwnedKey, claim, try_claim};
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
@@ -52,15 +52,21 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
+    /// The most permits a semaphore may have: the largest range limit a backend accepts
+    /// (etcd's is a signed 64-bit number).
+    pub const MAX_PERMITS: usize = i64::MAX as usize;
+
     /// A semaphore of `permits` permits named `name` on `session`. No I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `permits` is zero.
+    /// [`Error::InvalidArgument`] when `permits` is zero or above [`Semaphore::MAX_PERMITS`],
+    /// naming the count and what is accepted.
     pub fn new(session: &Session, name: impl Into<String>, permits: usize) -> Result<Self> {
         let name = name.into();
-        if permits == 0 {
+        if permits == 0 || permits > Self::MAX_PERMITS {
             return Err(Error::invalid_argument(format!(
-                "semaphore {name:?} needs at least one permit"
+                "semaphore {name:?}: {permits} permits is not accepted; the count must be 1 to {}",
+                Self::MAX_PERMITS
             )));
         }
         Ok(Semaphore {
@@ -88,7 +94,7 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(true).await
+        self.acquire_inner(Some(Deadline::NONE)).await
     }
 
     /// Takes a permit if one is free now.
@@ -99,19 +105,22 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(false).await
+        self.acquire_inner(None).await
     }
 
-    /// [`Semaphore::acquire`] with a time limit.
+    /// [`Semaphore::acquire`] with a time limit on *waiting for others*, as
+    /// [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for a permit to free up. A zero limit means "try once": a free
+    /// permit is taken, otherwise [`Error::Timeout`].
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire_timeout(&self, limit: Duration) -> Result<SemaphorePermit> {
-        let what = || format!("acquire semaphore {:?}", self.name);
-        within(limit, what, self.acquire()).await
+        self.acquire_inner(Some(Deadline::after(limit))).await
     }
 
     /// The oldest `permits` keys: the holders, if we are among them.
@@ -122,12 +131,18 @@ impl Semaphore {
             .keys_only()
     }
 
-    async fn acquire_inner(&self, wait: bool) -> Result<SemaphorePermit> {
+    /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
+    async fn acquire_inner(&self, deadline: Option<Deadline>) -> Result<SemaphorePermit> {
+        let wait = deadline.is_some();
+        let deadline = deadline.unwrap_or(Deadline::NONE);
+        let timed_out = || deadline.elapsed(format_args!("acquire semaphore {:?}", self.name));
         let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
         let extra = vec![TxnOp::range(self.holders(&prefix))];
         let claim = if wait {
-            claim(&self.session, key, b"", extra).await?
+            claim(&self.session, key, b"", extra, deadline)
+                .await?
+                .ok_or_else(timed_out)?
         } else {
             try_claim(&self.session, key, b"", extra)
                 .await?
@@ -154,22 +169,30 @@ impl Semaphore {
         let older = self.holders(&prefix).max_create_revision(mine - 1);
         let permits = self.permits;
         // The claim's read just showed at least `permits` keys older than ours.
-        wait_for_deletes(&own, &prefix, Some(claim_revision), || {
-            let backend = backend.clone();
-            let older = older.clone();
-            let own = &own;
-            async move {
-                let resp = backend
-                    .txn(TxnRequest::new().and_then([
-                        TxnOp::range(RangeRequest::key(own.key())),
-                        TxnOp::range(older),
-                    ]))
-                    .await?;
-                check_own(own, resp.range(0)?.kvs.first())?;
-                Ok((resp.range(1)?.kvs.len() < permits).then_some(resp.revision))
-            }
-        })
-        .await?;
+        let waited = deadline.bound(wait_for_deletes(
+            &own,
+            &prefix,
+            Some(claim_revision),
+            || {
+                let backend = backend.clone();
+                let older = older.clone();
+                let own = &own;
+                async move {
+                    let resp = backend
+                        .txn(TxnRequest::new().and_then([
+                            TxnOp::range(RangeRequest::key(own.key())),
+                            TxnOp::range(older),
+                        ]))
+                        .await?;
+                    check_own(own, resp.range(0)?.kvs.first())?;
+                    Ok((resp.range(1)?.kvs.len() < permits).then_some(resp.revision))
+                }
+            },
+        ));
+        if waited.await?.is_none() {
+            withdraw_on_timeout(own).await;
+            return Err(timed_out());
+        }
         self.permit(own)
     }
 

@@ -44,6 +44,7 @@ use futures::future::BoxFuture;
 
 pub mod bugs;
 pub mod contract;
+pub mod edges;
 pub mod election;
 mod gate;
 pub mod mutex;
@@ -671,6 +672,13 @@ macro_rules! __conformance_list {
             bugs::waiters_watch_from_now
             bugs::handoffs_are_not_paced_by_watch_catch_up
             randomized::randomized_mutex_schedules
+            edges::zero_limit_lock_acquires_a_free_mutex_and_times_out_on_a_held_one
+            edges::zero_limit_rw_lock_acquires_when_free_and_times_out_when_blocked
+            edges::zero_limit_acquire_takes_a_free_permit_and_times_out_when_none_is_free
+            edges::zero_limit_campaign_leads_an_empty_election_and_times_out_behind_a_leader
+            edges::lease_ttls_above_the_maximum_are_refused
+            edges::requests_over_the_size_limit_are_refused_and_write_nothing
+            edges::lease_ttls_are_whole_seconds_of_at_least_the_minimum
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
