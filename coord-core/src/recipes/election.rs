@@ -8,11 +8,12 @@ use futures::stream::{BoxStream, StreamExt};
 use super::backoff::Backoff;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::claim;
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
 use crate::{
-    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest, Result,
-    Revision, TxnOp, WatchRequest,
+    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, Result, Revision, TxnOp,
+    WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -102,20 +103,21 @@ impl Election {
     async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
         let timed_out = || deadline.elapsed(format_args!("campaign in election {:?}", self.name));
         let key = lock_key(&self.name, self.session.lease());
-        let prefix = format!("{}/", self.name);
+        let queue = Queue::name(&self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&prefix))];
+        let extra = vec![TxnOp::range(queue_read(&queue))];
         let claim = claim(&self.session, key, &proposal, extra, deadline)
             .await?
             .ok_or_else(timed_out)?;
-        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
         let own = claim.key;
+        let known = resolve_ahead(&own, &queue, known).await?;
         if claim.existing_value.is_some_and(|v| v != proposal) {
             self.session.race(own.put_value(&proposal)).await?;
         }
         if !known.as_ref().is_some_and(Ahead::is_clear)
             && deadline
-                .bound(wait_for_predecessors(&own, &prefix, known))
+                .bound(wait_for_predecessors(&own, &queue, known))
                 .await?
                 .is_none()
         {
@@ -171,12 +173,14 @@ impl Election {
 /// # Cancel safety
 /// Cancel safe: read only.
 pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
-    let resp = backend
-        .range(RangeRequest::first_created(format!("{name}/")))
-        .await?;
-    resp.kvs.into_iter().next().ok_or_else(|| Error::NoLeader {
-        election: name.to_owned(),
-    })
+    let queue = Queue::name(name);
+    let resp = backend.range(queue.first_created()).await?;
+    queue
+        .oldest(backend, &resp)
+        .await?
+        .ok_or_else(|| Error::NoLeader {
+            election: name.to_owned(),
+        })
 }
 
 /// Observes election `name`: first the current state, then every change of leader or of
@@ -195,7 +199,7 @@ pub fn observe(
     tokio::spawn(async move {
         let mut observer = Observer {
             backend,
-            prefix: format!("{name}/"),
+            queue: Queue::name(&name),
             last: None,
             tx,
         };
@@ -227,7 +231,7 @@ fn tokio_stream_from<T: Send + 'static>(
 
 struct Observer {
     backend: Arc<dyn CoordinationBackend>,
-    prefix: String,
+    queue: Queue,
     last: Option<LeaderUpdate>,
     tx: tokio::sync::mpsc::Sender<Result<LeaderUpdate>>,
 }
@@ -237,7 +241,7 @@ impl Observer {
     async fn run(&mut self) -> Result<()> {
         let mut watch = self
             .backend
-            .watch(WatchRequest::prefix(self.prefix.as_str()))
+            .watch(WatchRequest::prefix(self.queue.prefix.as_str()))
             .await?;
         let mut seen = self.reread().await?;
         if !self.emit(seen.clone()).await {
@@ -262,7 +266,10 @@ impl Observer {
                     {
                         next.leader = Some(event.kv.clone());
                     }
-                    (None, EventKind::Put) => next.leader = Some(event.kv.clone()),
+                    // A key of a deeper name is no candidate.
+                    (None, EventKind::Put) if self.queue.contains(&event.kv.key) => {
+                        next.leader = Some(event.kv.clone());
+                    }
                     _ => {}
                 }
             }
@@ -278,13 +285,10 @@ impl Observer {
     }
 
     async fn reread(&self) -> Result<LeaderUpdate> {
-        let resp = self
-            .backend
-            .range(RangeRequest::first_created(self.prefix.as_str()))
-            .await?;
+        let resp = self.backend.range(self.queue.first_created()).await?;
         Ok(LeaderUpdate {
             revision: resp.revision,
-            leader: resp.kvs.into_iter().next(),
+            leader: self.queue.oldest(self.backend.as_ref(), &resp).await?,
         })
     }
 

@@ -6,6 +6,7 @@ mod election;
 mod hold;
 mod mutex;
 mod own_key;
+mod queue;
 mod rwmutex;
 mod semaphore;
 mod session;

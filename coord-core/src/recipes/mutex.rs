@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{claim, try_claim};
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
-use crate::{Error, RangeRequest, Result, TxnOp};
+use crate::{Error, Result, TxnOp};
 
 /// A distributed mutual-exclusion lock on a name.
 ///
@@ -123,25 +124,25 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
-        self.try_acquire(&prefix, key).await
+        self.try_acquire(&Queue::name(&self.name), key).await
     }
 
     async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
-        let prefix = format!("{}/", self.name);
+        let queue = Queue::name(&self.name);
         let key = lock_key(&self.name, self.session.lease());
         let what = || format!("lock {:?}", self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&prefix))];
+        let extra = vec![TxnOp::range(queue_read(&queue))];
         let Some(claim) = claim(&self.session, key, b"", extra, deadline).await? else {
             return Err(deadline.elapsed(what()));
         };
-        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
         let own = claim.key;
+        let known = resolve_ahead(&own, &queue, known).await?;
         if !known.as_ref().is_some_and(Ahead::is_clear)
             && deadline
-                .bound(wait_for_predecessors(&own, &prefix, known))
+                .bound(wait_for_predecessors(&own, &queue, known))
                 .await?
                 .is_none()
         {
@@ -152,8 +153,8 @@ impl Mutex {
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
     }
 
-    async fn try_acquire(&self, prefix: &str, key: String) -> Result<MutexGuard> {
-        let extra = vec![TxnOp::range(RangeRequest::first_created(prefix))];
+    async fn try_acquire(&self, queue: &Queue, key: String) -> Result<MutexGuard> {
+        let extra = vec![TxnOp::range(queue.first_created())];
         // Another task of this session holds or waits for it: held, as by anyone else.
         let claim = try_claim(&self.session, key.clone(), b"", extra)
             .await?
@@ -161,8 +162,15 @@ impl Mutex {
                 name: self.name.clone(),
                 holder: Some(key),
             })?;
-        let holder = claim.read(0)?.kvs.into_iter().next();
+        let read = claim.read(0)?;
         let own = claim.key;
+        let holder = match queue.oldest(self.session.backend().as_ref(), &read).await {
+            Ok(holder) => holder,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
         if let Some(h) = holder
             && h.create_revision != own.create_revision()
         {

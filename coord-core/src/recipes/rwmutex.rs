@@ -5,7 +5,8 @@ use std::time::Duration;
 use super::Session;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use crate::{Error, RangeRequest, Result, TxnOp};
 
 /// Whether a guard reads or writes.
@@ -140,12 +141,60 @@ impl RwMutex {
         self.acquire(mode, Some(Deadline::after(limit))).await
     }
 
-    /// The prefix whose older keys block `mode`.
-    fn blockers(&self, mode: RwMode) -> String {
+    /// The keys whose older ones block `mode`.
+    fn blockers(&self, mode: RwMode) -> Queue {
         match mode {
-            RwMode::Read => format!("{}/write/", self.name),
-            RwMode::Write => format!("{}/", self.name),
+            RwMode::Read => Queue::writers(&self.name),
+            RwMode::Write => Queue::name(&self.name),
         }
+    }
+
+    /// A reader refuses a name that a mutex, election or semaphore holds or waits for
+    /// (`NAME/<lease hex>`): it waits only for writers, so it would not exclude them. (A
+    /// writer waits for them, and they wait for readers and writers, so those exclude.)
+    /// `read` is the claim's answer to [`Self::mutex_keys`].
+    async fn refuse_mutex_keys(
+        &self,
+        read: &crate::RangeResponse,
+        own: OwnedKey,
+    ) -> Result<OwnedKey> {
+        let children = Queue::children(&self.name);
+        let found = match children.members(read) {
+            Some(members) => members.into_iter().next(),
+            None => match self
+                .session
+                .backend()
+                .range(Queue::unlimited(Self::mutex_keys(&self.name)))
+                .await
+            {
+                Ok(all) => all.kvs.into_iter().find(|kv| children.contains(&kv.key)),
+                Err(e) => {
+                    let _ = own.release().await;
+                    return Err(e);
+                }
+            },
+        };
+        let Some(other) = found else {
+            return Ok(own);
+        };
+        let _ = own.release().await;
+        Err(Error::invalid_argument(format!(
+            "name {:?} is in use by a mutex, election or semaphore (key {:?}); a read lock \
+             cannot share it: use another name, or a write lock, which waits for it",
+            self.name,
+            other.key_str()
+        )))
+    }
+
+    /// Where a mutex's, election's or semaphore's keys on the name would be: lease ids in
+    /// lowercase hex sort between `NAME/0` and `NAME/g`, apart from `read/` and `write/`.
+    fn mutex_keys(name: &str) -> RangeRequest {
+        RangeRequest::new(crate::KeyRange::range(
+            format!("{name}/0"),
+            format!("{name}/g"),
+        ))
+        .keys_only()
+        .limit(16)
     }
 
     /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
@@ -162,21 +211,28 @@ impl RwMutex {
         // Waiting, the claim also reads the queue so that the wait starts without a read;
         // trying, it reads the oldest blocker (if that is absent or is our own key, nothing
         // older blocks us).
-        let extra = vec![TxnOp::range(if wait {
+        let mut extra = vec![TxnOp::range(if wait {
             queue_read(&blockers)
         } else {
-            RangeRequest::first_created(blockers.as_str())
+            blockers.first_created()
         })];
+        if mode == RwMode::Read {
+            extra.push(TxnOp::range(Self::mutex_keys(&self.name)));
+        }
         let locked = || Error::Locked {
             name: self.name.clone(),
             holder: None,
         };
         let claim = match mode {
             RwMode::Read => {
-                let writers = self.blockers(RwMode::Read);
+                let writers = self.blockers(RwMode::Read).prefix;
                 match claim_read(&self.session, key, &writers, extra, wait, deadline).await? {
                     Some(ReadClaim::Joined(own)) => return self.guard(mode, own),
-                    Some(ReadClaim::Claimed(claim)) => claim,
+                    Some(ReadClaim::Claimed(mut claim)) => {
+                        let read = claim.read(1)?;
+                        claim.key = self.refuse_mutex_keys(&read, claim.key).await?;
+                        claim
+                    }
                     None if wait => return Err(timed_out()),
                     None => return Err(locked()),
                 }
@@ -189,8 +245,9 @@ impl RwMutex {
                 .ok_or_else(locked)?,
         };
         if wait {
-            let known = Ahead::after_claim(&claim, &claim.read(0)?);
+            let known = Ahead::after_claim(&claim, &claim.read(0)?, &blockers);
             let own = claim.key;
+            let known = resolve_ahead(&own, &blockers, known).await?;
             if !known.as_ref().is_some_and(Ahead::is_clear)
                 && deadline
                     .bound(wait_for_predecessors(&own, &blockers, known))
@@ -202,8 +259,18 @@ impl RwMutex {
             }
             return self.granted(mode, own);
         }
-        let oldest = claim.read(0)?.kvs.into_iter().next();
+        let read = claim.read(0)?;
         let own = claim.key;
+        let oldest = match blockers
+            .oldest(self.session.backend().as_ref(), &read)
+            .await
+        {
+            Ok(oldest) => oldest,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
         if let Some(o) = oldest
             && o.create_revision < own.create_revision()
         {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::{OwnedKey, claim, try_claim};
+use super::queue::Queue;
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
 use crate::{Error, RangeRequest, Result, SortOrder, SortTarget, TxnOp, TxnRequest};
@@ -123,7 +124,8 @@ impl Semaphore {
         self.acquire_inner(Some(Deadline::after(limit))).await
     }
 
-    /// The oldest `permits` keys: the holders, if we are among them.
+    /// The oldest `permits` keys: the holders, if we are among them (keys of other names
+    /// under the prefix aside: see [`Semaphore::members`]).
     fn holders(&self, prefix: &str) -> RangeRequest {
         RangeRequest::prefix(prefix)
             .sort(SortTarget::CreateRevision, SortOrder::Ascend)
@@ -155,7 +157,19 @@ impl Semaphore {
         let claim_revision = claim.revision;
         let own = claim.key;
         let mine = own.create_revision();
-        if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
+        let queue = Queue::name(&self.name);
+        let holders = match self.members(&queue, &holders, self.holders(&prefix)).await {
+            Ok(holders) => holders,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
+        if holders
+            .iter()
+            .take(self.permits)
+            .any(|kv| kv.create_revision == mine)
+        {
             return self.permit(own);
         }
         if !wait {
@@ -168,6 +182,7 @@ impl Semaphore {
         let backend = self.session.backend().clone();
         let older = self.holders(&prefix).max_create_revision(mine - 1);
         let permits = self.permits;
+        let queue = &queue;
         // The claim's read just showed at least `permits` keys older than ours.
         let waited = deadline.bound(wait_for_deletes(
             &own,
@@ -178,14 +193,23 @@ impl Semaphore {
                 let older = older.clone();
                 let own = &own;
                 async move {
-                    let resp = backend
-                        .txn(TxnRequest::new().and_then([
-                            TxnOp::range(RangeRequest::key(own.key())),
-                            TxnOp::range(older),
-                        ]))
-                        .await?;
-                    check_own(own, resp.range(0)?.kvs.first())?;
-                    Ok((resp.range(1)?.kvs.len() < permits).then_some(resp.revision))
+                    let mut read = older.clone();
+                    loop {
+                        let resp = backend
+                            .txn(TxnRequest::new().and_then([
+                                TxnOp::range(RangeRequest::key(own.key())),
+                                TxnOp::range(read.clone()),
+                            ]))
+                            .await?;
+                        check_own(own, resp.range(0)?.kvs.first())?;
+                        match queue.members(resp.range(1)?) {
+                            Some(ahead) => {
+                                return Ok((ahead.len() < permits).then_some(resp.revision));
+                            }
+                            // Keys of other names crowded the read: count them all.
+                            None => read = Queue::unlimited(older.clone()),
+                        }
+                    }
                 }
             },
         ));
@@ -194,6 +218,29 @@ impl Semaphore {
             return Err(timed_out());
         }
         self.permit(own)
+    }
+
+    /// The contenders among the holders `read` returned (read again without its limit when
+    /// keys of other names crowded it), oldest first.
+    async fn members(
+        &self,
+        queue: &Queue,
+        read: &crate::RangeResponse,
+        request: RangeRequest,
+    ) -> Result<Vec<crate::KeyValue>> {
+        if let Some(members) = queue.members(read) {
+            return Ok(members);
+        }
+        let all = self
+            .session
+            .backend()
+            .range(Queue::unlimited(request))
+            .await?;
+        Ok(all
+            .kvs
+            .into_iter()
+            .filter(|kv| queue.contains(&kv.key))
+            .collect())
     }
 
     fn permit(&self, own: OwnedKey) -> Result<SemaphorePermit> {

@@ -262,3 +262,191 @@ pub async fn lease_ttls_are_whole_seconds_of_at_least_the_minimum(backend: &dyn 
         c.lease_revoke(id).await.unwrap();
     }
 }
+
+/// A lock on `NAME` is not held by the holders of deeper names (`NAME/b` has keys
+/// `NAME/b/<lease hex>` under the prefix `NAME/`), even when their keys crowd the reads,
+/// while a holder of `NAME` itself still excludes behind them.
+pub async fn a_lock_ignores_holders_of_deeper_names(backend: &dyn TestBackend) {
+    let name = unique("deeper");
+    let c = backend.client().await;
+    let (a, b, d) = (
+        new_session(backend).await,
+        new_session(backend).await,
+        new_session(backend).await,
+    );
+    let deeper = Mutex::new(&d, format!("{name}/b")).lock().await.unwrap();
+    for attempt in ["free with a deeper holder", "again"] {
+        let guard = Mutex::new(&a, name.as_str())
+            .lock_timeout(Duration::ZERO)
+            .await
+            .unwrap_or_else(|e| panic!("{attempt}: {e}"));
+        guard.unlock().await.unwrap();
+    }
+    Mutex::new(&a, name.as_str())
+        .try_lock()
+        .await
+        .expect("try_lock with a deeper holder")
+        .unlock()
+        .await
+        .unwrap();
+    let sem = Semaphore::new(&a, name.as_str(), 1).unwrap();
+    sem.acquire_timeout(Duration::ZERO)
+        .await
+        .expect("a permit with a deeper holder")
+        .release()
+        .await
+        .unwrap();
+    RwMutex::new(&a, name.as_str())
+        .lock_timeout(RwMode::Write, Duration::ZERO)
+        .await
+        .expect("a write lock with a deeper holder")
+        .unlock()
+        .await
+        .unwrap();
+
+    // A holder of the name itself, then deeper keys that fill the limited reads: the
+    // waiter must still find the holder behind them.
+    let held = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let crowd: Vec<String> = (0..6).map(|i| format!("{name}/c{i}/1")).collect();
+    for key in &crowd {
+        c.put(key.as_bytes(), b"", 0).await.unwrap();
+    }
+    let mb = Mutex::new(&b, name.as_str());
+    assert_timeout(
+        mb.lock_timeout(Duration::ZERO).await,
+        "held, behind a crowd",
+    );
+    assert!(
+        matches!(mb.try_lock().await, Err(Error::Locked { .. })),
+        "try_lock held, behind a crowd"
+    );
+    let waiter = tokio::spawn(async move { mb.lock().await });
+    super::assert_blocks(backend, &waiter, "a waiter behind the holder and the crowd").await;
+    held.unlock().await.unwrap();
+    let got = super::join_prompt(backend, waiter, "the waiter after the unlock")
+        .await
+        .expect("acquired after the holder left");
+    got.unlock().await.unwrap();
+    for key in &crowd {
+        c.delete(coord_core::KeyRange::key(key.as_str()))
+            .await
+            .unwrap();
+    }
+    deeper.unlock().await.unwrap();
+}
+
+/// The leader of `NAME` is never a candidate of a deeper name (`NAME/x`).
+pub async fn leader_of_a_name_ignores_candidates_of_deeper_names(backend: &dyn TestBackend) {
+    let name = unique("deeper-elect");
+    let c = backend.client().await;
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let deeper = Election::new(&a, format!("{name}/x"))
+        .campaign("deeper")
+        .await
+        .unwrap();
+    match coord_core::leader(c.as_ref(), &name).await {
+        Err(Error::NoLeader { .. }) => {}
+        other => panic!("only a deeper name has a leader: {other:?}"),
+    }
+    let leader = Election::new(&b, name.as_str())
+        .campaign_timeout("mine", Duration::ZERO)
+        .await
+        .expect("a candidate of a deeper name is not ahead");
+    let seen = coord_core::leader(c.as_ref(), &name).await.unwrap();
+    assert_eq!(seen.value, b"mine");
+    leader.resign().await.unwrap();
+    deeper.resign().await.unwrap();
+}
+
+/// A mutex and a read/write lock on one name exclude each other: a mutex waits for readers
+/// and writers; a writer waits for a mutex; a reader (which waits only for writers) refuses
+/// a name a mutex holds, naming the key, and leaves no key.
+pub async fn a_mutex_and_a_read_write_lock_on_one_name_exclude_each_other(
+    backend: &dyn TestBackend,
+) {
+    let name = unique("mix");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let held = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let rw = RwMutex::new(&b, name.as_str());
+    for outcome in [
+        rw.try_read().await,
+        rw.lock_timeout(RwMode::Read, Duration::ZERO).await,
+    ] {
+        match outcome {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains(held.key()), "{message}");
+            }
+            other => panic!("a read lock on a mutex's name: {other:?}"),
+        }
+    }
+    assert_timeout(
+        rw.lock_timeout(RwMode::Write, Duration::ZERO).await,
+        "a writer waits for a mutex",
+    );
+    assert_keys(
+        backend,
+        &name,
+        &[held.key()],
+        "the refused locks left no key",
+    )
+    .await;
+    held.unlock().await.unwrap();
+
+    let reader = rw.read().await.unwrap();
+    assert_timeout(
+        Mutex::new(&a, name.as_str())
+            .lock_timeout(Duration::ZERO)
+            .await,
+        "a mutex waits for a reader",
+    );
+    assert_keys(
+        backend,
+        &name,
+        &[reader.key()],
+        "the timed-out mutex left no key",
+    )
+    .await;
+    reader.unlock().await.unwrap();
+}
+
+/// Keys in the layouts of etcd's Go recipes and `etcdctl lock` (written raw here, as another
+/// program would) exclude coord's locks on the same name: `NAME/<lease hex>` (the mutex,
+/// election and server-side lock API) and `NAME/write/<unix nanos>` (Go's RWMutex writer).
+pub async fn keys_in_etcds_layouts_exclude_coord_locks(backend: &dyn TestBackend) {
+    let c = backend.client().await;
+    let a = new_session(backend).await;
+    for layout in ["694d82254d5fa305", "write/1700000000000000000"] {
+        let name = unique("go-layout");
+        let key = format!("{name}/{layout}");
+        c.put(key.as_bytes(), b"", 0).await.unwrap();
+        assert_timeout(
+            Mutex::new(&a, name.as_str())
+                .lock_timeout(Duration::ZERO)
+                .await,
+            &format!("a mutex behind {key}"),
+        );
+        assert_timeout(
+            RwMutex::new(&a, name.as_str())
+                .lock_timeout(RwMode::Write, Duration::ZERO)
+                .await,
+            &format!("a writer behind {key}"),
+        );
+        assert_keys(
+            backend,
+            &name,
+            &[key.as_str()],
+            "timed-out locks left no key",
+        )
+        .await;
+        c.delete(coord_core::KeyRange::key(key.as_str()))
+            .await
+            .unwrap();
+        Mutex::new(&a, name.as_str())
+            .lock_timeout(Duration::ZERO)
+            .await
+            .expect("free once the foreign key is gone")
+            .unlock()
+            .await
+            .unwrap();
+    }
+}

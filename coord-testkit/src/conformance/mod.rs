@@ -679,6 +679,10 @@ macro_rules! __conformance_list {
             edges::lease_ttls_above_the_maximum_are_refused
             edges::requests_over_the_size_limit_are_refused_and_write_nothing
             edges::lease_ttls_are_whole_seconds_of_at_least_the_minimum
+            edges::a_lock_ignores_holders_of_deeper_names
+            edges::leader_of_a_name_ignores_candidates_of_deeper_names
+            edges::a_mutex_and_a_read_write_lock_on_one_name_exclude_each_other
+            edges::keys_in_etcds_layouts_exclude_coord_locks
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
