@@ -241,6 +241,10 @@ impl ConnectOptions {
 
     /// Prefixes every key with `prefix` (usually ending in `/`), so that applications can
     /// share one store or cluster: the backend is wrapped in a [`Namespaced`].
+    ///
+    /// The prefix is joined to names as raw bytes, as etcd's namespace does: without a
+    /// trailing `/`, namespace `app` and name `x` make `appx`, the same keys as namespace
+    /// `ap` and name `px`. End a namespace with `/` unless you mean that.
     pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
         self.namespace = (!prefix.is_empty()).then_some(prefix);

@@ -165,7 +165,8 @@ impl Election {
     }
 }
 
-/// The current leader of election `name`, without a session.
+/// The current leader of election `name`, without a session: the oldest candidate key
+/// `<name>/<id>` (a candidate of a deeper name, `<name>/x`, is never the leader of `name`).
 ///
 /// # Errors
 /// [`Error::NoLeader`] when nobody campaigns; any backend error.

@@ -11,7 +11,9 @@ use crate::{Error, Result, TxnOp};
 
 /// A distributed mutual-exclusion lock on a name.
 ///
-/// The holder is the session whose key under `<name>/` has the lowest create revision; a
+/// The holder is the session whose key under `<name>/` has the lowest create revision (the
+/// keys of deeper names, `<name>/x/<lease hex>`, do not count; a read/write lock's keys on
+/// the name, `<name>/read/…` and `<name>/write/…`, do, so the two exclude each other); a
 /// waiter waits for the key just older than its own (no thundering herd). Keys are
 /// `<name>/<lease id in lowercase hex>`, empty, attached to the session lease, so this lock
 /// excludes and is excluded by `etcdctl lock <name>`, etcd's server-side lock API and Go's

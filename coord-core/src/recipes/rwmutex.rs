@@ -26,6 +26,12 @@ pub enum RwMode {
 /// Order is FIFO by create revision: a reader waits only for older writers, a writer waits
 /// for every older key, so a steady stream of readers cannot starve a writer.
 ///
+/// On a name that a [`crate::Mutex`], [`crate::Election`] or [`crate::Semaphore`] uses
+/// (keys `<name>/<lease hex>`), a writer waits for their keys and they wait for readers and
+/// writers; a reader, which waits only for writers, refuses the name with
+/// [`Error::InvalidArgument`] naming the key instead. Keys of deeper names
+/// (`<name>/x/…`) never count.
+///
 /// Tasks sharing a session exclude each other as separate sessions do: a second writer
 /// waits for the first, and readers of one session share a read key only while no writer
 /// (of any session) is queued behind it, so one session's overlapping readers cannot starve
@@ -85,7 +91,8 @@ impl RwMutex {
     /// Takes a shared read lock, waiting for older writers.
     ///
     /// # Errors
-    /// As [`crate::Mutex::lock`].
+    /// [`Error::InvalidArgument`] naming the key when a mutex, election or semaphore uses
+    /// the name (nothing is left behind); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
