@@ -205,6 +205,13 @@ impl Error {
     }
 }
 
+/// `Error::Locked`'s holder, as text: the key itself, or nothing when unknown.
+fn holder_key(holder: &Option<String>) -> String {
+    holder
+        .as_deref()
+        .map_or_else(String::new, |key| format!(" (holder key {key:?})"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -275,11 +282,4 @@ mod tests {
             "lease not found (expired or revoked)"
         );
     }
-}
-
-/// `Error::Locked`'s holder, as text: the key itself, or nothing when unknown.
-fn holder_key(holder: &Option<String>) -> String {
-    holder
-        .as_deref()
-        .map_or_else(String::new, |key| format!(" (holder key {key:?})"))
 }

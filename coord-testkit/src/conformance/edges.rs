@@ -450,3 +450,37 @@ pub async fn keys_in_etcds_layouts_exclude_coord_locks(backend: &dyn TestBackend
             .unwrap();
     }
 }
+
+/// `Locked` names the holder's key as text (never `Some("…")`), and a semaphore refuses a
+/// permit count of 0 or past what a range limit holds, naming the count and the bounds.
+pub async fn locked_names_the_holder_key_and_bad_permit_counts_are_refused(
+    backend: &dyn TestBackend,
+) {
+    let name = unique("small-edges");
+    let (a, b) = (new_session(backend).await, new_session(backend).await);
+    let held = Mutex::new(&a, name.as_str()).lock().await.unwrap();
+    let err = Mutex::new(&b, name.as_str()).try_lock().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("{:?}", held.key())), "{text}");
+    assert!(!text.contains("Some("), "{text}");
+    held.unlock().await.unwrap();
+    for permits in [0, usize::MAX] {
+        match Semaphore::new(&a, name.as_str(), permits) {
+            Err(Error::InvalidArgument { message, .. }) => {
+                assert!(message.contains(&permits.to_string()), "{message}");
+                assert!(
+                    message.contains(&Semaphore::MAX_PERMITS.to_string()),
+                    "{message}"
+                );
+            }
+            other => panic!("{permits} permits: {other:?}"),
+        }
+    }
+    let most = Semaphore::new(&a, name.as_str(), Semaphore::MAX_PERMITS).unwrap();
+    most.acquire_timeout(Duration::ZERO)
+        .await
+        .expect("the largest count works")
+        .release()
+        .await
+        .unwrap();
+}

@@ -683,6 +683,7 @@ macro_rules! __conformance_list {
             edges::leader_of_a_name_ignores_candidates_of_deeper_names
             edges::a_mutex_and_a_read_write_lock_on_one_name_exclude_each_other
             edges::keys_in_etcds_layouts_exclude_coord_locks
+            edges::locked_names_the_holder_key_and_bad_permit_counts_are_refused
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
