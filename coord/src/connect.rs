@@ -245,8 +245,11 @@ impl ConnectOptions {
     }
 
     /// Prefixes every key with `prefix` (usually ending in `/`), so that applications can
-    /// share one store or cluster: the backend is wrapped in a [`Namespaced`]. The prefix
-    /// is raw: `app` and a key `x` make `appx`, so a namespace usually ends with `/`.
+    /// share one store or cluster: the backend is wrapped in a [`Namespaced`].
+    ///
+    /// The prefix is joined to names as raw bytes, as etcd's namespace does: without a
+    /// trailing `/`, namespace `app` and name `x` make `appx`, the same keys as namespace
+    /// `ap` and name `px`. End a namespace with `/` unless you mean that.
     ///
     /// On Redis the namespace is the backend's own key space instead: every Redis key of
     /// it starts with the hash tag `{prefix}` (which must then hold no `{` or `}`), with its

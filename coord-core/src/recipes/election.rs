@@ -6,13 +6,14 @@ use std::time::Duration;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::backoff::Backoff;
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::own_key::claim;
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
 use crate::{
-    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest, Result,
-    Revision, TxnOp, WatchRequest,
+    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, Result, Revision, TxnOp,
+    WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -116,29 +117,45 @@ impl Election {
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the candidacy in the background.
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
-        let proposal = proposal.into();
+        self.campaign_within(proposal.into(), Deadline::NONE).await
+    }
+
+    async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
+        let timed_out = || deadline.elapsed(format_args!("campaign in election {:?}", self.name));
         let key = lock_key(&self.name, self.session.lease());
-        let prefix = format!("{}/", self.name);
+        let queue = Queue::name(&self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&prefix))];
-        let claim = claim(&self.session, key, &proposal, extra).await?;
-        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let extra = vec![TxnOp::range(queue_read(&queue))];
+        let claim = claim(&self.session, key, &proposal, extra, deadline)
+            .await?
+            .ok_or_else(timed_out)?;
+        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
         let own = claim.key;
+        let known = resolve_ahead(&own, &queue, known).await?;
         if claim.existing_value.is_some_and(|v| v != proposal) {
             self.session.race(own.put_value(&proposal)).await?;
         }
-        if !known.as_ref().is_some_and(Ahead::is_clear) {
-            wait_for_predecessors(&own, &prefix, known).await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear)
+            && deadline
+                .bound(wait_for_predecessors(&own, &queue, known))
+                .await?
+                .is_none()
+        {
+            withdraw_on_timeout(own).await;
+            return Err(timed_out());
         }
         self.session
             .unless_lost(Leadership(Hold::new(&self.name, own)))
     }
 
-    /// [`Election::campaign`] with a time limit.
+    /// [`Election::campaign`] with a time limit on *waiting for others*, as
+    /// [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for older candidates. A zero limit means "try once": elected
+    /// when nobody else campaigns, [`Error::Timeout`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first (the candidacy is withdrawn); as
-    /// [`Election::campaign`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the candidacy is withdrawn
+    /// before the error is returned); as [`Election::campaign`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -147,8 +164,8 @@ impl Election {
         proposal: impl Into<Vec<u8>>,
         limit: Duration,
     ) -> Result<Leadership> {
-        let what = || format!("campaign in election {:?}", self.name);
-        within(limit, what, self.campaign(proposal)).await
+        self.campaign_within(proposal.into(), Deadline::after(limit))
+            .await
     }
 
     /// The current leader.
@@ -168,7 +185,8 @@ impl Election {
     }
 }
 
-/// The current leader of election `name`, without a session.
+/// The current leader of election `name`, without a session: the oldest candidate key
+/// `<name>/<id>` (a candidate of a deeper name, `<name>/x`, is never the leader of `name`).
 ///
 /// # Errors
 /// [`Error::NoLeader`] when nobody campaigns; any backend error.
@@ -176,12 +194,14 @@ impl Election {
 /// # Cancel safety
 /// Cancel safe: read only.
 pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
-    let resp = backend
-        .range(RangeRequest::first_created(format!("{name}/")))
-        .await?;
-    resp.kvs.into_iter().next().ok_or_else(|| Error::NoLeader {
-        election: name.to_owned(),
-    })
+    let queue = Queue::name(name);
+    let resp = backend.range(queue.first_created()).await?;
+    queue
+        .oldest(backend, &resp)
+        .await?
+        .ok_or_else(|| Error::NoLeader {
+            election: name.to_owned(),
+        })
 }
 
 /// Observes election `name`: first the current state, then every change of leader or of
@@ -200,7 +220,7 @@ pub fn observe(
     tokio::spawn(async move {
         let mut observer = Observer {
             backend,
-            prefix: format!("{name}/"),
+            queue: Queue::name(&name),
             last: None,
             tx,
         };
@@ -232,7 +252,7 @@ fn tokio_stream_from<T: Send + 'static>(
 
 struct Observer {
     backend: Arc<dyn CoordinationBackend>,
-    prefix: String,
+    queue: Queue,
     last: Option<LeaderUpdate>,
     tx: tokio::sync::mpsc::Sender<Result<LeaderUpdate>>,
 }
@@ -242,7 +262,7 @@ impl Observer {
     async fn run(&mut self) -> Result<()> {
         let mut watch = self
             .backend
-            .watch(WatchRequest::prefix(self.prefix.as_str()))
+            .watch(WatchRequest::prefix(self.queue.prefix.as_str()))
             .await?;
         let mut seen = self.reread().await?;
         if !self.emit(seen.clone()).await {
@@ -267,7 +287,10 @@ impl Observer {
                     {
                         next.leader = Some(event.kv.clone());
                     }
-                    (None, EventKind::Put) => next.leader = Some(event.kv.clone()),
+                    // A key of a deeper name is no candidate.
+                    (None, EventKind::Put) if self.queue.contains(&event.kv.key) => {
+                        next.leader = Some(event.kv.clone());
+                    }
                     _ => {}
                 }
             }
@@ -283,13 +306,10 @@ impl Observer {
     }
 
     async fn reread(&self) -> Result<LeaderUpdate> {
-        let resp = self
-            .backend
-            .range(RangeRequest::first_created(self.prefix.as_str()))
-            .await?;
+        let resp = self.backend.range(self.queue.first_created()).await?;
         Ok(LeaderUpdate {
             revision: resp.revision,
-            leader: resp.kvs.into_iter().next(),
+            leader: self.queue.oldest(self.backend.as_ref(), &resp).await?,
         })
     }
 

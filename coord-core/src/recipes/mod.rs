@@ -7,6 +7,7 @@ mod hold;
 mod inspect;
 mod mutex;
 mod own_key;
+mod queue;
 mod rwmutex;
 mod semaphore;
 mod session;

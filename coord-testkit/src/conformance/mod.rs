@@ -45,6 +45,7 @@ use futures::future::BoxFuture;
 
 pub mod bugs;
 pub mod contract;
+pub mod edges;
 pub mod election;
 mod gate;
 pub mod inspect;
@@ -678,6 +679,18 @@ macro_rules! __conformance_list {
             bugs::waiters_watch_from_now
             bugs::handoffs_are_not_paced_by_watch_catch_up
             randomized::randomized_mutex_schedules
+            edges::zero_limit_lock_acquires_a_free_mutex_and_times_out_on_a_held_one
+            edges::zero_limit_rw_lock_acquires_when_free_and_times_out_when_blocked
+            edges::zero_limit_acquire_takes_a_free_permit_and_times_out_when_none_is_free
+            edges::zero_limit_campaign_leads_an_empty_election_and_times_out_behind_a_leader
+            edges::lease_ttls_above_the_maximum_are_refused
+            edges::requests_over_the_size_limit_are_refused_and_write_nothing
+            edges::lease_ttls_are_whole_seconds_of_at_least_the_minimum
+            edges::a_lock_ignores_holders_of_deeper_names
+            edges::leader_of_a_name_ignores_candidates_of_deeper_names
+            edges::a_mutex_and_a_read_write_lock_on_one_name_exclude_each_other
+            edges::keys_in_etcds_layouts_exclude_coord_locks
+            edges::locked_names_the_holder_key_and_bad_permit_counts_are_refused
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
