@@ -49,10 +49,10 @@ pub(crate) struct ElectArgs {
     )]
     pub(crate) kill_after: Duration,
 
-    /// Command to run while leader (after `--`): coord campaigns, runs CMD once elected,
-    /// resigns when it exits and exits with its code. A CMD whose first word starts with
-    /// `-` must come after `--`.
-    #[arg(value_name = "CMD", trailing_var_arg = true, conflicts_with = "listen")]
+    /// Command to run while leader, after `--` (always: so that `elect NAME -- CMD`, with
+    /// the proposal forgotten, is refused rather than CMD taken for the proposal): coord
+    /// campaigns, runs CMD once elected, resigns when it exits and exits with its code.
+    #[arg(value_name = "CMD", last = true, conflicts_with = "listen")]
     pub(crate) command: Vec<String>,
 }
 

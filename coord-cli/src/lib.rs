@@ -8,11 +8,13 @@ mod demo;
 mod elect;
 pub mod interactive;
 mod lock;
+mod ls;
 mod output;
 mod release;
 mod repl;
 mod runner;
 mod signals;
+mod status;
 mod url_args;
 
 use std::path::PathBuf;
@@ -231,6 +233,20 @@ enum Command {
     /// --backend (or COORD_BACKEND) other than memory://; its last lines say what to try
     /// on a real server.
     Demo(demo::DemoArgs),
+    /// Show who holds a lock, read/write lock, semaphore or election, and who waits.
+    ///
+    /// Prints the holder(s) (an election's leader) with key, fencing token, lease, lease
+    /// time left and the revision it holds since, then the waiters in the order they will
+    /// be served. Exit 0, also when nothing holds it ("free", "no leader"). --watch
+    /// prints it again on every change, with how long each has held since the watch saw
+    /// it (no backend records when a key was created), until SIGINT/SIGTERM.
+    Status(status::StatusArgs),
+    /// List the names under PREFIX that have holders or waiters, with their kind and counts.
+    ///
+    /// Keys on a lease are grouped by the part before their last /<hex id> (a read/write
+    /// lock's /read or /write dropped). A semaphore shows as a lock (its permits are not
+    /// stored); `coord status NAME --permits N` shows it as one.
+    Ls(ls::LsArgs),
 }
 
 /// What every command gets: how to connect, and how to print.
@@ -488,6 +504,8 @@ async fn run(cli: Cli) -> Result<u8, CliError> {
         Command::Leader(args) => elect::leader(&ctx, args).await,
         Command::Repl(args) => repl::run(&ctx, args).await,
         Command::Bench(args) => bench::run(&ctx, args).await,
+        Command::Status(args) => status::run(&ctx, args).await,
+        Command::Ls(args) => ls::run(&ctx, args).await,
         Command::Demo(_) => unreachable!("handled above"),
     }
 }
@@ -505,6 +523,8 @@ fn backend_for<'a>(
         Command::Lock(_) => Some("lock"),
         Command::Elect(_) => Some("elect"),
         Command::Leader(_) => Some("leader"),
+        Command::Status(_) => Some("status"),
+        Command::Ls(_) => Some("ls"),
         Command::Repl(_) | Command::Bench(_) | Command::Demo(_) => None,
     };
     match (given, across_processes) {

@@ -74,7 +74,7 @@ impl LockArgs {
 }
 
 /// `--permits`: a positive count that a server's range limit (an i64) can carry.
-fn parse_permits(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_permits(s: &str) -> Result<usize, String> {
     const MAX: usize = i64::MAX as usize;
     match s.parse::<usize>() {
         Ok(0) => Err("a semaphore needs at least 1 permit (0 would let nobody in)".into()),

@@ -331,3 +331,20 @@ fn bench_not_interrupted_has_no_interrupted_field() {
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert!(v.get("interrupted").is_none(), "{v}");
 }
+
+#[test]
+fn elect_with_the_proposal_forgotten_is_refused_not_run_with_cmd_as_the_proposal() {
+    // Without the rule that CMD always follows `--`, `./job.sh` became the proposal and
+    // coord led forever without running anything.
+    coord(MEM, &["elect", "e", "--", "./job.sh"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("<PROPOSAL>"));
+    coord(MEM, &["elect", "e", "v", "sh", "-c", "exit 3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unexpected argument 'sh'"));
+    coord(MEM, &["elect", "e", "v", "--", "sh", "-c", "exit 3"])
+        .assert()
+        .code(3);
+}

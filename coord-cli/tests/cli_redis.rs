@@ -257,3 +257,59 @@ async fn a_black_holed_server_delays_the_exit_after_sigint_by_the_request_timeou
     .await
     .unwrap();
 }
+
+/// A URL's `namespace` is the Redis namespace itself (hash tag `{NS}`): a user whose ACL
+/// covers only `~{app/}*`, over TLS with a client certificate, locks in `app/` and is
+/// refused in `other/`. Were the namespace a key prefix inside a shared key space, the user
+/// would need the shared keys and could not be confined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_user_confined_to_its_namespace_works_there_and_nowhere_else() {
+    let Some(redis) = RedisServer::builder()
+        .local_only()
+        .tls(true)
+        .arg("--user")
+        .arg("default")
+        .arg("off")
+        .arg("--user")
+        .arg("app")
+        .arg("on")
+        .arg(">app-pw")
+        .arg("~{app/}*")
+        .arg("+@all")
+        .start_or_skip()
+        .await
+    else {
+        return;
+    };
+    let tls = redis.tls().expect("a TLS server");
+    let url = |namespace: &str| {
+        format!(
+            "rediss://app:app-pw@{}?namespace={namespace}&cacert={}&cert={}&key={}",
+            redis.endpoint(),
+            tls.ca_cert_path().display(),
+            tls.client_cert_path().display(),
+            tls.client_key_path().display()
+        )
+    };
+    coord(
+        &url("app/"),
+        &[
+            "lock",
+            "jobs",
+            "--",
+            "sh",
+            "-c",
+            "echo held $COORD_FENCING_TOKEN",
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("\nheld "));
+    coord(&url("other/"), &["lock", "jobs", "--", "true"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("permission denied")
+                .and(predicate::str::contains("app-pw").not()),
+        );
+}

@@ -6,9 +6,86 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision, TxnRequest,
-    TxnResponse, WatchRequest, WatchStream,
+    Error, LeaseGrant, LeaseId, LeaseStatus, RangeRequest, RangeResponse, Result, Revision, TxnOp,
+    TxnRequest, TxnResponse, WatchRequest, WatchStream,
 };
+
+/// etcd's largest lease TTL (`MaxLeaseTTL` in etcd's lease package: 9,000,000,000 s). Every
+/// backend refuses a longer one, so that a TTL accepted on one backend is accepted on all.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(9_000_000_000);
+
+/// The largest request etcd accepts with default settings (`--max-request-bytes`,
+/// 1,572,864 bytes = 1.5 MiB; larger ones fail with "etcdserver: request is too large").
+/// The other backends refuse a txn whose keys and values add up to more, so that a request
+/// accepted on one backend is accepted on all.
+pub const MAX_REQUEST_BYTES: usize = 1_572_864;
+
+/// Refuses a TTL above `max` with [`Error::InvalidArgument`] naming both.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `ttl > max`.
+pub fn check_lease_ttl(ttl: Duration, max: Duration) -> Result<()> {
+    if ttl > max {
+        return Err(Error::invalid_argument(format!(
+            "lease TTL {ttl:?} is above the maximum of {max:?} ({} s)",
+            max.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of keys, range ends and values a txn carries: what [`MAX_REQUEST_BYTES`]
+/// bounds.
+pub fn request_bytes(request: &TxnRequest) -> usize {
+    let compares: usize = request
+        .compares
+        .iter()
+        .map(|c| {
+            c.key.len()
+                + match &c.target {
+                    crate::CompareTarget::Value(v) => v.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    let ops = |ops: &[TxnOp]| -> usize {
+        ops.iter()
+            .map(|op| match op {
+                TxnOp::Put(p) => p.key.len() + p.value.len(),
+                TxnOp::Delete(d) => range_bytes(&d.range),
+                TxnOp::Range(r) => range_bytes(&r.range),
+            })
+            .sum()
+    };
+    compares + ops(&request.success) + ops(&request.failure)
+}
+
+fn range_bytes(range: &crate::KeyRange) -> usize {
+    let (start, end) = range.to_etcd_bounds();
+    start.len() + end.len()
+}
+
+/// Refuses a txn larger than `limit` bytes ([`request_bytes`]) with
+/// [`Error::InvalidArgument`] naming its size and the limit, in the words etcd uses.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the request is too large.
+pub fn check_request_size(request: &TxnRequest, limit: usize) -> Result<()> {
+    let size = request_bytes(request);
+    if size > limit {
+        return Err(request_too_large(Some(size), limit));
+    }
+    Ok(())
+}
+
+/// The error for a request over `limit` bytes (`size` when known): the same kind and
+/// message on every backend.
+pub fn request_too_large(size: Option<usize>, limit: usize) -> Error {
+    let size = size.map_or_else(String::new, |s| format!(" ({s} bytes of keys and values)"));
+    Error::invalid_argument(format!(
+        "request is too large{size}: the limit is {limit} bytes"
+    ))
+}
 
 /// What a backend is and what it can do, for diagnostics and for the conformance suite.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +97,15 @@ pub struct BackendInfo {
     pub lease_granularity: Duration,
     /// The shortest TTL the backend grants; shorter requests are raised to it.
     pub min_lease_ttl: Duration,
+    /// The longest TTL the backend grants; longer requests are refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument). [`MAX_LEASE_TTL`] unless
+    /// [`with_max_lease_ttl`](Self::with_max_lease_ttl) says otherwise.
+    pub max_lease_ttl: Duration,
+    /// The largest request accepted, in bytes of keys and values ([`request_bytes`]);
+    /// larger ones are refused with [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// [`MAX_REQUEST_BYTES`] unless [`with_max_request_bytes`](Self::with_max_request_bytes)
+    /// says otherwise.
+    pub max_request_bytes: usize,
     /// Whether every write raises the revision by exactly one (etcd, memory): true unless
     /// [`with_sparse_revisions`](Self::with_sparse_revisions) says otherwise.
     pub dense_revisions: bool,
@@ -32,8 +118,24 @@ impl BackendInfo {
             name,
             lease_granularity,
             min_lease_ttl,
+            max_lease_ttl: MAX_LEASE_TTL,
+            max_request_bytes: MAX_REQUEST_BYTES,
             dense_revisions: true,
         }
+    }
+
+    /// Says the longest TTL granted is `max`.
+    #[must_use]
+    pub fn with_max_lease_ttl(mut self, max: Duration) -> Self {
+        self.max_lease_ttl = max;
+        self
+    }
+
+    /// Says the largest request accepted is `max` bytes of keys and values.
+    #[must_use]
+    pub fn with_max_request_bytes(mut self, max: usize) -> Self {
+        self.max_request_bytes = max;
+        self
     }
 
     /// Says that a write raises the revision by one *or more*: revisions still rise
@@ -101,11 +203,13 @@ pub trait CoordinationBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Name and capabilities.
     fn info(&self) -> BackendInfo;
 
-    /// Grants a lease of at least `ttl`.
+    /// Grants a lease of at least `ttl`: raised to [`BackendInfo::min_lease_ttl`] and
+    /// rounded up to a multiple of [`BackendInfo::lease_granularity`]. The answer carries
+    /// the TTL granted.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a zero TTL or one above
-    /// the backend's maximum.
+    /// [`BackendInfo::max_lease_ttl`] (naming both); nothing is granted then.
     ///
     /// # Cancel safety
     /// Not cancel safe: a lease granted by a dropped call is never reported and expires
@@ -150,7 +254,10 @@ pub trait CoordinationBackend: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) when a put names a lease that does
-    /// not exist (the whole txn is rejected).
+    /// not exist (the whole txn is rejected);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the size and the
+    /// limit when the request is larger than [`BackendInfo::max_request_bytes`] (nothing is
+    /// written).
     ///
     /// # Cancel safety
     /// See the trait docs: atomic, but a dropped call may or may not have been applied.

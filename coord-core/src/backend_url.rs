@@ -87,6 +87,19 @@ pub trait UrlOptions: fmt::Debug + Send + Sync + Sized + 'static {
     /// The URL these options describe, every secret replaced by `***`.
     fn redacted_url(&self) -> String;
 
+    /// These options with the URL's `namespace` as the backend's own key space, for a
+    /// backend that has one: Redis keeps a namespace under its own hash tag, so that an
+    /// ACL can be limited to it and a cluster spreads namespaces over its masters.
+    /// `None`, the default, lets the caller prefix every key with the namespace instead
+    /// ([`crate::Namespaced`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the backend cannot take `namespace` as its own.
+    fn with_own_namespace(&self, namespace: &str) -> Option<Result<Self>> {
+        let _ = namespace;
+        None
+    }
+
     /// Connects.
     ///
     /// # Errors

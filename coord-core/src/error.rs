@@ -106,7 +106,7 @@ pub enum Error {
         election: String,
     },
     /// `try_lock` found the lock held by another session.
-    #[error("lock {name:?} is held by another session (holder key {holder:?})")]
+    #[error("lock {name:?} is held by another session{}", holder_key(.holder))]
     Locked {
         /// The lock name.
         name: String,
@@ -229,6 +229,13 @@ impl Error {
             source: Some(source.into()),
         }
     }
+}
+
+/// `Error::Locked`'s holder, as text: the key itself, or nothing when unknown.
+fn holder_key(holder: &Option<String>) -> String {
+    holder
+        .as_deref()
+        .map_or_else(String::new, |key| format!(" (holder key {key:?})"))
 }
 
 #[cfg(test)]

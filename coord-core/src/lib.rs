@@ -24,7 +24,10 @@ pub mod tls;
 mod txn;
 mod watch;
 
-pub use backend::{BackendInfo, CoordinationBackend};
+pub use backend::{
+    BackendInfo, CoordinationBackend, MAX_LEASE_TTL, MAX_REQUEST_BYTES, check_lease_ttl,
+    check_request_size, request_bytes, request_too_large,
+};
 pub use backend_url::{UrlOptions, parse_duration};
 pub use error::{Error, Result};
 pub use ext::BackendExt;

@@ -76,6 +76,7 @@ mod watch;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -93,8 +94,6 @@ pub use options::{
 use convert::Namespace;
 use error::{Context, map_err};
 
-/// etcd's largest lease TTL (`MaxLeaseTTL`), in seconds.
-const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 /// etcd's lease TTL granularity.
 pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
 /// How long a read is retried while the cluster fails over: a leader election takes about
@@ -133,6 +132,8 @@ struct Inner {
     connect_timeout: Duration,
     /// Where the next read retry starts in `members`.
     next_member: std::sync::atomic::AtomicUsize,
+    /// The server's minimum lease TTL in seconds, as far as grants have shown it.
+    min_lease_secs: std::sync::atomic::AtomicU64,
     /// Every watch, on one etcd watch stream.
     watches: watch::Watches,
 }
@@ -208,6 +209,7 @@ impl EtcdBackend {
                 connect_options,
                 connect_timeout: limit,
                 next_member: Default::default(),
+                min_lease_secs: DEFAULT_MIN_LEASE_TTL.as_secs().into(),
             }),
         };
         // etcd-client connects lazily: make one read so a wrong endpoint fails here.
@@ -455,20 +457,20 @@ impl fmt::Debug for EtcdBackend {
 
 #[async_trait]
 impl CoordinationBackend for EtcdBackend {
+    /// The minimum lease TTL is [`DEFAULT_MIN_LEASE_TTL`] until a grant shows the
+    /// server's own (a request of 1 s, or one the server raised), then that.
     fn info(&self) -> BackendInfo {
-        BackendInfo::new("etcd", LEASE_GRANULARITY, DEFAULT_MIN_LEASE_TTL)
+        let min = self.inner.min_lease_secs.load(Ordering::Relaxed);
+        BackendInfo::new("etcd", LEASE_GRANULARITY, Duration::from_secs(min))
     }
 
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
         if ttl.is_zero() {
             return Err(Error::invalid_argument("lease TTL must be positive"));
         }
+        // Checked before rounding: whole seconds of `Duration::MAX` do not fit a u64.
+        coord_core::check_lease_ttl(ttl, coord_core::MAX_LEASE_TTL)?;
         let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-        if secs > MAX_LEASE_TTL_SECS {
-            return Err(Error::invalid_argument(format!(
-                "lease TTL {ttl:?} is above etcd's maximum of {MAX_LEASE_TTL_SECS} s"
-            )));
-        }
         let what = "lease grant";
         let resp = self
             .send(Context::op(what), false, |c| async move {
@@ -481,9 +483,14 @@ impl CoordinationBackend for EtcdBackend {
                 format!("lease grant refused: {}", resp.error()),
             ));
         }
+        let granted = resp.ttl().max(0).unsigned_abs();
+        // A request the server raised, or one of 1 s, shows its minimum exactly.
+        if granted > secs || (secs == 1 && granted == 1) {
+            self.inner.min_lease_secs.store(granted, Ordering::Relaxed);
+        }
         Ok(LeaseGrant {
             id: resp.id(),
-            ttl: Duration::from_secs(resp.ttl().max(0).unsigned_abs()),
+            ttl: Duration::from_secs(granted),
         })
     }
 
@@ -556,7 +563,8 @@ impl CoordinationBackend for EtcdBackend {
                 let txn = txn.clone();
                 async move { c.kv_client().txn(txn).await }
             })
-            .await?;
+            .await
+            .map_err(|e| too_large(e, &request))?;
         Ok(self.inner.ns.txn_response(&resp))
     }
 
@@ -603,4 +611,19 @@ impl CoordinationBackend for EtcdBackend {
             Err(e) => Err(e),
         }
     }
+}
+
+/// etcd's refusal of a request over its `--max-request-bytes` ("etcdserver: request is too
+/// large", or gRPC's "message larger than max" past the transport's own bound), as every
+/// backend reports it: [`Error::InvalidArgument`] naming the size and the limit.
+fn too_large(error: Error, request: &TxnRequest) -> Error {
+    let text = error.to_string();
+    if text.contains("request is too large") || text.contains("larger than max") {
+        tracing::debug!(error = %text, "etcd refused a request as too large");
+        return coord_core::request_too_large(
+            Some(coord_core::request_bytes(request)),
+            coord_core::MAX_REQUEST_BYTES,
+        );
+    }
+    error
 }

@@ -98,7 +98,9 @@ impl EtcdOptions {
 
     /// Prefixes every key of every operation, compare, range and watch with `prefix`, and
     /// strips it from the keys returned. A prefix range stays inside the namespace: the
-    /// empty prefix means every key under `prefix`. Usually ends with `/`.
+    /// empty prefix means every key under `prefix`. Usually ends with `/`: the prefix is
+    /// joined to keys as raw bytes, as etcd's `namespace` package does, so namespace `app`
+    /// and lock `x` use the keys of namespace `ap` and lock `px` (`appx/...`).
     pub fn namespace(mut self, prefix: impl Into<Vec<u8>>) -> Self {
         self.namespace = prefix.into();
         self

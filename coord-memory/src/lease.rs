@@ -11,14 +11,70 @@ use tokio::time::Instant;
 
 use crate::Shared;
 
-/// Lease TTLs are rounded up to a multiple of this.
-pub const LEASE_GRANULARITY: Duration = Duration::from_millis(1);
+/// Lease TTLs are rounded up to a multiple of this by default: whole seconds, as etcd.
+pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
 
-/// The shortest TTL granted; shorter (non-zero) requests are raised to it.
-pub const MIN_LEASE_TTL: Duration = Duration::from_millis(1);
+/// The shortest TTL granted by default; shorter (non-zero) requests are raised to it. etcd's
+/// with default server settings: `ceil(1.5 × election timeout of 1 s)`.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// The longest TTL granted (etcd's `MaxLeaseTTL`, 9,000,000,000 seconds).
-pub const MAX_LEASE_TTL: Duration = Duration::from_secs(9_000_000_000);
+pub const MAX_LEASE_TTL: Duration = coord_core::MAX_LEASE_TTL;
+
+/// How a store rounds the TTLs it grants. The default is etcd's ([`LeaseRules::ETCD`]),
+/// so that a test that passes on `memory://` sees the TTLs it would get from etcd; a test
+/// that wants short leases on real time can opt out with [`LeaseRules::fine`]
+/// (`memory://?min_ttl=1ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRules {
+    /// TTLs are rounded up to a multiple of this.
+    pub granularity: Duration,
+    /// Shorter (non-zero) requests are raised to this.
+    pub min_ttl: Duration,
+}
+
+impl LeaseRules {
+    /// etcd's rules with default server settings: whole seconds, at least 2 s.
+    pub const ETCD: LeaseRules = LeaseRules {
+        granularity: LEASE_GRANULARITY,
+        min_ttl: MIN_LEASE_TTL,
+    };
+
+    /// Millisecond TTLs of at least `min_ttl` (rounded up to a millisecond, at least one):
+    /// what `memory://?min_ttl=...` asks for. Not what a server grants.
+    pub fn fine(min_ttl: Duration) -> LeaseRules {
+        let step = Duration::from_millis(1);
+        LeaseRules {
+            granularity: step,
+            min_ttl: round_up(min_ttl, step).max(step),
+        }
+    }
+
+    /// The TTL granted for a request of `ttl`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero TTL or one above [`MAX_LEASE_TTL`], naming the
+    /// TTL asked and the maximum.
+    pub fn granted_ttl(&self, ttl: Duration) -> Result<Duration> {
+        if ttl.is_zero() {
+            return Err(Error::invalid_argument("lease TTL must not be zero"));
+        }
+        coord_core::check_lease_ttl(ttl, MAX_LEASE_TTL)?;
+        Ok(round_up(ttl, self.granularity).max(self.min_ttl))
+    }
+}
+
+impl Default for LeaseRules {
+    fn default() -> Self {
+        LeaseRules::ETCD
+    }
+}
+
+fn round_up(ttl: Duration, step: Duration) -> Duration {
+    let step = step.as_nanos().max(1);
+    let rounded = ttl.as_nanos().div_ceil(step) * step;
+    Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+}
 
 /// One live lease.
 #[derive(Debug)]
@@ -58,22 +114,6 @@ pub(crate) struct Leases {
     map: HashMap<LeaseId, Lease, BuildHasherDefault<IdHasher>>,
     deadlines: BTreeSet<(Instant, LeaseId)>,
     seq: u64,
-}
-
-/// Rounds a requested TTL to what the backend grants.
-pub(crate) fn granted_ttl(ttl: Duration) -> Result<Duration> {
-    if ttl.is_zero() {
-        return Err(Error::invalid_argument("lease TTL must not be zero"));
-    }
-    if ttl > MAX_LEASE_TTL {
-        return Err(Error::invalid_argument(format!(
-            "lease TTL {ttl:?} is above the maximum of {MAX_LEASE_TTL:?}"
-        )));
-    }
-    let step = LEASE_GRANULARITY.as_nanos();
-    let rounded = ttl.as_nanos().div_ceil(step) * step;
-    let rounded = Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX));
-    Ok(rounded.max(MIN_LEASE_TTL))
 }
 
 /// SplitMix64's finalizer: a bijection on `u64` that makes consecutive counters look random.
@@ -197,21 +237,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ttl_rounds_up_to_milliseconds() {
+    fn ttl_rounds_up_to_whole_seconds_of_at_least_two_by_default() {
+        let etcd = LeaseRules::default();
         assert_eq!(
-            granted_ttl(Duration::from_micros(1)).unwrap(),
+            etcd.granted_ttl(Duration::from_micros(1)).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            etcd.granted_ttl(Duration::from_millis(2500)).unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            etcd.granted_ttl(Duration::from_secs(5)).unwrap(),
+            Duration::from_secs(5)
+        );
+        assert!(etcd.granted_ttl(Duration::ZERO).is_err());
+        let e = etcd
+            .granted_ttl(MAX_LEASE_TTL + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.to_string().contains("9000000000"), "{e}");
+        assert!(etcd.granted_ttl(Duration::MAX).is_err());
+        assert_eq!(etcd.granted_ttl(MAX_LEASE_TTL).unwrap(), MAX_LEASE_TTL);
+    }
+
+    #[test]
+    fn fine_rules_round_up_to_milliseconds() {
+        let fine = LeaseRules::fine(Duration::from_millis(1));
+        assert_eq!(
+            fine.granted_ttl(Duration::from_micros(1)).unwrap(),
             Duration::from_millis(1)
         );
         assert_eq!(
-            granted_ttl(Duration::from_micros(1500)).unwrap(),
+            fine.granted_ttl(Duration::from_micros(1500)).unwrap(),
             Duration::from_millis(2)
         );
         assert_eq!(
-            granted_ttl(Duration::from_secs(5)).unwrap(),
-            Duration::from_secs(5)
+            LeaseRules::fine(Duration::ZERO).min_ttl,
+            Duration::from_millis(1)
         );
-        assert!(granted_ttl(Duration::ZERO).is_err());
-        assert!(granted_ttl(MAX_LEASE_TTL + Duration::from_secs(1)).is_err());
     }
 
     #[test]

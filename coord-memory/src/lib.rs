@@ -14,8 +14,13 @@
 //! - **Range** applies the key range, the create-revision filters, the sort and the limit,
 //!   in that order; `count` is taken before the filters.
 //! - **Leases** run on [`tokio::time`], so a paused clock (`tokio::time::pause`,
-//!   `#[tokio::test(start_paused = true)]`) drives expiry deterministically. TTLs have a
-//!   granularity and minimum of one millisecond ([`LEASE_GRANULARITY`], [`MIN_LEASE_TTL`]).
+//!   `#[tokio::test(start_paused = true)]`) drives expiry deterministically. TTLs are
+//!   granted as etcd grants them by default: rounded up to whole seconds and at least 2 s
+//!   ([`LEASE_GRANULARITY`], [`MIN_LEASE_TTL`]); [`LeaseRules::fine`]
+//!   (`memory://?min_ttl=1ms`) opts out, for tests that want short leases.
+//! - **Request size**: a txn whose keys and values exceed etcd's default
+//!   `--max-request-bytes` ([`MAX_REQUEST_BYTES`](coord_core::MAX_REQUEST_BYTES), 1.5 MiB)
+//!   is refused with [`Error::InvalidArgument`], as etcd refuses it.
 //!   A reaper task, spawned on the first grant, expires leases on time; every call also
 //!   expires due leases first, so results are exact even if the reaper lags.
 //! - **Watch** replays history from the start revision and goes live under one lock, so no
@@ -187,7 +192,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use lease::{LEASE_GRANULARITY, MAX_LEASE_TTL, MIN_LEASE_TTL};
+pub use lease::{LEASE_GRANULARITY, LeaseRules, MAX_LEASE_TTL, MIN_LEASE_TTL};
 pub use shared::{DEFAULT_STORE, MemoryOptions};
 pub use store::DEFAULT_HISTORY_REVISIONS;
 
@@ -447,6 +452,17 @@ impl MemoryBackend {
 
     /// Bounds the history kept for watches to the last `revisions` revisions (`Some(0)`
     /// counts as 1), compacting older ones automatically as new revisions are written;
+    /// How the store rounds the TTLs it grants, for every client (see [`LeaseRules`]):
+    /// etcd's by default. Leases granted before keep their TTL.
+    pub fn set_lease_rules(&self, rules: LeaseRules) {
+        self.state().lock().lease_rules = rules;
+    }
+
+    /// The store's [`LeaseRules`].
+    pub fn lease_rules(&self) -> LeaseRules {
+        self.state().lock().lease_rules
+    }
+
     /// `None` keeps everything since the last explicit compaction, as etcd without
     /// auto-compaction does. The default is [`DEFAULT_HISTORY_REVISIONS`]. Acts on the
     /// store (every client); a smaller bound takes effect at the next write.
@@ -484,7 +500,8 @@ impl Store {
     // Every call is synchronous: the store answers under its lock, without awaiting.
 
     fn lease_grant_now(&self, ttl: Duration) -> Result<LeaseGrant> {
-        let ttl = lease::granted_ttl(ttl)?;
+        let rules = self.shared.lock().lease_rules;
+        let ttl = rules.granted_ttl(ttl)?;
         self.shared.ensure_reaper();
         let grant = self.run(|state, now| Ok(state.lease_grant(ttl, now)))?;
         // The new lease may expire before the one the reaper sleeps for.
@@ -504,6 +521,8 @@ impl Store {
         self.run(|state, now| state.range(request, now))
     }
     fn txn_now(&self, request: TxnRequest) -> Result<TxnResponse> {
+        // etcd refuses a request over its `--max-request-bytes`; so does the store.
+        coord_core::check_request_size(&request, coord_core::MAX_REQUEST_BYTES)?;
         self.run(|state, now| state.txn(request, now))
     }
     fn current_revision_now(&self) -> Result<Revision> {
@@ -520,7 +539,8 @@ impl Store {
 #[async_trait]
 impl CoordinationBackend for Store {
     fn info(&self) -> BackendInfo {
-        BackendInfo::new("memory", LEASE_GRANULARITY, MIN_LEASE_TTL)
+        let rules = self.shared.lock().lease_rules;
+        BackendInfo::new("memory", rules.granularity, rules.min_ttl)
     }
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseGrant> {
         self.lease_grant_now(ttl)
@@ -567,10 +587,12 @@ impl CoordinationBackend for MemoryBackend {
         self.store.info()
     }
 
-    /// Grants a lease of `ttl` rounded up to whole milliseconds (at least [`MIN_LEASE_TTL`]).
+    /// Grants a lease of `ttl` rounded by the store's [`LeaseRules`]: by default as etcd
+    /// does, up to whole seconds and at least [`MIN_LEASE_TTL`] (2 s).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero TTL or one above [`MAX_LEASE_TTL`].
+    /// [`Error::InvalidArgument`] for a zero TTL or one above [`MAX_LEASE_TTL`], naming the
+    /// TTL asked and the maximum; nothing is granted.
     ///
     /// # Cancel safety
     /// Not cancel safe: a lease granted by a dropped call is never reported and expires

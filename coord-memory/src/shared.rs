@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use coord_core::Result;
 use coord_core::backend_url::{self, Query, Url, UrlOptions, invalid};
 
-use crate::MemoryBackend;
 use crate::store::DEFAULT_HISTORY_REVISIONS;
+use crate::{LeaseRules, MemoryBackend};
 
 /// The name of the store `memory://` (without a name) reaches.
 pub const DEFAULT_STORE: &str = "default";
@@ -35,7 +35,7 @@ impl MemoryBackend {
     }
 }
 
-/// What a `memory://[NAME][?history=N|all]` URL names: one of the process-wide stores of
+/// What a `memory://[NAME][?history=N|all][&min_ttl=DURATION]` URL names: one of the process-wide stores of
 /// [`MemoryBackend::shared`], [`DEFAULT_STORE`] when the URL gives no name. The name is
 /// percent-decoded and case-sensitive.
 ///
@@ -45,6 +45,12 @@ impl MemoryBackend {
 /// [`DEFAULT_HISTORY_REVISIONS`] revisions and an existing store keeps its setting; with it
 /// the setting applies to the whole store, for every client (as
 /// [`MemoryBackend::set_history_retention`] does).
+///
+/// `min_ttl` opts the store out of etcd's lease rules (TTLs in whole seconds, at least
+/// 2 s): leases are then granted in milliseconds, at least `min_ttl` ([`LeaseRules::fine`]),
+/// for tests on real time that want short leases. No server grants such leases, so a test
+/// that relies on them does not carry over to etcd. Like `history`, it applies to the
+/// whole store.
 ///
 /// ```
 /// use coord_core::UrlOptions;
@@ -61,12 +67,18 @@ impl MemoryBackend {
 /// assert_eq!(options.client().history_retention(), Some(100));
 /// let everything = MemoryOptions::new("audit").history_retention(None);
 /// assert_eq!(everything.redacted_url(), "memory://audit?history=all");
+///
+/// let short = MemoryOptions::parse_url("memory://short-leases?min_ttl=50ms").unwrap();
+/// assert_eq!(short.redacted_url(), "memory://short-leases?min_ttl=50ms");
+/// assert_eq!(short.client().lease_rules(), coord_memory::LeaseRules::fine(std::time::Duration::from_millis(50)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryOptions {
     store: String,
     /// `None`: not given (a new store gets the default, an existing one keeps its own).
     history: Option<Option<u64>>,
+    /// `None`: not given (a new store gets etcd's rules, an existing one keeps its own).
+    lease_rules: Option<LeaseRules>,
 }
 
 impl Default for MemoryOptions {
@@ -82,7 +94,16 @@ impl MemoryOptions {
         MemoryOptions {
             store: store.into(),
             history: None,
+            lease_rules: None,
         }
+    }
+
+    /// Grants leases by `rules` instead of etcd's (see [`LeaseRules`]). Applies to the
+    /// whole store when a client is made.
+    #[must_use]
+    pub fn lease_rules(mut self, rules: LeaseRules) -> Self {
+        self.lease_rules = Some(rules);
+        self
     }
 
     /// Keeps history for the last `revisions` revisions (`Some(0)` counts as 1), or all of
@@ -94,12 +115,13 @@ impl MemoryOptions {
         self
     }
 
-    /// Parses a `memory://[NAME][?history=N|all]` URL.
+    /// Parses a `memory://[NAME][?history=N|all][&min_ttl=DURATION]` URL.
     ///
     /// # Errors
     /// [`coord_core::Error::InvalidArgument`] for another scheme, credentials, a port, a
-    /// path, a query parameter other than `history`, a `history` that is neither a positive
-    /// number nor `all`, or bad percent-encoding in the name.
+    /// path, a query parameter other than `history` and `min_ttl`, a `history` that is
+    /// neither a positive number nor `all`, a `min_ttl` that is not a positive duration, or
+    /// bad percent-encoding in the name.
     pub fn from_url(url: &Url) -> Result<MemoryOptions> {
         if url.scheme() != "memory" {
             return Err(invalid(format!(
@@ -124,12 +146,20 @@ impl MemoryOptions {
             .take("history")?
             .map(|value| parse_history(&value))
             .transpose()?;
+        let lease_rules = query
+            .take("min_ttl")?
+            .map(|value| parse_min_ttl(&value))
+            .transpose()?;
         query.finish("memory", Self::QUERY_PARAMETERS)?;
         let store = match url.host_str().unwrap_or_default() {
             "" => DEFAULT_STORE.to_owned(),
             name => backend_url::decode(name, "memory store name")?,
         };
-        Ok(MemoryOptions { store, history })
+        Ok(MemoryOptions {
+            store,
+            history,
+            lease_rules,
+        })
     }
 
     /// The store's name.
@@ -150,7 +180,21 @@ impl MemoryOptions {
         if let Some(history) = self.history {
             client.set_history_retention(history);
         }
+        if let Some(rules) = self.lease_rules {
+            client.set_lease_rules(rules);
+        }
         client
+    }
+}
+
+/// `min_ttl=DURATION`: millisecond leases of at least that.
+fn parse_min_ttl(value: &str) -> Result<LeaseRules> {
+    match backend_url::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(LeaseRules::fine(d)),
+        Ok(_) => Err(invalid(
+            "query parameter `min_ttl` must be a positive duration, got 0",
+        )),
+        Err(e) => Err(invalid(format!("query parameter `min_ttl`: {e}"))),
     }
 }
 
@@ -171,7 +215,7 @@ fn parse_history(value: &str) -> Result<Option<u64>> {
 impl UrlOptions for MemoryOptions {
     type Backend = MemoryBackend;
     const URL_FORMS: &'static [&'static str] = &["memory://[STORE]"];
-    const QUERY_PARAMETERS: &'static [&'static str] = &["history"];
+    const QUERY_PARAMETERS: &'static [&'static str] = &["history", "min_ttl"];
 
     fn parse_url(url: &str) -> Result<Self> {
         MemoryOptions::from_url(&backend_url::parse(url)?)
@@ -182,11 +226,14 @@ impl UrlOptions for MemoryOptions {
             DEFAULT_STORE => "memory://".to_owned(),
             name => format!("memory://{}", backend_url::encode(name)),
         };
-        let query: Vec<(&str, String)> = match self.history {
+        let mut query: Vec<(&str, String)> = match self.history {
             None => Vec::new(),
             Some(None) => vec![("history", "all".to_owned())],
             Some(Some(n)) => vec![("history", n.to_string())],
         };
+        if let Some(rules) = self.lease_rules {
+            query.push(("min_ttl", format!("{}ms", rules.min_ttl.as_millis())));
+        }
         backend_url::join_url(&base, &query)
     }
 
@@ -281,6 +328,8 @@ mod tests {
         let e = err("memory://?colour=blue");
         assert!(e.contains("unknown query parameter `colour`"), "{e}");
         assert!(e.contains("it takes history"), "{e}");
+        assert!(err("memory://x?min_ttl=0").contains("positive duration"));
+        assert!(err("memory://x?min_ttl=soon").contains("min_ttl"));
         for bad in ["0", "-1", "lots", "1.5"] {
             let e = err(&format!("memory://x?history={bad}"));
             assert!(e.contains("positive number of revisions or `all`"), "{e}");

@@ -14,7 +14,7 @@ use coord_core::{
 };
 use tokio::time::Instant;
 
-use crate::lease::Leases;
+use crate::lease::{LeaseRules, Leases};
 use crate::watch::Watchers;
 
 /// How many revisions of history a store keeps for watches that start in the past, unless
@@ -151,6 +151,8 @@ pub(crate) struct State {
     /// oldest first.
     pub(crate) history: VecDeque<RevisionEvents>,
     pub(crate) leases: Leases,
+    /// How granted TTLs are rounded.
+    pub(crate) lease_rules: LeaseRules,
     pub(crate) watchers: Watchers,
 }
 
@@ -163,6 +165,7 @@ impl Default for State {
             keys: BTreeSet::new(),
             history: VecDeque::new(),
             leases: Leases::default(),
+            lease_rules: LeaseRules::default(),
             watchers: Watchers::default(),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_core::Session;
-use coord_memory::MemoryBackend;
+use coord_memory::{LeaseRules, MemoryBackend};
 
 #[test]
 fn is_lost_past_the_deadline_even_while_the_runtime_is_blocked() {
@@ -18,8 +18,11 @@ fn is_lost_past_the_deadline_even_while_the_runtime_is_blocked() {
         .build()
         .unwrap();
     let ttl = Duration::from_millis(300);
+    // Real time: a 300 ms lease (below etcd's 2 s) keeps the test short.
+    let backend = MemoryBackend::new();
+    backend.set_lease_rules(LeaseRules::fine(Duration::from_millis(1)));
     let session = runtime.block_on(async {
-        Session::builder(Arc::new(MemoryBackend::new()))
+        Session::builder(Arc::new(backend))
             .ttl(ttl)
             .start()
             .await

@@ -23,13 +23,16 @@ use crate::data_loss::DataLost;
 use crate::watch;
 use crate::{RedisOptions, Revisions};
 
-/// Lease TTLs are kept in whole milliseconds of the server's clock.
-pub const LEASE_GRANULARITY: Duration = Duration::from_millis(1);
-/// The shortest TTL granted.
-pub const MIN_LEASE_TTL: Duration = Duration::from_millis(1);
-/// The longest TTL granted: deadlines (server milliseconds plus the TTL) are Lua numbers,
-/// kept below 10^14 so that they stay exact wherever a script prints one with `%.14g`.
-pub const MAX_LEASE_TTL: Duration = Duration::from_secs(50_000_000_000);
+/// Lease TTLs are granted in whole seconds, as etcd grants them (the server keeps
+/// deadlines in milliseconds of its clock).
+pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
+/// The shortest TTL granted: etcd's with default server settings, so that code tried on
+/// Redis gets the leases it would get from etcd.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// The longest TTL granted: etcd's (`MaxLeaseTTL`, 9,000,000,000 s). Deadlines (server
+/// milliseconds plus the TTL) are Lua numbers and stay below 10^14, exact wherever a script
+/// prints one with `%.14g`.
+pub const MAX_LEASE_TTL: Duration = coord_core::MAX_LEASE_TTL;
 /// How often each client's reaper expires due leases: a lease whose holder died has its
 /// keys deleted within its TTL plus this (plus one script's run time). Every script
 /// reaps too, so reads and writes never see an expired lease's keys.
@@ -320,12 +323,9 @@ impl CoordinationBackend for RedisBackend {
         if ttl.is_zero() {
             return Err(Error::invalid_argument("lease TTL must not be zero"));
         }
-        if ttl > MAX_LEASE_TTL {
-            return Err(Error::invalid_argument(format!(
-                "lease TTL {ttl:?} is above the maximum of {MAX_LEASE_TTL:?}"
-            )));
-        }
-        let ttl_ms = i64::try_from(ttl.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
+        coord_core::check_lease_ttl(ttl, MAX_LEASE_TTL)?;
+        let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(MIN_LEASE_TTL.as_secs());
+        let ttl_ms = i64::try_from(secs * 1000).unwrap_or(i64::MAX);
         loop {
             let seq = self.inner.next_lease.fetch_add(1, Ordering::Relaxed);
             let id = (self.inner.ids.hash_one(seq) % (LEASE_ID_BOUND - 1) + 1) as LeaseId;
@@ -372,6 +372,8 @@ impl CoordinationBackend for RedisBackend {
 
     async fn txn(&self, request: TxnRequest) -> Result<TxnResponse> {
         request.validate()?;
+        // etcd refuses a request over its `--max-request-bytes`; so does this backend.
+        coord_core::check_request_size(&request, coord_core::MAX_REQUEST_BYTES)?;
         let reply = self
             .inner
             .run(&self.inner.scripts.txn, &[&txn_request(&request)], "txn")

@@ -512,6 +512,13 @@ impl UrlOptions for RedisOptions {
         backend_url::join_url(&base, &query)
     }
 
+    /// A URL's `namespace` is the Redis namespace ([`RedisOptions::namespace`]): its own
+    /// hash tag, revisions, leases and stream, which an ACL key pattern `~{NAMESPACE}*`
+    /// can confine a user to and a cluster places by its slot.
+    fn with_own_namespace(&self, namespace: &str) -> Option<Result<Self>> {
+        Some(self.clone().namespace(namespace))
+    }
+
     async fn connect(&self) -> Result<RedisBackend> {
         RedisBackend::connect(self.clone()).await
     }

@@ -58,7 +58,7 @@ pub struct Connection {
     backend: Arc<dyn CoordinationBackend>,
     session_ttl: Duration,
     description: String,
-    /// The backend as its own type, without the namespace, for [`Connection::backend_as`].
+    /// The backend as its own type, for [`Connection::backend_as`].
     concrete: Option<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -97,7 +97,9 @@ impl Connection {
     /// The backend as its own type `B`, for what only it offers: the in-memory backend's
     /// fault hooks (`expire_lease_now`, `partition`, ...), say. `None` when the backend is
     /// of another type, or was given to [`Connection::new`]. It sees keys as they are
-    /// stored: a URL's `namespace` is applied on top of it, in [`Connection::backend`].
+    /// stored: a URL's `namespace` is applied on top of it, in [`Connection::backend`],
+    /// except on Redis, whose backend works in the namespace itself (see
+    /// [`ConnectOptions::namespace`]).
     ///
     /// ```
     /// # #[cfg(feature = "memory")]
@@ -244,6 +246,15 @@ impl ConnectOptions {
 
     /// Prefixes every key with `prefix` (usually ending in `/`), so that applications can
     /// share one store or cluster: the backend is wrapped in a [`Namespaced`].
+    ///
+    /// The prefix is joined to names as raw bytes, as etcd's namespace does: without a
+    /// trailing `/`, namespace `app` and name `x` make `appx`, the same keys as namespace
+    /// `ap` and name `px`. End a namespace with `/` unless you mean that.
+    ///
+    /// On Redis the namespace is the backend's own key space instead: every Redis key of
+    /// it starts with the hash tag `{prefix}` (which must then hold no `{` or `}`), with its
+    /// own revisions, leases and event stream. An ACL key pattern `~{prefix}*` confines a
+    /// user to it, and a Redis Cluster places each namespace on the master of its slot.
     pub fn namespace(mut self, prefix: impl Into<String>) -> Self {
         let prefix = prefix.into();
         self.namespace = (!prefix.is_empty()).then_some(prefix);
@@ -298,10 +309,12 @@ impl ConnectOptions {
     /// # Errors
     /// As [`connect`].
     pub async fn connect(self) -> Result<Connection> {
-        let connected = self.backend.connect().await?;
+        let connected = self.backend.connect(self.namespace.as_deref()).await?;
         let backend = match &self.namespace {
-            Some(ns) => Arc::new(Namespaced::new(connected.backend, ns.as_bytes())),
-            None => connected.backend,
+            Some(ns) if !connected.owns_namespace => {
+                Arc::new(Namespaced::new(connected.backend, ns.as_bytes()))
+            }
+            _ => connected.backend,
         };
         Ok(Connection {
             backend,

@@ -95,12 +95,18 @@ pub(crate) fn find(scheme: &str) -> Option<(&'static KnownBackend, &'static str)
 pub(crate) struct Connected {
     pub(crate) backend: Arc<dyn CoordinationBackend>,
     pub(crate) concrete: Arc<dyn Any + Send + Sync>,
+    /// Whether the backend took the namespace as its own key space
+    /// ([`UrlOptions::with_own_namespace`]); if not, the caller prefixes the keys.
+    pub(crate) owns_namespace: bool,
 }
 
 /// [`UrlOptions`] with the backend's type erased, so that one table holds every backend.
 pub(crate) trait ParsedUrl: Send + Sync {
     fn redacted_url(&self) -> String;
-    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Connected>> + Send + '_>>;
+    fn connect<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Result<Connected>> + Send + 'a>>;
 }
 
 impl<O: UrlOptions> ParsedUrl for O {
@@ -108,12 +114,20 @@ impl<O: UrlOptions> ParsedUrl for O {
         UrlOptions::redacted_url(self)
     }
 
-    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Connected>> + Send + '_>> {
+    fn connect<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Result<Connected>> + Send + 'a>> {
         Box::pin(async move {
-            let backend = Arc::new(UrlOptions::connect(self).await?);
+            let own = namespace
+                .and_then(|ns| self.with_own_namespace(ns))
+                .transpose()?;
+            let owns_namespace = own.is_some();
+            let backend = Arc::new(UrlOptions::connect(own.as_ref().unwrap_or(self)).await?);
             Ok(Connected {
                 backend: backend.clone(),
                 concrete: backend,
+                owns_namespace,
             })
         })
     }

@@ -6,14 +6,15 @@ use std::time::Duration;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::backoff::Backoff;
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::name::check_name;
 use super::own_key::claim;
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
 use crate::{
-    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, RangeRequest, Result,
-    Revision, TxnOp, WatchRequest,
+    BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, Result, Revision, TxnOp,
+    WatchRequest,
 };
 
 /// Leader election on a name, etcd's `concurrency.Election`.
@@ -88,6 +89,26 @@ impl Election {
         &self.name
     }
 
+    /// The leader and the candidates behind it, in the order they would lead, with their
+    /// proposals, leases and the time left on them (Curator's `getParticipantNodes`): the
+    /// leader is [`crate::Status::leader`] (the one holder), the candidates are
+    /// [`crate::Status::waiters`]. See [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn participants(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Election),
+        )
+        .await
+    }
+
     /// Becomes a candidate with `proposal` and waits until elected.
     ///
     /// If this session already campaigns on this name, the existing candidacy is adopted and
@@ -101,30 +122,46 @@ impl Election {
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the candidacy in the background.
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
+        self.campaign_within(proposal.into(), Deadline::NONE).await
+    }
+
+    async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
         check_name("election", &self.name)?;
-        let proposal = proposal.into();
+        let timed_out = || deadline.elapsed(format_args!("campaign in election {:?}", self.name));
         let key = lock_key(&self.name, self.session.lease());
-        let prefix = format!("{}/", self.name);
+        let queue = Queue::name(&self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&prefix))];
-        let claim = claim(&self.session, key, &proposal, extra).await?;
-        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let extra = vec![TxnOp::range(queue_read(&queue))];
+        let claim = claim(&self.session, key, &proposal, extra, deadline)
+            .await?
+            .ok_or_else(timed_out)?;
+        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
         let own = claim.key;
+        let known = resolve_ahead(&own, &queue, known).await?;
         if claim.existing_value.is_some_and(|v| v != proposal) {
             self.session.race(own.put_value(&proposal)).await?;
         }
-        if !known.as_ref().is_some_and(Ahead::is_clear) {
-            wait_for_predecessors(&own, &prefix, known).await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear)
+            && deadline
+                .bound(wait_for_predecessors(&own, &queue, known))
+                .await?
+                .is_none()
+        {
+            withdraw_on_timeout(own).await;
+            return Err(timed_out());
         }
         self.session
             .unless_lost(Leadership(Hold::new(&self.name, own)))
     }
 
-    /// [`Election::campaign`] with a time limit.
+    /// [`Election::campaign`] with a time limit on *waiting for others*, as
+    /// [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for older candidates. A zero limit means "try once": elected
+    /// when nobody else campaigns, [`Error::Timeout`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first (the candidacy is withdrawn); as
-    /// [`Election::campaign`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the candidacy is withdrawn
+    /// before the error is returned); as [`Election::campaign`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -133,8 +170,8 @@ impl Election {
         proposal: impl Into<Vec<u8>>,
         limit: Duration,
     ) -> Result<Leadership> {
-        let what = || format!("campaign in election {:?}", self.name);
-        within(limit, what, self.campaign(proposal)).await
+        self.campaign_within(proposal.into(), Deadline::after(limit))
+            .await
     }
 
     /// The current leader.
@@ -154,7 +191,8 @@ impl Election {
     }
 }
 
-/// The current leader of election `name`, without a session.
+/// The current leader of election `name`, without a session: the oldest candidate key
+/// `<name>/<id>` (a candidate of a deeper name, `<name>/x`, is never the leader of `name`).
 ///
 /// # Errors
 /// [`Error::NoLeader`] when nobody campaigns; any backend error.
@@ -163,12 +201,14 @@ impl Election {
 /// Cancel safe: read only.
 pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
     check_name("election", name)?;
-    let resp = backend
-        .range(RangeRequest::first_created(format!("{name}/")))
-        .await?;
-    resp.kvs.into_iter().next().ok_or_else(|| Error::NoLeader {
-        election: name.to_owned(),
-    })
+    let queue = Queue::name(name);
+    let resp = backend.range(queue.first_created()).await?;
+    queue
+        .oldest(backend, &resp)
+        .await?
+        .ok_or_else(|| Error::NoLeader {
+            election: name.to_owned(),
+        })
 }
 
 /// Observes election `name`: first the current state, then every change of leader or of
@@ -187,7 +227,7 @@ pub fn observe(
     tokio::spawn(async move {
         let mut observer = Observer {
             backend,
-            prefix: format!("{name}/"),
+            queue: Queue::name(&name),
             last: None,
             tx,
         };
@@ -219,7 +259,7 @@ fn tokio_stream_from<T: Send + 'static>(
 
 struct Observer {
     backend: Arc<dyn CoordinationBackend>,
-    prefix: String,
+    queue: Queue,
     last: Option<LeaderUpdate>,
     tx: tokio::sync::mpsc::Sender<Result<LeaderUpdate>>,
 }
@@ -229,7 +269,7 @@ impl Observer {
     async fn run(&mut self) -> Result<()> {
         let mut watch = self
             .backend
-            .watch(WatchRequest::prefix(self.prefix.as_str()))
+            .watch(WatchRequest::prefix(self.queue.prefix.as_str()))
             .await?;
         let mut seen = self.reread().await?;
         if !self.emit(seen.clone()).await {
@@ -254,7 +294,10 @@ impl Observer {
                     {
                         next.leader = Some(event.kv.clone());
                     }
-                    (None, EventKind::Put) => next.leader = Some(event.kv.clone()),
+                    // A key of a deeper name is no candidate.
+                    (None, EventKind::Put) if self.queue.contains(&event.kv.key) => {
+                        next.leader = Some(event.kv.clone());
+                    }
                     _ => {}
                 }
             }
@@ -270,13 +313,10 @@ impl Observer {
     }
 
     async fn reread(&self) -> Result<LeaderUpdate> {
-        let resp = self
-            .backend
-            .range(RangeRequest::first_created(self.prefix.as_str()))
-            .await?;
+        let resp = self.backend.range(self.queue.first_created()).await?;
         Ok(LeaderUpdate {
             revision: resp.revision,
-            leader: resp.kvs.into_iter().next(),
+            leader: self.queue.oldest(self.backend.as_ref(), &resp).await?,
         })
     }
 
@@ -340,15 +380,6 @@ impl Leadership {
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, resigning finishes in a spawned task, so the candidacy is never left
     /// behind.
-    ///
-    /// Resigning twice, or proclaiming after resigning, does not compile: `resign` takes the
-    /// leadership.
-    /// ```compile_fail
-    /// # async fn example(leadership: coord_core::Leadership) {
-    /// let _ = leadership.resign().await;
-    /// let _ = leadership.proclaim("again").await; // use of moved value
-    /// # }
-    /// ```
     pub async fn resign(self) -> Result<()> {
         let name = self.0.name().to_owned();
         match self.0.release().await {

@@ -97,16 +97,59 @@ impl std::fmt::Debug for Hold {
     }
 }
 
-/// `tokio::time::timeout` with the recipes' error: [`Error::Timeout`](crate::Error::Timeout)
-/// naming what did not finish.
-pub(crate) async fn within<T>(
-    limit: std::time::Duration,
-    what: impl FnOnce() -> String,
-    acquire: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::time::timeout(limit, acquire)
-        .await
-        .map_err(|_| crate::Error::Timeout {
-            operation: format!("{} within {limit:?}", what()),
-        })?
+/// The time limit of a `*_timeout` acquisition. It bounds *waiting for others* (other
+/// tasks of the session at the same key, older holders and waiters), never the claim
+/// request itself, whose own bound is the connection's request timeout: so a zero limit
+/// means "try once", the same on every backend (a free lock is acquired, a held one answers
+/// [`Error::Timeout`](crate::Error::Timeout) and leaves no key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// `None`: no limit (also a limit too far away to represent).
+    at: Option<(tokio::time::Instant, std::time::Duration)>,
+}
+
+impl Deadline {
+    /// No limit.
+    pub(crate) const NONE: Deadline = Deadline { at: None };
+
+    /// `limit` from now.
+    pub(crate) fn after(limit: std::time::Duration) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now()
+                .checked_add(limit)
+                .map(|at| (at, limit)),
+        }
+    }
+
+    /// Runs `wait`, or gives `Ok(None)` once the deadline has passed. `wait` is polled at
+    /// least once, so what needs no waiting completes even with a zero limit.
+    pub(crate) async fn bound<T>(
+        &self,
+        wait: impl Future<Output = Result<T>>,
+    ) -> Result<Option<T>> {
+        match self.at {
+            None => wait.await.map(Some),
+            Some((at, _)) => match tokio::time::timeout_at(at, wait).await {
+                Ok(outcome) => outcome.map(Some),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+
+    /// The error once the limit passed: [`Error::Timeout`](crate::Error::Timeout) naming
+    /// what did not finish.
+    pub(crate) fn elapsed(&self, what: impl std::fmt::Display) -> crate::Error {
+        let limit = self.at.map(|(_, limit)| limit).unwrap_or_default();
+        crate::Error::Timeout {
+            operation: format!("{what} within {limit:?}"),
+        }
+    }
+}
+
+/// Withdraws a waiting key whose time limit passed, before the caller hears: so that a
+/// `Timeout` leaves no key behind.
+pub(crate) async fn withdraw_on_timeout(own: OwnedKey) {
+    if let Err(e) = own.release().await {
+        tracing::debug!(error = %e, "withdrawing after a time limit failed; retrying in the background");
+    }
 }

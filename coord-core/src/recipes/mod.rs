@@ -4,9 +4,11 @@
 mod backoff;
 mod election;
 mod hold;
+mod inspect;
 mod mutex;
 mod name;
 mod own_key;
+mod queue;
 mod rwmutex;
 mod semaphore;
 mod session;
@@ -14,6 +16,7 @@ mod wait;
 
 pub use election::{Election, LeaderUpdate, Leadership, leader, observe};
 pub use hold::Hold;
+pub use inspect::{Kind, LeaseState, Participant, Status, inspect};
 pub use mutex::{Mutex, MutexGuard};
 pub use own_key::MAX_SETTLED_KEYS;
 pub use rwmutex::{RwMode, RwMutex, RwMutexGuard};

@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::name::check_name;
 use super::own_key::{claim, try_claim};
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
-use crate::{Error, RangeRequest, Result, TxnOp};
+use crate::{Error, Result, TxnOp};
 
 /// A distributed mutual-exclusion lock on a name.
 ///
-/// The holder is the session whose key under `<name>/` has the lowest create revision; a
+/// The holder is the session whose key under `<name>/` has the lowest create revision (the
+/// keys of deeper names, `<name>/x/<lease hex>`, do not count; a read/write lock's keys on
+/// the name, `<name>/read/…` and `<name>/write/…`, do, so the two exclude each other); a
 /// waiter waits for the key just older than its own (no thundering herd). Keys are
 /// `<name>/<lease id in lowercase hex>`, empty, attached to the session lease, so this lock
 /// excludes and is excluded by `etcdctl lock <name>`, etcd's server-side lock API and Go's
@@ -86,6 +89,24 @@ impl Mutex {
         &self.name
     }
 
+    /// Who holds this lock and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Lock),
+        )
+        .await
+    }
+
     /// Acquires the lock, waiting as long as it takes. One round trip when uncontended.
     ///
     /// Another task holding this lock through the same session makes this call wait, as a
@@ -115,7 +136,7 @@ impl Mutex {
     /// # }
     /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
-        self.acquire(true).await
+        self.acquire(Deadline::NONE).await
     }
 
     /// Acquires the lock if nobody else (no other session, and no other task of this
@@ -128,30 +149,39 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
-        self.acquire(false).await
+        check_name("lock", &self.name)?;
+        let key = lock_key(&self.name, self.session.lease());
+        self.try_acquire(&Queue::name(&self.name), key).await
     }
 
-    async fn acquire(&self, wait: bool) -> Result<MutexGuard> {
+    async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
         check_name("lock", &self.name)?;
-        let prefix = format!("{}/", self.name);
+        let queue = Queue::name(&self.name);
         let key = lock_key(&self.name, self.session.lease());
-        if !wait {
-            return self.try_acquire(&prefix, key).await;
-        }
+        let what = || format!("lock {:?}", self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&prefix))];
-        let claim = claim(&self.session, key, b"", extra).await?;
-        let known = Ahead::after_claim(&claim, &claim.read(0)?);
+        let extra = vec![TxnOp::range(queue_read(&queue))];
+        let Some(claim) = claim(&self.session, key, b"", extra, deadline).await? else {
+            return Err(deadline.elapsed(what()));
+        };
+        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
         let own = claim.key;
-        if !known.as_ref().is_some_and(Ahead::is_clear) {
-            wait_for_predecessors(&own, &prefix, known).await?;
+        let known = resolve_ahead(&own, &queue, known).await?;
+        if !known.as_ref().is_some_and(Ahead::is_clear)
+            && deadline
+                .bound(wait_for_predecessors(&own, &queue, known))
+                .await?
+                .is_none()
+        {
+            withdraw_on_timeout(own).await;
+            return Err(deadline.elapsed(what()));
         }
         self.session
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
     }
 
-    async fn try_acquire(&self, prefix: &str, key: String) -> Result<MutexGuard> {
-        let extra = vec![TxnOp::range(RangeRequest::first_created(prefix))];
+    async fn try_acquire(&self, queue: &Queue, key: String) -> Result<MutexGuard> {
+        let extra = vec![TxnOp::range(queue.first_created())];
         // Another task of this session holds or waits for it: held, as by anyone else.
         let claim = try_claim(&self.session, key.clone(), b"", extra)
             .await?
@@ -159,8 +189,15 @@ impl Mutex {
                 name: self.name.clone(),
                 holder: Some(key),
             })?;
-        let holder = claim.read(0)?.kvs.into_iter().next();
+        let read = claim.read(0)?;
         let own = claim.key;
+        let holder = match queue.oldest(self.session.backend().as_ref(), &read).await {
+            Ok(holder) => holder,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
         if let Some(h) = holder
             && h.create_revision != own.create_revision()
         {
@@ -177,16 +214,20 @@ impl Mutex {
             .unless_lost(MutexGuard(Hold::new(&self.name, own)))
     }
 
-    /// [`Mutex::lock`] with a time limit.
+    /// [`Mutex::lock`] with a time limit on *waiting for others*: the claim request itself
+    /// always completes (its own bound is the connection's request timeout), then `limit`
+    /// applies to waiting for older holders and waiters (and for other tasks of this
+    /// session at the same lock). So `lock_timeout(Duration::ZERO)` means "try once", on
+    /// every backend: a free lock is acquired, a held one answers [`Error::Timeout`].
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first (the waiting key is withdrawn); the
-    /// errors of [`Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); the errors of [`Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
-        within(limit, || format!("lock {:?}", self.name), self.lock()).await
+        self.acquire(Deadline::after(limit)).await
     }
 }
 
@@ -210,14 +251,6 @@ impl MutexGuard {
     /// # Cancel safety
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, the release finishes in a spawned task, so the lock is never left behind.
-    ///
-    /// Unlocking twice does not compile: `unlock` takes the guard.
-    /// ```compile_fail
-    /// # async fn example(guard: coord_core::MutexGuard) {
-    /// let _ = guard.unlock().await;
-    /// let _ = guard.unlock().await; // use of moved value
-    /// # }
-    /// ```
     pub async fn unlock(self) -> Result<()> {
         self.0.release().await
     }

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Session;
 use super::backoff::Backoff;
+use super::hold::Deadline;
 use super::session::LostSignal;
 use crate::{
     BackendExt, Compare, CompareOp, CoordinationBackend, Error, EventKind, LeaseId, RangeRequest,
@@ -227,21 +228,23 @@ impl Claim {
 /// Waits for this session's turn at `key`, then creates it with `value` on the session's
 /// lease (or adopts it if it exists on the lease with no handle of this session holding
 /// it), in one txn that also runs `extra` (reads that decide whether to wait). Every step
-/// races the session's loss.
+/// races the session's loss. `Ok(None)` when `deadline` passes while waiting for the turn
+/// (the claim txn itself is never cut short by it).
 pub(crate) async fn claim(
     session: &Session,
     key: String,
     value: &[u8],
     extra: Vec<TxnOp>,
-) -> Result<Claim> {
+    deadline: Deadline,
+) -> Result<Option<Claim>> {
     let lost = session.lost_signal();
-    let turn = session
-        .inner()
-        .keys
-        .slot(&key)
-        .take_turn(&lost, session)
-        .await?;
-    claim_with_turn(session, key, turn, value, extra).await
+    let slot = session.inner().keys.slot(&key);
+    let Some(turn) = deadline.bound(slot.take_turn(&lost, session)).await? else {
+        return Ok(None);
+    };
+    claim_with_turn(session, key, turn, value, extra)
+        .await
+        .map(Some)
 }
 
 /// [`claim`] without waiting for the turn: `Ok(None)` when another task of the session
@@ -334,13 +337,14 @@ async fn claim_with_turn(
 /// the session gets granted meanwhile is joined instead.
 ///
 /// Without `wait`, `Ok(None)` when it cannot join and another task of the session has the
-/// turn.
+/// turn; with it, `Ok(None)` when `deadline` passes while waiting for the turn.
 pub(crate) async fn claim_read(
     session: &Session,
     key: String,
     writers: &str,
     extra: Vec<TxnOp>,
     wait: bool,
+    deadline: Deadline,
 ) -> Result<Option<ReadClaim>> {
     let lost = session.lost_signal();
     let slot = session.inner().keys.slot(&key);
@@ -358,13 +362,20 @@ pub(crate) async fn claim_read(
             return Ok(Some(ReadClaim::Claimed(claim)));
         }
         let waiting = slot.share();
-        tokio::select! {
-            biased;
-            turn = waiting.take_turn(&lost, session) => {
-                let claim = claim_with_turn(session, key, turn?, b"", extra).await?;
+        let next = deadline.bound(async {
+            tokio::select! {
+                biased;
+                turn = waiting.take_turn(&lost, session) => turn.map(Some),
+                _ = published.changed() => Ok(None),
+            }
+        });
+        match next.await? {
+            None => return Ok(None),
+            Some(Some(turn)) => {
+                let claim = claim_with_turn(session, key, turn, b"", extra).await?;
                 return Ok(Some(ReadClaim::Claimed(claim)));
             }
-            _ = published.changed() => {}
+            Some(None) => {}
         }
     }
 }

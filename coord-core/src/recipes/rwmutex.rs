@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use super::Session;
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::name::check_name;
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
-use super::wait::{Ahead, queue_read, wait_for_predecessors};
+use super::queue::Queue;
+use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use crate::{Error, RangeRequest, Result, TxnOp};
 
 /// Whether a guard reads or writes.
@@ -25,6 +26,12 @@ pub enum RwMode {
 /// order), so a coord reader or writer and a Go one on the same name exclude each other.
 /// Order is FIFO by create revision: a reader waits only for older writers, a writer waits
 /// for every older key, so a steady stream of readers cannot starve a writer.
+///
+/// On a name that a [`crate::Mutex`], [`crate::Election`] or [`crate::Semaphore`] uses
+/// (keys `<name>/<lease hex>`), a writer waits for their keys and they wait for readers and
+/// writers; a reader, which waits only for writers, refuses the name with
+/// [`Error::InvalidArgument`] naming the key instead. Keys of deeper names
+/// (`<name>/x/…`) never count.
 ///
 /// Tasks sharing a session exclude each other as separate sessions do: a second writer
 /// waits for the first, and readers of one session share a read key only while no writer
@@ -86,15 +93,34 @@ impl RwMutex {
         &self.name
     }
 
+    /// Who holds this read/write lock (readers and writers, held and queued) and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::RwLock),
+        )
+        .await
+    }
+
     /// Takes a shared read lock, waiting for older writers.
     ///
     /// # Errors
-    /// As [`crate::Mutex::lock`].
+    /// [`Error::InvalidArgument`] naming the key when a mutex, election or semaphore uses
+    /// the name (nothing is left behind); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, true).await
+        self.acquire(RwMode::Read, Some(Deadline::NONE)).await
     }
 
     /// Takes the exclusive write lock, waiting for every older reader and writer.
@@ -105,7 +131,7 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, true).await
+        self.acquire(RwMode::Write, Some(Deadline::NONE)).await
     }
 
     /// Takes a read lock if no older writer exists.
@@ -116,7 +142,7 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, false).await
+        self.acquire(RwMode::Read, None).await
     }
 
     /// Takes the write lock if no other key exists.
@@ -127,31 +153,86 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, false).await
+        self.acquire(RwMode::Write, None).await
     }
 
-    /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit.
+    /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit on *waiting for others*,
+    /// as [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for older blockers. A zero limit means "try once": granted when
+    /// nothing blocks, [`Error::Timeout`] otherwise.
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_timeout(&self, mode: RwMode, limit: Duration) -> Result<RwMutexGuard> {
-        let what = || format!("{mode:?} lock {:?}", self.name);
-        within(limit, what, self.acquire(mode, true)).await
+        self.acquire(mode, Some(Deadline::after(limit))).await
     }
 
-    /// The prefix whose older keys block `mode`.
-    fn blockers(&self, mode: RwMode) -> String {
+    /// The keys whose older ones block `mode`.
+    fn blockers(&self, mode: RwMode) -> Queue {
         match mode {
-            RwMode::Read => format!("{}/write/", self.name),
-            RwMode::Write => format!("{}/", self.name),
+            RwMode::Read => Queue::writers(&self.name),
+            RwMode::Write => Queue::name(&self.name),
         }
     }
 
-    async fn acquire(&self, mode: RwMode, wait: bool) -> Result<RwMutexGuard> {
+    /// A reader refuses a name that a mutex, election or semaphore holds or waits for
+    /// (`NAME/<lease hex>`): it waits only for writers, so it would not exclude them. (A
+    /// writer waits for them, and they wait for readers and writers, so those exclude.)
+    /// `read` is the claim's answer to [`Self::mutex_keys`].
+    async fn refuse_mutex_keys(
+        &self,
+        read: &crate::RangeResponse,
+        own: OwnedKey,
+    ) -> Result<OwnedKey> {
+        let children = Queue::children(&self.name);
+        let found = match children.members(read) {
+            Some(members) => members.into_iter().next(),
+            None => match self
+                .session
+                .backend()
+                .range(Queue::unlimited(Self::mutex_keys(&self.name)))
+                .await
+            {
+                Ok(all) => all.kvs.into_iter().find(|kv| children.contains(&kv.key)),
+                Err(e) => {
+                    let _ = own.release().await;
+                    return Err(e);
+                }
+            },
+        };
+        let Some(other) = found else {
+            return Ok(own);
+        };
+        let _ = own.release().await;
+        Err(Error::invalid_argument(format!(
+            "name {:?} is in use by a mutex, election or semaphore (key {:?}); a read lock \
+             cannot share it: use another name, or a write lock, which waits for it",
+            self.name,
+            other.key_str()
+        )))
+    }
+
+    /// Where a mutex's, election's or semaphore's keys on the name would be: lease ids in
+    /// lowercase hex sort between `NAME/0` and `NAME/g`, apart from `read/` and `write/`.
+    fn mutex_keys(name: &str) -> RangeRequest {
+        RangeRequest::new(crate::KeyRange::range(
+            format!("{name}/0"),
+            format!("{name}/g"),
+        ))
+        .keys_only()
+        .limit(16)
+    }
+
+    /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
+    async fn acquire(&self, mode: RwMode, deadline: Option<Deadline>) -> Result<RwMutexGuard> {
         check_name("rw lock", &self.name)?;
+        let wait = deadline.is_some();
+        let deadline = deadline.unwrap_or(Deadline::NONE);
+        let timed_out = || deadline.elapsed(format_args!("{mode:?} lock {:?}", self.name));
         let dir = match mode {
             RwMode::Read => "read",
             RwMode::Write => "write",
@@ -161,39 +242,66 @@ impl RwMutex {
         // Waiting, the claim also reads the queue so that the wait starts without a read;
         // trying, it reads the oldest blocker (if that is absent or is our own key, nothing
         // older blocks us).
-        let extra = vec![TxnOp::range(if wait {
+        let mut extra = vec![TxnOp::range(if wait {
             queue_read(&blockers)
         } else {
-            RangeRequest::first_created(blockers.as_str())
+            blockers.first_created()
         })];
+        if mode == RwMode::Read {
+            extra.push(TxnOp::range(Self::mutex_keys(&self.name)));
+        }
         let locked = || Error::Locked {
             name: self.name.clone(),
             holder: None,
         };
         let claim = match mode {
             RwMode::Read => {
-                let writers = self.blockers(RwMode::Read);
-                match claim_read(&self.session, key, &writers, extra, wait).await? {
+                let writers = self.blockers(RwMode::Read).prefix;
+                match claim_read(&self.session, key, &writers, extra, wait, deadline).await? {
                     Some(ReadClaim::Joined(own)) => return self.guard(mode, own),
-                    Some(ReadClaim::Claimed(claim)) => claim,
+                    Some(ReadClaim::Claimed(mut claim)) => {
+                        let read = claim.read(1)?;
+                        claim.key = self.refuse_mutex_keys(&read, claim.key).await?;
+                        claim
+                    }
+                    None if wait => return Err(timed_out()),
                     None => return Err(locked()),
                 }
             }
-            RwMode::Write if wait => claim(&self.session, key, b"", extra).await?,
+            RwMode::Write if wait => claim(&self.session, key, b"", extra, deadline)
+                .await?
+                .ok_or_else(timed_out)?,
             RwMode::Write => try_claim(&self.session, key, b"", extra)
                 .await?
                 .ok_or_else(locked)?,
         };
         if wait {
-            let known = Ahead::after_claim(&claim, &claim.read(0)?);
+            let known = Ahead::after_claim(&claim, &claim.read(0)?, &blockers);
             let own = claim.key;
-            if !known.as_ref().is_some_and(Ahead::is_clear) {
-                wait_for_predecessors(&own, &blockers, known).await?;
+            let known = resolve_ahead(&own, &blockers, known).await?;
+            if !known.as_ref().is_some_and(Ahead::is_clear)
+                && deadline
+                    .bound(wait_for_predecessors(&own, &blockers, known))
+                    .await?
+                    .is_none()
+            {
+                withdraw_on_timeout(own).await;
+                return Err(timed_out());
             }
             return self.granted(mode, own);
         }
-        let oldest = claim.read(0)?.kvs.into_iter().next();
+        let read = claim.read(0)?;
         let own = claim.key;
+        let oldest = match blockers
+            .oldest(self.session.backend().as_ref(), &read)
+            .await
+        {
+            Ok(oldest) => oldest,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
         if let Some(o) = oldest
             && o.create_revision < own.create_revision()
         {

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use super::hold::{Hold, within};
+use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::name::check_name;
 use super::own_key::{OwnedKey, claim, try_claim};
+use super::queue::Queue;
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
 use crate::{Error, RangeRequest, Result, SortOrder, SortTarget, TxnOp, TxnRequest};
@@ -53,17 +54,23 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
+    /// The most permits a semaphore may have: the largest range limit a backend accepts
+    /// (etcd's is a signed 64-bit number).
+    pub const MAX_PERMITS: usize = i64::MAX as usize;
+
     /// A semaphore of `permits` permits named `name` on `session`. No I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `permits` is zero, or the name is empty, ends with `/`
-    /// or contains a NUL byte.
+    /// [`Error::InvalidArgument`] when `permits` is zero or above [`Semaphore::MAX_PERMITS`],
+    /// naming the count and what is accepted.
+    /// The same for a name that is empty, ends with `/` or contains a NUL byte.
     pub fn new(session: &Session, name: impl Into<String>, permits: usize) -> Result<Self> {
         let name = name.into();
         check_name("semaphore", &name)?;
-        if permits == 0 {
+        if permits == 0 || permits > Self::MAX_PERMITS {
             return Err(Error::invalid_argument(format!(
-                "semaphore {name:?} needs at least one permit"
+                "semaphore {name:?}: {permits} permits is not accepted; the count must be 1 to {}",
+                Self::MAX_PERMITS
             )));
         }
         Ok(Semaphore {
@@ -83,6 +90,26 @@ impl Semaphore {
         self.permits
     }
 
+    /// Who holds this semaphore (the oldest `permits` keys hold) and who waits for it, in order, with each key's lease and
+    /// the time left on it; see [`crate::inspect`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
+    /// error.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: read only.
+    pub async fn status(&self) -> Result<crate::Status> {
+        crate::inspect(
+            self.session.backend().as_ref(),
+            &self.name,
+            Some(crate::Kind::Semaphore {
+                permits: self.permits,
+            }),
+        )
+        .await
+    }
+
     /// Takes a permit, waiting until fewer than `permits` older holders or waiters remain.
     ///
     /// # Errors
@@ -91,7 +118,7 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(true).await
+        self.acquire_inner(Some(Deadline::NONE)).await
     }
 
     /// Takes a permit if one is free now.
@@ -102,22 +129,26 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(false).await
+        self.acquire_inner(None).await
     }
 
-    /// [`Semaphore::acquire`] with a time limit.
+    /// [`Semaphore::acquire`] with a time limit on *waiting for others*, as
+    /// [`crate::Mutex::lock_timeout`]: the claim request always completes, then `limit`
+    /// applies to waiting for a permit to free up. A zero limit means "try once": a free
+    /// permit is taken, otherwise [`Error::Timeout`].
     ///
     /// # Errors
-    /// [`Error::Timeout`] when `limit` passes first; as [`crate::Mutex::lock`] otherwise.
+    /// [`Error::Timeout`] when `limit` passes while waiting (the waiting key is withdrawn
+    /// before the error is returned); as [`crate::Mutex::lock`] otherwise.
     ///
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire_timeout(&self, limit: Duration) -> Result<SemaphorePermit> {
-        let what = || format!("acquire semaphore {:?}", self.name);
-        within(limit, what, self.acquire()).await
+        self.acquire_inner(Some(Deadline::after(limit))).await
     }
 
-    /// The oldest `permits` keys: the holders, if we are among them.
+    /// The oldest `permits` keys: the holders, if we are among them (keys of other names
+    /// under the prefix aside: see [`Semaphore::members`]).
     fn holders(&self, prefix: &str) -> RangeRequest {
         RangeRequest::prefix(prefix)
             .sort(SortTarget::CreateRevision, SortOrder::Ascend)
@@ -125,12 +156,18 @@ impl Semaphore {
             .keys_only()
     }
 
-    async fn acquire_inner(&self, wait: bool) -> Result<SemaphorePermit> {
+    /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
+    async fn acquire_inner(&self, deadline: Option<Deadline>) -> Result<SemaphorePermit> {
+        let wait = deadline.is_some();
+        let deadline = deadline.unwrap_or(Deadline::NONE);
+        let timed_out = || deadline.elapsed(format_args!("acquire semaphore {:?}", self.name));
         let prefix = format!("{}/", self.name);
         let key = lock_key(&self.name, self.session.lease());
         let extra = vec![TxnOp::range(self.holders(&prefix))];
         let claim = if wait {
-            claim(&self.session, key, b"", extra).await?
+            claim(&self.session, key, b"", extra, deadline)
+                .await?
+                .ok_or_else(timed_out)?
         } else {
             try_claim(&self.session, key, b"", extra)
                 .await?
@@ -143,7 +180,19 @@ impl Semaphore {
         let claim_revision = claim.revision;
         let own = claim.key;
         let mine = own.create_revision();
-        if holders.kvs.iter().any(|kv| kv.create_revision == mine) {
+        let queue = Queue::name(&self.name);
+        let holders = match self.members(&queue, &holders, self.holders(&prefix)).await {
+            Ok(holders) => holders,
+            Err(e) => {
+                let _ = own.release().await;
+                return Err(e);
+            }
+        };
+        if holders
+            .iter()
+            .take(self.permits)
+            .any(|kv| kv.create_revision == mine)
+        {
             return self.permit(own);
         }
         if !wait {
@@ -156,24 +205,65 @@ impl Semaphore {
         let backend = self.session.backend().clone();
         let older = self.holders(&prefix).max_create_revision(mine - 1);
         let permits = self.permits;
+        let queue = &queue;
         // The claim's read just showed at least `permits` keys older than ours.
-        wait_for_deletes(&own, &prefix, Some(claim_revision), || {
-            let backend = backend.clone();
-            let older = older.clone();
-            let own = &own;
-            async move {
-                let resp = backend
-                    .txn(TxnRequest::new().and_then([
-                        TxnOp::range(RangeRequest::key(own.key())),
-                        TxnOp::range(older),
-                    ]))
-                    .await?;
-                check_own(own, resp.range(0)?.kvs.first())?;
-                Ok((resp.range(1)?.kvs.len() < permits).then_some(resp.revision))
-            }
-        })
-        .await?;
+        let waited = deadline.bound(wait_for_deletes(
+            &own,
+            &prefix,
+            Some(claim_revision),
+            || {
+                let backend = backend.clone();
+                let older = older.clone();
+                let own = &own;
+                async move {
+                    let mut read = older.clone();
+                    loop {
+                        let resp = backend
+                            .txn(TxnRequest::new().and_then([
+                                TxnOp::range(RangeRequest::key(own.key())),
+                                TxnOp::range(read.clone()),
+                            ]))
+                            .await?;
+                        check_own(own, resp.range(0)?.kvs.first())?;
+                        match queue.members(resp.range(1)?) {
+                            Some(ahead) => {
+                                return Ok((ahead.len() < permits).then_some(resp.revision));
+                            }
+                            // Keys of other names crowded the read: count them all.
+                            None => read = Queue::unlimited(older.clone()),
+                        }
+                    }
+                }
+            },
+        ));
+        if waited.await?.is_none() {
+            withdraw_on_timeout(own).await;
+            return Err(timed_out());
+        }
         self.permit(own)
+    }
+
+    /// The contenders among the holders `read` returned (read again without its limit when
+    /// keys of other names crowded it), oldest first.
+    async fn members(
+        &self,
+        queue: &Queue,
+        read: &crate::RangeResponse,
+        request: RangeRequest,
+    ) -> Result<Vec<crate::KeyValue>> {
+        if let Some(members) = queue.members(read) {
+            return Ok(members);
+        }
+        let all = self
+            .session
+            .backend()
+            .range(Queue::unlimited(request))
+            .await?;
+        Ok(all
+            .kvs
+            .into_iter()
+            .filter(|kv| queue.contains(&kv.key))
+            .collect())
     }
 
     fn permit(&self, own: OwnedKey) -> Result<SemaphorePermit> {

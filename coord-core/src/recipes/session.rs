@@ -179,8 +179,9 @@ impl SessionBuilder {
     /// Grants (or checks, when resuming) the lease and starts the keep-alive.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a zero TTL or a margin of two thirds of the TTL or
-    /// more; [`Error::LeaseNotFound`] when the lease to resume does not exist; any backend
+    /// [`Error::InvalidArgument`] for a zero TTL, a TTL above the backend's
+    /// [`max_lease_ttl`](crate::BackendInfo::max_lease_ttl) (nothing is granted), or a margin
+    /// of two thirds of the TTL or more; [`Error::LeaseNotFound`] when the lease to resume does not exist; any backend
     /// error from the grant.
     ///
     /// # Cancel safety
@@ -188,6 +189,10 @@ impl SessionBuilder {
     pub async fn start(self) -> Result<Session> {
         if self.ttl.is_zero() {
             return Err(Error::invalid_argument("session ttl must be positive"));
+        }
+        if self.lease.is_none() {
+            // Refused before anything is granted, whatever the backend would make of it.
+            crate::check_lease_ttl(self.ttl, self.backend.info().max_lease_ttl)?;
         }
         let sent = Instant::now();
         let (lease, ttl) = match self.lease {

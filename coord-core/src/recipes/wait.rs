@@ -4,6 +4,7 @@ use futures::StreamExt;
 
 use super::backoff::Backoff;
 use super::own_key::{Claim, OwnedKey};
+use super::queue::Queue;
 use crate::{
     Error, Event, EventKind, KeyRange, KeyValue, RangeRequest, RangeResponse, Result, Revision,
     SortOrder, SortTarget, TxnOp, TxnRequest, WatchRequest, WatchResponse, WatchStream,
@@ -14,9 +15,9 @@ use crate::{
 const QUEUE_READ_LIMIT: i64 = 3;
 
 /// The read a claim txn runs (after creating the own key) so that its waiter needs no
-/// first read of its own: the newest keys under `blockers`, newest first.
-pub(crate) fn queue_read(blockers: &str) -> RangeRequest {
-    RangeRequest::prefix(blockers)
+/// first read of its own: the newest keys under the blockers' prefix, newest first.
+pub(crate) fn queue_read(blockers: &Queue) -> RangeRequest {
+    RangeRequest::prefix(blockers.prefix.as_str())
         .sort(SortTarget::CreateRevision, SortOrder::Descend)
         .limit(QUEUE_READ_LIMIT)
         .keys_only()
@@ -36,19 +37,25 @@ pub(crate) struct Ahead {
 impl Ahead {
     /// What the claim's [`queue_read`] (response `read`) tells. `None` when the claim
     /// adopted an existing key: the read may then show keys younger than it, so it says
-    /// nothing certain about the keys ahead.
-    pub(crate) fn after_claim(claim: &Claim, read: &RangeResponse) -> Option<Ahead> {
+    /// nothing certain about the keys ahead; and when keys of other names filled the read,
+    /// so that a contender ahead may be missing from it.
+    pub(crate) fn after_claim(claim: &Claim, read: &RangeResponse, queue: &Queue) -> Option<Ahead> {
         if !claim.created {
             return None;
         }
         let mine = claim.key.create_revision();
-        // A created key is the newest: everything else the read returned is ahead of it.
+        let all_seen = (read.kvs.len() as i64) < QUEUE_READ_LIMIT;
+        // A created key is the newest: every other contender the read returned is ahead of
+        // it, and the newest of them is the predecessor (newest first: no contender between
+        // it and the own key was cut off).
         let older: Vec<&KeyValue> = read
             .kvs
             .iter()
-            .filter(|kv| kv.create_revision < mine)
+            .filter(|kv| kv.create_revision < mine && queue.contains(&kv.key))
             .collect();
-        let all_seen = (read.kvs.len() as i64) < QUEUE_READ_LIMIT;
+        if older.is_empty() && !all_seen {
+            return None;
+        }
         Some(Ahead {
             revision: claim.revision,
             predecessor: older.first().map(|kv| (*kv).clone()),
@@ -93,7 +100,7 @@ impl Ahead {
 /// Returns the revision at which the turn was confirmed.
 pub(crate) async fn wait_for_predecessors(
     own: &OwnedKey,
-    blockers: &str,
+    blockers: &Queue,
     known: Option<Ahead>,
 ) -> Result<Revision> {
     let session = own.session();
@@ -115,25 +122,16 @@ pub(crate) async fn wait_for_predecessors(
             }
             None => {
                 read_under = watch.as_ref().map(|w| w.id);
-                let read = session
-                    .race(backend.txn(TxnRequest::new().and_then([
-                        TxnOp::range(RangeRequest::key(own.key())),
-                        TxnOp::range(
-                            RangeRequest::last_created_before(blockers, my_rev - 1).limit(2),
-                        ),
-                    ])))
-                    .await;
-                let Some(resp) = recoverable(read)? else {
+                let Some((revision, older)) = recoverable(read_ahead(own, blockers, my_rev).await)?
+                else {
                     watch = None;
                     pause(&mut backoff, session).await?;
                     continue;
                 };
-                check_own(own, resp.range(0)?.kvs.first())?;
-                let older = resp.range(1)?;
                 Ahead {
-                    revision: resp.revision,
-                    predecessor: older.kvs.first().cloned(),
-                    only: older.kvs.len() == 1,
+                    revision,
+                    predecessor: older.first().cloned(),
+                    only: older.len() == 1,
                 }
             }
         };
@@ -206,6 +204,53 @@ pub(crate) async fn wait_for_predecessors(
                 pause(&mut backoff, session).await?;
             }
         }
+    }
+}
+
+/// What is ahead of the own key, read now if the claim did not tell (`known` is `None`):
+/// so that a time limit, which bounds only waiting for others, never cuts short finding out
+/// whether there is anyone to wait for. `None` when that read failed in a way the waiter
+/// survives (it then reads again, as it waits).
+pub(crate) async fn resolve_ahead(
+    own: &OwnedKey,
+    blockers: &Queue,
+    known: Option<Ahead>,
+) -> Result<Option<Ahead>> {
+    if known.is_some() {
+        return Ok(known);
+    }
+    let read = read_ahead(own, blockers, own.create_revision()).await;
+    Ok(recoverable(read)?.map(|(revision, older)| Ahead {
+        revision,
+        predecessor: older.first().cloned(),
+        only: older.len() == 1,
+    }))
+}
+
+/// Reads, at one revision, the own key (checked alive) and the two newest contenders ahead
+/// of it; all contenders ahead when keys of other names crowd the limited read.
+async fn read_ahead(
+    own: &OwnedKey,
+    blockers: &Queue,
+    my_rev: Revision,
+) -> Result<(Revision, Vec<KeyValue>)> {
+    let session = own.session();
+    let ahead = RangeRequest::last_created_before(blockers.prefix.as_str(), my_rev - 1)
+        .keys_only()
+        .limit(2);
+    let mut read = ahead.clone();
+    loop {
+        let resp = session
+            .race(session.backend().txn(TxnRequest::new().and_then([
+                TxnOp::range(RangeRequest::key(own.key())),
+                TxnOp::range(read.clone()),
+            ])))
+            .await?;
+        check_own(own, resp.range(0)?.kvs.first())?;
+        if let Some(older) = blockers.members(resp.range(1)?) {
+            return Ok((resp.revision, older));
+        }
+        read = Queue::unlimited(ahead.clone());
     }
 }
 

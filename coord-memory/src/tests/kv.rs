@@ -27,6 +27,8 @@ fn new_works_outside_a_runtime_and_clones_share_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_counter_on_a_multi_thread_runtime() {
     let b = MemoryBackend::new();
+    // Real time: a 30 ms lease (below etcd's 2 s) keeps the test short.
+    b.set_lease_rules(crate::LeaseRules::fine(Duration::from_millis(1)));
     b.put(b"n", b"0", NO_LEASE).await.unwrap();
     let lease = b.lease_grant(Duration::from_millis(30)).await.unwrap().id;
     b.put(b"ephemeral", b"", lease).await.unwrap();

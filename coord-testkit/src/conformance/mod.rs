@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Levels: [`contract`] (data model, txn, range, lease, watch), then the recipes
-//! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`]), the regression tests
+//! ([`session`], [`mutex`], [`rwmutex`], [`election`], [`semaphore`], and a look inside each:
+//! [`inspect`]), the regression tests
 //! for the known bugs of etcd's Go recipes ([`bugs`]), safety under lost answers, late
 //! writes, lost sessions and shared sessions ([`safety`]), and a seeded randomized schedule test
 //! ([`randomized`]).
@@ -44,8 +45,10 @@ use futures::future::BoxFuture;
 
 pub mod bugs;
 pub mod contract;
+pub mod edges;
 pub mod election;
 mod gate;
+pub mod inspect;
 pub mod mutex;
 pub mod randomized;
 pub mod rwmutex;
@@ -652,6 +655,11 @@ macro_rules! __conformance_list {
             semaphore::semaphore_permits_admit_next_and_tokens_are_unique
             semaphore::semaphore_never_exceeds_permits_under_contention
             semaphore::semaphore_dropped_acquire_leaves_no_key
+            inspect::inspect_lock_shows_holder_then_waiters_in_order
+            inspect::inspect_rw_lock_shows_readers_and_writers_held_and_queued
+            inspect::inspect_semaphore_shows_the_oldest_permits_as_holders
+            inspect::election_participants_show_leader_then_candidates
+            inspect::inspect_counts_only_direct_children_and_refuses_bad_names
             bugs::mutex_waiter_whose_lease_is_revoked_never_gets_the_lock
             bugs::mutex_waiter_whose_lease_expires_never_gets_the_lock
             bugs::candidate_whose_lease_is_revoked_never_leads
@@ -671,6 +679,18 @@ macro_rules! __conformance_list {
             bugs::waiters_watch_from_now
             bugs::handoffs_are_not_paced_by_watch_catch_up
             randomized::randomized_mutex_schedules
+            edges::zero_limit_lock_acquires_a_free_mutex_and_times_out_on_a_held_one
+            edges::zero_limit_rw_lock_acquires_when_free_and_times_out_when_blocked
+            edges::zero_limit_acquire_takes_a_free_permit_and_times_out_when_none_is_free
+            edges::zero_limit_campaign_leads_an_empty_election_and_times_out_behind_a_leader
+            edges::lease_ttls_above_the_maximum_are_refused
+            edges::requests_over_the_size_limit_are_refused_and_write_nothing
+            edges::lease_ttls_are_whole_seconds_of_at_least_the_minimum
+            edges::a_lock_ignores_holders_of_deeper_names
+            edges::leader_of_a_name_ignores_candidates_of_deeper_names
+            edges::a_mutex_and_a_read_write_lock_on_one_name_exclude_each_other
+            edges::keys_in_etcds_layouts_exclude_coord_locks
+            edges::locked_names_the_holder_key_and_bad_permit_counts_are_refused
             safety::stale_withdrawal_never_deletes_a_later_acquisition
             safety::cancelled_claim_landing_late_leaves_no_key_on_a_live_lease
             safety::acquisitions_cut_off_mid_setup_end_at_the_session_deadline
