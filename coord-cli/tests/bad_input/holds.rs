@@ -81,20 +81,28 @@ async fn b43_keys_that_are_not_holders_under_a_lock_prefix_do_not_block_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn b44_a_lock_and_a_read_write_lock_on_one_name_exclude_each_other() {
+async fn b44_a_read_lock_refuses_a_name_a_mutex_holds_and_a_writer_waits_for_it() {
     let Some(server) = etcd().await else { return };
     let url = etcd_url(&server);
     let a = session(&url).await;
     let b = session(&url).await;
     let plain = Mutex::new(&a, "mix").lock().await.unwrap();
-    let read = RwMutex::new(&b, "mix").try_read().await;
-    assert!(
-        read.is_err(),
-        "a reader must not join a plain holder: {read:?}"
-    );
+    // A reader waits only for writers, so it could not exclude a mutex: it refuses.
+    let err = RwMutex::new(&b, "mix").try_read().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    assert!(err.to_string().contains(plain.key()), "{err}");
     assert_cli(
         &url,
         &["lock", "--read", "--try", "mix", "--", "true"],
+        2,
+        &["read lock cannot share it"],
+    );
+    // A writer waits for every key of the name, the mutex's too.
+    let err = RwMutex::new(&b, "mix").try_write().await.unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+    assert_cli(
+        &url,
+        &["lock", "--write", "--try", "mix", "--", "true"],
         3,
         &[],
     );
