@@ -343,7 +343,6 @@ async fn lease_state(backend: &dyn CoordinationBackend, id: LeaseId) -> Result<L
 
 #[cfg(test)]
 mod tests {
-    use super::name::check_name;
     use super::*;
 
     fn kv(key: &str, rev: Revision, value: &str) -> KeyValue {
