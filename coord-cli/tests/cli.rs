@@ -705,7 +705,7 @@ fn with_json_output_errors_are_one_json_object_on_stderr() {
         (
             "bogus://x",
             &["-o", "json", "leader", "x"],
-            1,
+            2,
             "invalid_argument",
             "unknown scheme",
         ),
