@@ -29,6 +29,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const TTL: Duration = Duration::from_secs(10);
 /// How long another session may take to get a lock or a leadership that nobody holds.
 const BOUND: Duration = Duration::from_secs(5);
+/// When the (b) scenarios drop their claim: after the steering moved to the leader (500 ms),
+/// and before the request timeout would end the claim with an error instead.
+const CANCEL_AFTER: Duration = Duration::from_millis(800);
 
 /// The steered client's members.
 const VIA_FOLLOWER: usize = 0;
@@ -196,7 +199,7 @@ async fn a_lock_claim_that_lands_after_its_withdrawal_leaves_no_key_behind() {
     let sent = Instant::now();
     let mutex = Mutex::new(&f.session, "m");
     let (first, ()) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(1), mutex.lock()),
+        tokio::time::timeout(CANCEL_AFTER, mutex.lock()),
         async {
             // The withdrawal, sent when the timeout drops the claim, goes to the leader.
             sleep(Duration::from_millis(500)).await;
@@ -244,7 +247,7 @@ async fn a_candidacy_that_lands_after_its_withdrawal_leaves_no_phantom_leader() 
     let sent = Instant::now();
     let candidacy = Election::new(&f.session, "e");
     let (first, ()) = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(1), candidacy.campaign("phantom")),
+        tokio::time::timeout(CANCEL_AFTER, candidacy.campaign("phantom")),
         async {
             sleep(Duration::from_millis(500)).await;
             f.steering.to(VIA_LEADER);
