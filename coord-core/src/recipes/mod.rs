@@ -5,6 +5,7 @@ mod backoff;
 mod election;
 mod hold;
 mod inspect;
+mod instrument;
 mod mutex;
 mod own_key;
 mod queue;
