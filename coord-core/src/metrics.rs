@@ -100,7 +100,8 @@ impl LossCause {
 }
 
 /// Gives the installed recorder the unit and description of every metric above. Call it
-/// once, after installing the recorder; recording works without it.
+/// once, after installing the recorder; recording works without it. Does nothing without
+/// the `metrics` feature.
 #[cfg(feature = "metrics")]
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -128,6 +129,12 @@ pub fn describe() {
         "round trip of a session keep-alive"
     );
 }
+
+/// Gives the installed recorder the unit and description of every metric above. Call it
+/// once, after installing the recorder; recording works without it. Does nothing without
+/// the `metrics` feature.
+#[cfg(not(feature = "metrics"))]
+pub fn describe() {}
 
 // The recording functions are no-ops without the feature, so the recipes call them
 // unconditionally and pay nothing.

@@ -141,7 +141,13 @@ impl SlotRef {
     ) -> Result<Turn> {
         let turn = self.get().turn.clone();
         let guard = match turn.clone().try_lock_owned() {
-            Ok(guard) => guard,
+            Ok(guard) => {
+                // Taken without waiting, as `lock_owned` would have been, and like it this
+                // counts against the task's budget, so that a loop of uncontended locks
+                // on a backend that answers at once still lets other tasks run.
+                tokio::task::coop::consume_budget().await;
+                guard
+            }
             Err(_) => {
                 // Another task of the session has the key: this acquisition waits.
                 super::instrument::waiting();
