@@ -40,3 +40,9 @@ echo "== cargo test"
 # The chaos runs (tests/chaos.rs of coord-memory, coord-etcd and coord-redis) last 10 s in a
 # bare `cargo test`; here each of the five runs 60 s (about 6 minutes in all).
 COORD_CHAOS_SECONDS="${COORD_CHAOS_SECONDS:-60}" cargo test --workspace --all-features --locked
+# The library's examples on the memory backend; the fencing ones assert that a stale
+# holder's write is refused.
+echo "== examples"
+for example in mutex rwmutex semaphore fenced_write fenced_resource; do
+  cargo run --quiet --locked -p coord --example "$example" >/dev/null
+done

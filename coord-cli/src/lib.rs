@@ -34,8 +34,9 @@ pub(crate) mod code {
     /// Any other failure: the backend is unreachable, a bad URL, a benchmark's counter is
     /// wrong (as the Go peer exits 1).
     pub(crate) const FAILURE: u8 = 1;
-    /// Bad command-line usage: clap's own code, and arguments that parse but do not fit
-    /// together (a `--kill-after` too long for the `--ttl`).
+    /// Bad command-line usage: clap's own code, arguments that parse but do not fit
+    /// together (a `--kill-after` too long for the `--ttl`), and arguments the library
+    /// refuses (`Error::InvalidArgument`: a malformed URL, an empty name).
     pub(crate) const USAGE: u8 = 2;
     /// `--try`: the lock, every permit of a semaphore, or the leadership is taken.
     pub(crate) const LOCKED: u8 = 3;
@@ -390,6 +391,7 @@ impl CliError {
             coord::Error::Timeout { .. } => code::TIMEOUT,
             coord::Error::LockLost { .. } | coord::Error::SessionExpired { .. } => code::LOST,
             coord::Error::NoLeader { .. } => code::NO_LEADER,
+            coord::Error::InvalidArgument { .. } => code::USAGE,
             _ => code::FAILURE,
         };
         CliError::new(code, e.to_string())
@@ -527,11 +529,12 @@ fn backend_for<'a>(
     };
     match (given, across_processes) {
         (Some(url), Some(what)) => {
+            // The URL itself is not echoed: it may carry a password.
             if url.trim().to_ascii_lowercase().starts_with("memory:") {
                 output::warn(
                     out,
                     format!(
-                        "{url} is in-process: this {what} coordinates nothing outside this \
+                        "memory:// is in-process: this {what} coordinates nothing outside this \
                          coord process; use a server (e.g. etcd://127.0.0.1:2379) to \
                          coordinate processes"
                     ),

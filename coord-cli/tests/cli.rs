@@ -705,7 +705,7 @@ fn with_json_output_errors_are_one_json_object_on_stderr() {
         (
             "bogus://x",
             &["-o", "json", "leader", "x"],
-            1,
+            2,
             "invalid_argument",
             "unknown scheme",
         ),
@@ -809,21 +809,22 @@ fn a_kill_after_too_long_for_the_ttl_is_refused_before_cmd_runs() {
 
 #[test]
 fn bad_urls_and_unavailable_backends_say_what_is_wrong() {
+    // A URL that does not parse is bad usage (2); one that nothing answers, a failure (1).
     coord("zk://h:1", &["leader", "x"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown scheme \"zk\""));
     // etcd: not compiled in, or a port the url crate refuses, named with its host.
     coord("etcd://h:99999", &["leader", "x"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(
             predicate::str::contains("endpoint \"h:99999\": bad port")
                 .or(predicate::str::contains("feature \"etcd\"")),
         );
     coord("memory://?colour=blue", &["leader", "x"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown query parameter `colour`"));
     // Redis: not compiled in, or nothing listens there; either way the password stays
     // secret.
@@ -840,7 +841,7 @@ fn bad_urls_and_unavailable_backends_say_what_is_wrong() {
         .env("COORD_BACKEND", "bogus://x")
         .args(["leader", "x"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("unknown scheme \"bogus\""));
 }
 

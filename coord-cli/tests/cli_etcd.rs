@@ -491,14 +491,14 @@ async fn etcds_with_client_certificates() {
         &["leader", "x"],
     )
     .assert()
-    .code(1)
+    .code(2)
     .stderr(predicate::str::contains("etcds://"));
     coord(
         &format!("{base}?cacert=/nonexistent/ca.pem"),
         &["leader", "x"],
     )
     .assert()
-    .code(1)
+    .code(2)
     .stderr(predicate::str::contains("/nonexistent/ca.pem"));
 }
 

@@ -176,10 +176,10 @@ pub(crate) fn map_err(ctx: Context<'_>, err: etcd_client::Error) -> Error {
 /// handshake is `Unavailable`. At connect, over TLS, a connection that dies as soon as it
 /// is up means the certificate was refused.
 pub(crate) fn connect_error(e: Error, tls: bool) -> Error {
-    let closed_after_handshake = tls
-        && std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<tonic::Status>())
-            .is_some_and(|s| matches!(s.code(), Code::Cancelled | Code::Unknown));
+    let cut_off = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<tonic::Status>())
+        .is_some_and(|s| matches!(s.code(), Code::Cancelled | Code::Unknown));
+    let closed_after_handshake = tls && cut_off;
     let message = match &e {
         Error::Unavailable { message, .. } => message.clone(),
         _ => String::new(),
@@ -201,6 +201,27 @@ pub(crate) fn connect_error(e: Error, tls: bool) -> Error {
             ),
             source,
         ),
+        // A TLS server closes on a plain-text client's first bytes; hyper reports the
+        // first call cancelled, not the connection reset the shared hint looks for.
+        Error::Unavailable { message, source } if cut_off && !tls => Error::Unavailable {
+            message: format!(
+                "{message} (the server closed the connection at once: if it serves TLS, use \
+                 etcds://)"
+            ),
+            source,
+        },
+        e => e,
+    }
+}
+
+/// `e` with `what` (the endpoints being connected to) in its message, so that a connect
+/// error names the address that failed.
+pub(crate) fn naming(e: Error, what: &str) -> Error {
+    match e {
+        Error::Unavailable { message, source } => Error::Unavailable {
+            message: format!("{message} ({what})"),
+            source,
+        },
         e => e,
     }
 }

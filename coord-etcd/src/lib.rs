@@ -222,7 +222,7 @@ impl EtcdBackend {
                     "etcd {what}: no answer within {limit:?}"
                 )));
             }
-            Ok(Err(e)) => return Err(error::connect_error(e, tls)),
+            Ok(Err(e)) => return Err(error::naming(error::connect_error(e, tls), &what)),
         }
         Ok(backend)
     }

@@ -38,6 +38,9 @@ enum Fixture {
 }
 
 /// The run's etcd, and the proxies in front of it (kept alive for the run).
+/// How long a new client waits for a server that a fault took away.
+const RECONNECT_BOUND: Duration = Duration::from_secs(60);
+
 struct Etcd {
     fixture: Fixture,
     proxies: std::sync::Mutex<Vec<FaultProxy>>,
@@ -51,10 +54,28 @@ impl Etcd {
         }
     }
 
+    async fn try_connect(
+        &self,
+        urls: Vec<String>,
+        namespace: &str,
+    ) -> coord_core::Result<EtcdBackend> {
+        EtcdBackend::connect(EtcdOptions::new(urls).namespace(namespace.as_bytes())).await
+    }
+
+    /// A new client; while a server fault keeps etcd down (killed, paused), it waits for
+    /// the server to come back, as a restarted application would.
     async fn connect(&self, urls: Vec<String>, namespace: &str) -> EtcdBackend {
-        EtcdBackend::connect(EtcdOptions::new(urls).namespace(namespace.as_bytes()))
-            .await
-            .expect("connect to the run's etcd")
+        let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
+        loop {
+            match self.try_connect(urls.clone(), namespace).await {
+                Ok(backend) => return backend,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("connect to the run's etcd: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the run's etcd was away for {RECONNECT_BOUND:?}: {e}"),
+            }
+        }
     }
 }
 
@@ -84,7 +105,11 @@ impl Faults for Etcd {
     /// A revoke from a connection of its own: what etcd does on expiry (the leader
     /// proposes a `LeaseRevoke`), and the holder's keep-alive stream is not told.
     async fn expire_lease_now(&self, lease: LeaseId) {
-        let other = self.connect(self.urls(), "").await;
+        let other = match self.try_connect(self.urls(), "").await {
+            Ok(other) => other,
+            // A server fault keeps etcd down: the lease then ends by its TTL, as below.
+            Err(e) => return eprintln!("expire lease {lease:x}: {e}"),
+        };
         match other.lease_revoke(lease).await {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => {}
             // The server may be down (a server fault): the lease then ends by its TTL, or

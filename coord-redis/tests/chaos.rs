@@ -33,19 +33,36 @@ const TTL: Duration = Duration::from_secs(2);
 const NAMESPACE: &str = "chaos";
 
 /// The run's redis-server, and the proxies in front of it (kept alive for the run).
+/// How long a new client waits for a server that a fault took away.
+const RECONNECT_BOUND: Duration = Duration::from_secs(60);
+
 struct Redis {
     server: RedisServer,
     proxies: std::sync::Mutex<Vec<FaultProxy>>,
 }
 
 impl Redis {
-    async fn connect(&self, endpoint: &str) -> RedisBackend {
+    async fn try_connect(&self, endpoint: &str) -> coord_core::Result<RedisBackend> {
         let options = RedisOptions::parse_url(&format!("redis://{endpoint}"))
             .and_then(|o| o.namespace(NAMESPACE))
             .expect("the fixture's endpoint makes a URL");
-        RedisBackend::connect(options)
-            .await
-            .expect("connect to the run's redis")
+        RedisBackend::connect(options).await
+    }
+
+    /// A new client; while a server fault keeps redis down (killed, paused), it waits for
+    /// the server to come back, as a restarted application would.
+    async fn connect(&self, endpoint: &str) -> RedisBackend {
+        let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
+        loop {
+            match self.try_connect(endpoint).await {
+                Ok(backend) => return backend,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("connect to the run's redis: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the run's redis was away for {RECONNECT_BOUND:?}: {e}"),
+            }
+        }
     }
 }
 
@@ -75,7 +92,11 @@ impl Faults for Redis {
     /// A revoke from a connection of its own: the same deletion in one revision as an
     /// expiry, and the holder learns of it only at its next keep-alive.
     async fn expire_lease_now(&self, lease: LeaseId) {
-        let other = self.connect(self.server.endpoint()).await;
+        let other = match self.try_connect(self.server.endpoint()).await {
+            Ok(other) => other,
+            // A server fault keeps redis down: the lease then ends by its TTL, as below.
+            Err(e) => return eprintln!("expire lease {lease:x}: {e}"),
+        };
         match other.lease_revoke(lease).await {
             Ok(()) | Err(Error::LeaseNotFound { .. }) => {}
             // The server may be down (a server fault); the runner already counts the lease

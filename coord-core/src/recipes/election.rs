@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::instrument::{acquisition, op_span, operation, record_hold};
+use super::name::check_name;
 use super::own_key::claim;
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
@@ -75,6 +76,10 @@ pub struct LeaderUpdate {
 
 impl Election {
     /// An election named `name`, campaigning with `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         Election {
             session: session.clone(),
@@ -126,6 +131,7 @@ impl Election {
     }
 
     async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
+        check_name("election", &self.name)?;
         let timed_out = || deadline.elapsed(format_args!("campaign in election {:?}", self.name));
         let key = lock_key(&self.name, self.session.lease());
         let queue = Queue::name(&self.name);
@@ -208,6 +214,7 @@ pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<Key
         outcome = tracing::field::Empty,
     );
     let outcome = operation(span.clone(), async {
+        check_name("election", name)?;
         let queue = Queue::name(name);
         let resp = backend.range(queue.first_created()).await?;
         queue

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::name::check_name;
 use crate::{
     CoordinationBackend, Error, KeyValue, LeaseId, NO_LEASE, RangeRequest, Result, Revision,
     RwMode, SortOrder, SortTarget,
@@ -166,7 +167,7 @@ impl Status {
         revision: Revision,
         kvs: &[KeyValue],
     ) -> Result<Status> {
-        check_name(name)?;
+        check_name("the", name)?;
         if let Some(Kind::Semaphore { permits: 0 }) = kind {
             return Err(Error::invalid_argument(format!(
                 "semaphore {name:?} needs at least one permit"
@@ -279,24 +280,6 @@ fn is_segment(s: &[u8]) -> bool {
     !s.is_empty() && !s.contains(&b'/')
 }
 
-/// Refuses names that cannot have keys of their own: the empty name (its keys would be
-/// every key under `/`) and names ending with `/` (their keys would have `//` in them).
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::invalid_argument(
-            "the name is empty: give the name of a lock, rw lock, semaphore or election \
-             (its keys are NAME/<lease id in hex>)",
-        ));
-    }
-    if name.ends_with('/') {
-        return Err(Error::invalid_argument(format!(
-            "the name {name:?} ends with '/': give it without the trailing '/' (its keys are \
-             NAME/<lease id in hex>)"
-        )));
-    }
-    Ok(())
-}
-
 /// Who holds `name` and who waits for it, with each key's lease and the time left on it.
 ///
 /// `kind` says how to read the keys; `None` guesses it from them: a read/write lock when
@@ -319,7 +302,7 @@ pub async fn inspect(
     name: &str,
     kind: Option<Kind>,
 ) -> Result<Status> {
-    check_name(name)?;
+    check_name("the", name)?;
     let read = backend
         .range(
             RangeRequest::prefix(format!("{name}/"))

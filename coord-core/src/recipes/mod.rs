@@ -7,6 +7,7 @@ mod hold;
 mod inspect;
 mod instrument;
 mod mutex;
+mod name;
 mod own_key;
 mod queue;
 mod rwmutex;

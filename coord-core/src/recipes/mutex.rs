@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::instrument::{acquisition, op_span, operation, record_hold};
+use super::name::check_name;
 use super::own_key::{claim, try_claim};
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
@@ -74,6 +75,10 @@ pub struct Mutex {
 
 impl Mutex {
     /// A lock named `name` on `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         Mutex {
             session: session.clone(),
@@ -153,6 +158,7 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
+        check_name("lock", &self.name)?;
         let span = op_span!("mutex.try_lock", self.name, self.session.lease());
         let key = lock_key(&self.name, self.session.lease());
         let queue = Queue::name(&self.name);
@@ -166,6 +172,7 @@ impl Mutex {
     }
 
     async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
+        check_name("lock", &self.name)?;
         let queue = Queue::name(&self.name);
         let key = lock_key(&self.name, self.session.lease());
         let what = || format!("lock {:?}", self.name);

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::Session;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::instrument::{acquisition, op_span, operation, record_hold};
+use super::name::check_name;
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
@@ -86,6 +87,10 @@ pub struct RwMutex {
 
 impl RwMutex {
     /// A read/write lock named `name` on `session`. No I/O.
+    ///
+    /// A name that is empty, ends with `/` or contains a NUL byte is refused with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
+    /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
         RwMutex {
             session: session.clone(),
@@ -253,6 +258,7 @@ impl RwMutex {
 
     /// `deadline`: `None` tries once ([`Error::Locked`]), `Some` waits until then.
     async fn acquire(&self, mode: RwMode, deadline: Option<Deadline>) -> Result<RwMutexGuard> {
+        check_name("rw lock", &self.name)?;
         let wait = deadline.is_some();
         let deadline = deadline.unwrap_or(Deadline::NONE);
         let timed_out = || deadline.elapsed(format_args!("{mode:?} lock {:?}", self.name));

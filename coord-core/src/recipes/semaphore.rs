@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
 use super::instrument::{acquisition, op_span, operation, record_hold};
+use super::name::check_name;
 use super::own_key::{OwnedKey, claim, try_claim};
 use super::queue::Queue;
 use super::wait::{check_own, wait_for_deletes};
@@ -64,8 +65,10 @@ impl Semaphore {
     /// # Errors
     /// [`Error::InvalidArgument`] when `permits` is zero or above [`Semaphore::MAX_PERMITS`],
     /// naming the count and what is accepted.
+    /// The same for a name that is empty, ends with `/` or contains a NUL byte.
     pub fn new(session: &Session, name: impl Into<String>, permits: usize) -> Result<Self> {
         let name = name.into();
+        check_name("semaphore", &name)?;
         if permits == 0 || permits > Self::MAX_PERMITS {
             return Err(Error::invalid_argument(format!(
                 "semaphore {name:?}: {permits} permits is not accepted; the count must be 1 to {}",
