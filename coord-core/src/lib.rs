@@ -17,6 +17,7 @@ mod ext;
 pub mod faults;
 mod kv;
 mod lease;
+pub mod metrics;
 mod namespace;
 mod range;
 mod recipes;

@@ -4,14 +4,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
+use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
+use super::instrument::{acquisition, op_span, operation, record_hold};
 use super::name::check_name;
 use super::own_key::claim;
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
+use crate::metrics::HoldKind;
 use crate::{
     BackendExt, Compare, CoordinationBackend, Error, EventKind, KeyValue, Result, Revision, TxnOp,
     WatchRequest,
@@ -122,7 +125,9 @@ impl Election {
     /// # Cancel safety
     /// Cancel safe: dropping the future withdraws the candidacy in the background.
     pub async fn campaign(&self, proposal: impl Into<Vec<u8>>) -> Result<Leadership> {
-        self.campaign_within(proposal.into(), Deadline::NONE).await
+        let span = op_span!("election.campaign", self.name, self.session.lease());
+        let campaign = self.campaign_within(proposal.into(), Deadline::NONE);
+        acquisition(span, HoldKind::Election, &self.name, campaign).await
     }
 
     async fn campaign_within(&self, proposal: Vec<u8>, deadline: Deadline) -> Result<Leadership> {
@@ -151,7 +156,7 @@ impl Election {
             return Err(timed_out());
         }
         self.session
-            .unless_lost(Leadership(Hold::new(&self.name, own)))
+            .unless_lost(Leadership(Hold::new(HoldKind::Election, &self.name, own)))
     }
 
     /// [`Election::campaign`] with a time limit on *waiting for others*, as
@@ -170,8 +175,9 @@ impl Election {
         proposal: impl Into<Vec<u8>>,
         limit: Duration,
     ) -> Result<Leadership> {
-        self.campaign_within(proposal.into(), Deadline::after(limit))
-            .await
+        let span = op_span!("election.campaign_timeout", self.name, self.session.lease());
+        let campaign = self.campaign_within(proposal.into(), Deadline::after(limit));
+        acquisition(span, HoldKind::Election, &self.name, campaign).await
     }
 
     /// The current leader.
@@ -200,15 +206,32 @@ impl Election {
 /// # Cancel safety
 /// Cancel safe: read only.
 pub async fn leader(backend: &dyn CoordinationBackend, name: &str) -> Result<KeyValue> {
-    check_name("election", name)?;
-    let queue = Queue::name(name);
-    let resp = backend.range(queue.first_created()).await?;
-    queue
-        .oldest(backend, &resp)
-        .await?
-        .ok_or_else(|| Error::NoLeader {
-            election: name.to_owned(),
-        })
+    let span = tracing::debug_span!(
+        "election.leader",
+        name = %name,
+        key = tracing::field::Empty,
+        token = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let outcome = operation(span.clone(), async {
+        check_name("election", name)?;
+        let queue = Queue::name(name);
+        let resp = backend.range(queue.first_created()).await?;
+        queue
+            .oldest(backend, &resp)
+            .await?
+            .ok_or_else(|| Error::NoLeader {
+                election: name.to_owned(),
+            })
+    })
+    .await;
+    if let Ok(leader) = &outcome
+        && !span.is_disabled()
+    {
+        span.record("key", tracing::field::display(leader.key_str()));
+        span.record("token", leader.create_revision);
+    }
+    outcome
 }
 
 /// Observes election `name`: first the current state, then every change of leader or of
@@ -224,7 +247,8 @@ pub fn observe(
     name: String,
 ) -> BoxStream<'static, Result<LeaderUpdate>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
+    let span = tracing::debug_span!("election.observe", name = %name);
+    let observing = async move {
         let mut observer = Observer {
             backend,
             queue: Queue::name(&name),
@@ -247,7 +271,8 @@ pub fn observe(
                 _ = tokio::time::sleep(backoff.pause()) => {}
             }
         }
-    });
+    };
+    tokio::spawn(observing.instrument(span));
     tokio_stream_from(rx)
 }
 
@@ -364,7 +389,13 @@ impl Leadership {
     /// # Cancel safety
     /// Cancel safe: a dropped proclamation may or may not have been applied.
     pub async fn proclaim(&self, proposal: impl Into<Vec<u8>>) -> Result<()> {
-        self.not_leader(self.0.own().put_value(&proposal.into()).await)
+        let span = op_span!("election.proclaim", self.0.name(), self.0.session().lease());
+        record_hold(&span, &self.0);
+        let proposal = proposal.into();
+        operation(span, async {
+            self.not_leader(self.0.own().put_value(&proposal).await)
+        })
+        .await
     }
 
     /// Gives up leadership: deletes the key if it is still this incarnation, letting the
@@ -381,11 +412,16 @@ impl Leadership {
     /// is answered, resigning finishes in a spawned task, so the candidacy is never left
     /// behind.
     pub async fn resign(self) -> Result<()> {
+        let span = op_span!("election.resign", self.0.name(), self.0.session().lease());
+        record_hold(&span, &self.0);
         let name = self.0.name().to_owned();
-        match self.0.release().await {
-            Err(Error::LockLost { .. }) => Err(Error::NotLeader { election: name }),
-            other => other,
-        }
+        operation(span, async {
+            match self.0.release().await {
+                Err(Error::LockLost { .. }) => Err(Error::NotLeader { election: name }),
+                other => other,
+            }
+        })
+        .await
     }
 
     /// Reads the current value of the leader key and checks it is still ours.

@@ -1,7 +1,11 @@
 //! `Hold`: what every granted lock, read/write lock, permit and leadership is.
 
+use std::sync::Arc;
+
 use super::Session;
+use super::instrument::{HoldState, loss_cause};
 use super::own_key::OwnedKey;
+use crate::metrics::HoldKind;
 use crate::{Compare, Result, Revision};
 
 /// One granted hold of a name: a [`MutexGuard`](crate::MutexGuard),
@@ -14,21 +18,30 @@ use crate::{Compare, Result, Revision};
 /// resource that remembers the highest token it has seen can refuse a stale holder.
 /// Dropping the recipe's handle lets go in the background.
 pub struct Hold {
-    name: String,
+    tracked: Tracked,
     own: OwnedKey,
 }
 
+/// A hold's shared state, ended (quietly: let go) when the hold is dropped.
+struct Tracked(Arc<HoldState>);
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.0.end(None);
+    }
+}
+
 impl Hold {
-    pub(crate) fn new(name: &str, own: OwnedKey) -> Self {
+    pub(crate) fn new(kind: HoldKind, name: &str, own: OwnedKey) -> Self {
         Hold {
-            name: name.to_owned(),
+            tracked: Tracked(HoldState::granted(kind, name)),
             own,
         }
     }
 
     /// The name of the lock, semaphore or election.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.tracked.0.name
     }
 
     /// The key this hold is: `<name>/<lease hex>` (`<name>/read/…` and `<name>/write/…` for
@@ -59,7 +72,15 @@ impl Hold {
     /// # Cancel safety
     /// Cancel safe.
     pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.own.lost()
+        let lost = self.own.lost();
+        // What the loss is logged and counted with, once, by whichever future sees it first.
+        let state = self.tracked.0.clone();
+        let session = self.session().lost_signal();
+        let (key, token) = (self.key().to_owned(), self.fencing_token());
+        async move {
+            lost.await;
+            state.end(Some((loss_cause(&session), &key, token)));
+        }
     }
 
     /// The session the hold is on.
@@ -80,7 +101,14 @@ impl Hold {
     /// Cancel safe: the delete runs in the calling task; a call dropped before it is
     /// answered still lets go, in a spawned task.
     pub(crate) async fn release(self) -> Result<()> {
-        self.own.release().await
+        let Hold { tracked, own } = self;
+        let session = own.session().lost_signal();
+        let token = own.create_revision();
+        let outcome = own.release().await;
+        if let Err(crate::Error::LockLost { key }) = &outcome {
+            tracked.0.end(Some((loss_cause(&session), key, token)));
+        }
+        outcome
     }
 
     pub(crate) fn own(&self) -> &OwnedKey {

@@ -5,6 +5,7 @@ mod backoff;
 mod election;
 mod hold;
 mod inspect;
+mod instrument;
 mod mutex;
 mod name;
 mod own_key;

@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
+use super::instrument::{acquisition, op_span, operation, record_hold};
 use super::name::check_name;
 use super::own_key::{claim, try_claim};
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
+use crate::metrics::HoldKind;
 use crate::{Error, Result, TxnOp};
 
 /// A distributed mutual-exclusion lock on a name.
@@ -136,7 +138,14 @@ impl Mutex {
     /// # }
     /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
-        self.acquire(Deadline::NONE).await
+        let span = op_span!("mutex.lock", self.name, self.session.lease());
+        acquisition(
+            span,
+            HoldKind::Lock,
+            &self.name,
+            self.acquire(Deadline::NONE),
+        )
+        .await
     }
 
     /// Acquires the lock if nobody else (no other session, and no other task of this
@@ -150,8 +159,16 @@ impl Mutex {
     /// Cancel safe: a key created by a dropped call is withdrawn in the background.
     pub async fn try_lock(&self) -> Result<MutexGuard> {
         check_name("lock", &self.name)?;
+        let span = op_span!("mutex.try_lock", self.name, self.session.lease());
         let key = lock_key(&self.name, self.session.lease());
-        self.try_acquire(&Queue::name(&self.name), key).await
+        let queue = Queue::name(&self.name);
+        acquisition(
+            span,
+            HoldKind::Lock,
+            &self.name,
+            self.try_acquire(&queue, key),
+        )
+        .await
     }
 
     async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
@@ -177,7 +194,7 @@ impl Mutex {
             return Err(deadline.elapsed(what()));
         }
         self.session
-            .unless_lost(MutexGuard(Hold::new(&self.name, own)))
+            .unless_lost(MutexGuard(Hold::new(HoldKind::Lock, &self.name, own)))
     }
 
     async fn try_acquire(&self, queue: &Queue, key: String) -> Result<MutexGuard> {
@@ -211,7 +228,7 @@ impl Mutex {
             });
         }
         self.session
-            .unless_lost(MutexGuard(Hold::new(&self.name, own)))
+            .unless_lost(MutexGuard(Hold::new(HoldKind::Lock, &self.name, own)))
     }
 
     /// [`Mutex::lock`] with a time limit on *waiting for others*: the claim request itself
@@ -227,7 +244,9 @@ impl Mutex {
     /// # Cancel safety
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
-        self.acquire(Deadline::after(limit)).await
+        let span = op_span!("mutex.lock_timeout", self.name, self.session.lease());
+        let acquire = self.acquire(Deadline::after(limit));
+        acquisition(span, HoldKind::Lock, &self.name, acquire).await
     }
 }
 
@@ -252,7 +271,9 @@ impl MutexGuard {
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, the release finishes in a spawned task, so the lock is never left behind.
     pub async fn unlock(self) -> Result<()> {
-        self.0.release().await
+        let span = op_span!("mutex.unlock", self.0.name(), self.0.session().lease());
+        record_hold(&span, &self.0);
+        operation(span, self.0.release()).await
     }
 }
 

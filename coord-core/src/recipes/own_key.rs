@@ -140,10 +140,23 @@ impl SlotRef {
         session: &Session,
     ) -> Result<Turn> {
         let turn = self.get().turn.clone();
-        let guard = tokio::select! {
-            biased;
-            _ = lost.clone().wait() => return Err(session.expired_error()),
-            guard = turn.lock_owned() => guard,
+        let guard = match turn.clone().try_lock_owned() {
+            Ok(guard) => {
+                // Taken without waiting, as `lock_owned` would have been, and like it this
+                // counts against the task's budget, so that a loop of uncontended locks
+                // on a backend that answers at once still lets other tasks run.
+                tokio::task::coop::consume_budget().await;
+                guard
+            }
+            Err(_) => {
+                // Another task of the session has the key: this acquisition waits.
+                super::instrument::waiting();
+                tokio::select! {
+                    biased;
+                    _ = lost.clone().wait() => return Err(session.expired_error()),
+                    guard = turn.lock_owned() => guard,
+                }
+            }
         };
         Ok(Turn {
             slot: self,
@@ -727,6 +740,7 @@ async fn release(
     };
     let lost_it = || Error::LockLost { key: key.clone() };
     let mut backoff = Backoff::default();
+    let mut failures = 0u32;
     loop {
         let delete = delete_if_incarnation(ctx.backend.as_ref(), &key, rev);
         let (outcome, lost) = if ctx.lost.is_lost() {
@@ -761,7 +775,12 @@ async fn release(
                 return send(Err(if lost { lost_it() } else { e }));
             }
             Err(e) => {
-                tracing::warn!(%key, error = %e, "release failed; retrying in the background");
+                failures += 1;
+                if failures == RELEASE_FAILURES_TO_WARN {
+                    tracing::warn!(%key, error = %e, failures, "release keeps failing; retrying in the background");
+                } else {
+                    tracing::debug!(%key, error = %e, failures, "release failed; retrying in the background");
+                }
                 send(Err(e));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.pause()) => {}
@@ -771,6 +790,11 @@ async fn release(
         }
     }
 }
+
+/// After how many failed attempts in a row a release is logged at `warn`: one failure is
+/// ordinary (a leader change, a reconnect) and is retried; one that keeps failing leaves
+/// the key in the way of other holders until the session ends.
+const RELEASE_FAILURES_TO_WARN: u32 = 3;
 
 /// A claim txn whose outcome is not known yet. Dropped armed (the claim future was dropped
 /// mid-call, or the call failed), it settles the claim in the background with the turn it

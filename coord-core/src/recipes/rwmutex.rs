@@ -4,11 +4,21 @@ use std::time::Duration;
 
 use super::Session;
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
+use super::instrument::{acquisition, op_span, operation, record_hold};
 use super::name::check_name;
 use super::own_key::{OwnedKey, ReadClaim, claim, claim_read, try_claim};
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
+use crate::metrics::HoldKind;
 use crate::{Error, RangeRequest, Result, TxnOp};
+
+/// The metrics' `kind` of a hold in `mode`.
+fn hold_kind(mode: RwMode) -> HoldKind {
+    match mode {
+        RwMode::Read => HoldKind::RwRead,
+        RwMode::Write => HoldKind::RwWrite,
+    }
+}
 
 /// Whether a guard reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,7 +130,9 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, Some(Deadline::NONE)).await
+        let span = op_span!("rwmutex.read", self.name, self.session.lease());
+        self.observed(span, RwMode::Read, Some(Deadline::NONE))
+            .await
     }
 
     /// Takes the exclusive write lock, waiting for every older reader and writer.
@@ -131,7 +143,9 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, Some(Deadline::NONE)).await
+        let span = op_span!("rwmutex.write", self.name, self.session.lease());
+        self.observed(span, RwMode::Write, Some(Deadline::NONE))
+            .await
     }
 
     /// Takes a read lock if no older writer exists.
@@ -142,7 +156,8 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_read(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Read, None).await
+        let span = op_span!("rwmutex.try_read", self.name, self.session.lease());
+        self.observed(span, RwMode::Read, None).await
     }
 
     /// Takes the write lock if no other key exists.
@@ -153,7 +168,8 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_write(&self) -> Result<RwMutexGuard> {
-        self.acquire(RwMode::Write, None).await
+        let span = op_span!("rwmutex.try_write", self.name, self.session.lease());
+        self.observed(span, RwMode::Write, None).await
     }
 
     /// [`RwMutex::read`] or [`RwMutex::write`] with a time limit on *waiting for others*,
@@ -168,7 +184,20 @@ impl RwMutex {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_timeout(&self, mode: RwMode, limit: Duration) -> Result<RwMutexGuard> {
-        self.acquire(mode, Some(Deadline::after(limit))).await
+        let span = op_span!("rwmutex.lock_timeout", self.name, self.session.lease(), mode = ?mode);
+        self.observed(span, mode, Some(Deadline::after(limit)))
+            .await
+    }
+
+    /// [`Self::acquire`] in `span`, with its metrics.
+    async fn observed(
+        &self,
+        span: tracing::Span,
+        mode: RwMode,
+        deadline: Option<Deadline>,
+    ) -> Result<RwMutexGuard> {
+        let acquire = self.acquire(mode, deadline);
+        acquisition(span, hold_kind(mode), &self.name, acquire).await
     }
 
     /// The keys whose older ones block `mode`.
@@ -324,7 +353,7 @@ impl RwMutex {
 
     fn guard(&self, mode: RwMode, own: OwnedKey) -> Result<RwMutexGuard> {
         self.session.unless_lost(RwMutexGuard {
-            hold: Hold::new(&self.name, own),
+            hold: Hold::new(hold_kind(mode), &self.name, own),
             mode,
         })
     }
@@ -357,7 +386,13 @@ impl RwMutexGuard {
     /// Cancel safe: the delete runs in the calling task; if the call is dropped before it
     /// is answered, the release finishes in a spawned task, so the lock is never left behind.
     pub async fn unlock(self) -> Result<()> {
-        self.hold.release().await
+        let span = op_span!(
+            "rwmutex.unlock",
+            self.hold.name(),
+            self.hold.session().lease()
+        );
+        record_hold(&span, &self.hold);
+        operation(span, self.hold.release()).await
     }
 }
 

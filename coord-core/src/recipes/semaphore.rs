@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
+use super::instrument::{acquisition, op_span, operation, record_hold};
 use super::name::check_name;
 use super::own_key::{OwnedKey, claim, try_claim};
 use super::queue::Queue;
 use super::wait::{check_own, wait_for_deletes};
 use super::{Session, lock_key};
+use crate::metrics::HoldKind;
 use crate::{Error, RangeRequest, Result, SortOrder, SortTarget, TxnOp, TxnRequest};
 
 /// A distributed counting semaphore: at most `permits` sessions hold it at once.
@@ -118,7 +120,8 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe: the waiting key is withdrawn in the background.
     pub async fn acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(Some(Deadline::NONE)).await
+        let span = op_span!("semaphore.acquire", self.name, self.session.lease());
+        self.observed(span, Some(Deadline::NONE)).await
     }
 
     /// Takes a permit if one is free now.
@@ -129,7 +132,8 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn try_acquire(&self) -> Result<SemaphorePermit> {
-        self.acquire_inner(None).await
+        let span = op_span!("semaphore.try_acquire", self.name, self.session.lease());
+        self.observed(span, None).await
     }
 
     /// [`Semaphore::acquire`] with a time limit on *waiting for others*, as
@@ -144,7 +148,18 @@ impl Semaphore {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire_timeout(&self, limit: Duration) -> Result<SemaphorePermit> {
-        self.acquire_inner(Some(Deadline::after(limit))).await
+        let span = op_span!("semaphore.acquire_timeout", self.name, self.session.lease());
+        self.observed(span, Some(Deadline::after(limit))).await
+    }
+
+    /// [`Self::acquire_inner`] in `span`, with its metrics.
+    async fn observed(
+        &self,
+        span: tracing::Span,
+        deadline: Option<Deadline>,
+    ) -> Result<SemaphorePermit> {
+        let acquire = self.acquire_inner(deadline);
+        acquisition(span, HoldKind::Semaphore, &self.name, acquire).await
     }
 
     /// The oldest `permits` keys: the holders, if we are among them (keys of other names
@@ -267,8 +282,11 @@ impl Semaphore {
     }
 
     fn permit(&self, own: OwnedKey) -> Result<SemaphorePermit> {
-        self.session
-            .unless_lost(SemaphorePermit(Hold::new(&self.name, own)))
+        self.session.unless_lost(SemaphorePermit(Hold::new(
+            HoldKind::Semaphore,
+            &self.name,
+            own,
+        )))
     }
 }
 
@@ -291,7 +309,9 @@ impl SemaphorePermit {
     /// is answered, the release finishes in a spawned task, so the permit is never left
     /// behind.
     pub async fn release(self) -> Result<()> {
-        self.0.release().await
+        let span = op_span!("semaphore.release", self.0.name(), self.0.session().lease());
+        record_hold(&span, &self.0);
+        operation(span, self.0.release()).await
     }
 }
 

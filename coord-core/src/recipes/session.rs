@@ -6,7 +6,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument;
+
 use super::backoff::Backoff;
+use super::instrument::{self, Hex};
 use super::own_key::OwnKeys;
 use crate::{CoordinationBackend, Error, LeaseId, Result};
 
@@ -82,19 +85,52 @@ pub(crate) struct SessionInner {
 #[derive(Clone)]
 pub(crate) struct LostSignal {
     ended: CancellationToken,
-    deadline: Arc<std::sync::Mutex<Instant>>,
+    deadline: Arc<std::sync::Mutex<Deadline>>,
+}
+
+struct Deadline {
+    at: Instant,
+    /// Whether this process ended the session (close, orphan, drop) before it was lost:
+    /// what a hold lost with it was lost for.
+    closed: bool,
+    /// Counted in the open-sessions gauge: until the session first ends.
+    open: bool,
 }
 
 impl LostSignal {
     fn new(deadline: Instant) -> Self {
+        crate::metrics::session_open(true);
         LostSignal {
             ended: CancellationToken::new(),
-            deadline: Arc::new(std::sync::Mutex::new(deadline)),
+            deadline: Arc::new(std::sync::Mutex::new(Deadline {
+                at: deadline,
+                closed: false,
+                open: true,
+            })),
         }
     }
 
     fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+        self.deadline.lock().unwrap_or_else(|e| e.into_inner()).at
+    }
+
+    /// Whether the session ended because this process ended it, before it was lost.
+    pub(crate) fn closed_by_us(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+    }
+
+    /// Ends the session on this process's own decision (close, orphan, drop).
+    fn close(&self) {
+        {
+            let mut current = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.ended.is_cancelled() && Instant::now() < current.at {
+                current.closed = true;
+            }
+        }
+        self.end();
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -105,15 +141,20 @@ impl LostSignal {
     /// after the deadline cannot bring a lost session back. Returns false when it had.
     fn extend(&self, deadline: Instant) -> bool {
         let mut current = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-        if self.ended.is_cancelled() || Instant::now() >= *current {
+        if self.ended.is_cancelled() || Instant::now() >= current.at {
             return false;
         }
-        *current = deadline;
+        current.at = deadline;
         true
     }
 
     /// Ends the session now (the keep-alive task then revokes the lease).
     pub(crate) fn end(&self) {
+        let was_open =
+            std::mem::take(&mut self.deadline.lock().unwrap_or_else(|e| e.into_inner()).open);
+        if was_open {
+            crate::metrics::session_open(false);
+        }
         self.ended.cancel();
     }
 
@@ -187,6 +228,24 @@ impl SessionBuilder {
     /// # Cancel safety
     /// Not cancel safe: a lease granted by a dropped call is left to expire.
     pub async fn start(self) -> Result<Session> {
+        let span = tracing::debug_span!(
+            "session.start",
+            ttl = ?self.ttl,
+            resume = self.lease.map(|l| tracing::field::display(Hex(l))),
+            lease = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let outcome = self.start_inner().instrument(span.clone()).await;
+        if let Ok(session) = &outcome
+            && !span.is_disabled()
+        {
+            span.record("lease", tracing::field::display(Hex(session.lease())));
+        }
+        instrument::record_outcome(&span, &outcome);
+        outcome
+    }
+
+    async fn start_inner(self) -> Result<Session> {
         if self.ttl.is_zero() {
             return Err(Error::invalid_argument("session ttl must be positive"));
         }
@@ -297,7 +356,7 @@ impl Session {
             .orphaned
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.stop.cancel();
-        self.inner.lost.end();
+        self.inner.lost.close();
     }
 
     /// Stops the keep-alive and revokes the lease, deleting every key attached to it (all
@@ -311,11 +370,19 @@ impl Session {
     /// Cancel safe: the keep-alive is stopped before the revoke is sent; a dropped call
     /// leaves the lease to expire.
     pub async fn close(&self) -> Result<()> {
-        self.orphan();
-        match self.inner.backend.lease_revoke(self.inner.lease).await {
-            Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let span = tracing::debug_span!(
+            "session.close",
+            lease = %Hex(self.inner.lease),
+            outcome = tracing::field::Empty,
+        );
+        instrument::operation(span, async {
+            self.orphan();
+            match self.inner.backend.lease_revoke(self.inner.lease).await {
+                Ok(()) | Err(Error::LeaseNotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// How many lock, permit or candidacy keys the session keeps local state for (waiting,
@@ -375,7 +442,7 @@ impl Session {
 impl Drop for SessionInner {
     fn drop(&mut self) {
         self.stop.cancel();
-        self.lost.end();
+        self.lost.close();
         if self.orphaned.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -435,16 +502,19 @@ async fn keep_alive(
         };
         match result {
             Ok(remaining) => {
+                crate::metrics::keep_alive(sent.elapsed());
                 if !lost.extend(sent + remaining.saturating_sub(margin)) {
                     break;
                 }
                 next = sent + period;
             }
             Err(Error::LeaseNotFound { .. }) => {
-                tracing::warn!(
-                    lease = format_args!("{lease:x}"),
-                    "session lease expired on the server"
+                tracing::info!(
+                    lease = %Hex(lease),
+                    cause = "the server says the lease is gone",
+                    "session expired"
                 );
+                crate::metrics::session_expired();
                 return;
             }
             Err(e) => {
@@ -453,10 +523,15 @@ async fn keep_alive(
             }
         }
     }
-    tracing::warn!(
-        lease = format_args!("{lease:x}"),
-        "session lost: no successful keep-alive before the deadline"
-    );
+    // Ended elsewhere: an acquisition was told the lease is gone, or the session gave up
+    // on keys of unknown outcome. Otherwise refreshes failed until the deadline.
+    let cause = if lost.ended.is_cancelled() {
+        "ended: the lease was found gone, or too many keys had claims of unknown outcome"
+    } else {
+        "no successful keep-alive before the deadline"
+    };
+    tracing::info!(lease = %Hex(lease), cause, "session expired");
+    crate::metrics::session_expired();
     lost.end();
     revoke_after_loss(backend.as_ref(), lease, ttl, &stop).await;
 }

@@ -103,6 +103,7 @@ pub(crate) async fn wait_for_predecessors(
     blockers: &Queue,
     known: Option<Ahead>,
 ) -> Result<Revision> {
+    super::instrument::waiting();
     let session = own.session();
     let backend = session.backend();
     let my_rev = own.create_revision();
@@ -287,6 +288,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<Revision>>>,
 {
+    super::instrument::waiting();
     let session = own.session();
     let backend = session.backend();
     let lost = session.lost();
