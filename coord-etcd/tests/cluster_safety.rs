@@ -198,14 +198,11 @@ async fn a_lock_claim_that_lands_after_its_withdrawal_leaves_no_key_behind() {
     f.steering.to(VIA_FOLLOWER);
     let sent = Instant::now();
     let mutex = Mutex::new(&f.session, "m");
-    let (first, ()) = tokio::join!(
-        tokio::time::timeout(CANCEL_AFTER, mutex.lock()),
-        async {
-            // The withdrawal, sent when the timeout drops the claim, goes to the leader.
-            sleep(Duration::from_millis(500)).await;
-            f.steering.to(VIA_LEADER);
-        }
-    );
+    let (first, ()) = tokio::join!(tokio::time::timeout(CANCEL_AFTER, mutex.lock()), async {
+        // The withdrawal, sent when the timeout drops the claim, goes to the leader.
+        sleep(Duration::from_millis(500)).await;
+        f.steering.to(VIA_LEADER);
+    });
     assert!(
         first.is_err(),
         "the claim through the slow follower is cancelled: {first:?}"
