@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::output::{json_bytes, printable};
-use super::runner::{self, Ended, command_margin};
+use super::runner::{self, command_margin};
 use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, Out, WaitArgs, close_lost, code, parse_duration};
 
@@ -233,52 +233,26 @@ async fn exec(
         ("COORD_LEASE_ID", format!("{:x}", session.lease())),
         ("ETCD_LEADER_KEY", format!("{namespace}{key}")),
     ];
-    match runner::run(
+    let lost = leadership.lost();
+    let under = runner::Under {
+        name: &args.name,
+        key: &key,
+        what: format!("the leadership of election {:?}", args.name),
+        ended_event: "resigned",
+    };
+    runner::run_under(
+        ctx,
+        under,
         &args.command,
         &env,
         args.kill_after,
-        leadership.lost(),
+        lost,
+        leadership.resign(),
+        session,
         signals,
+        |then| lost_error(&args.name, &key, then),
     )
     .await
-    {
-        Ok(Ended::Exited(exit)) => {
-            ctx.out
-                .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-            let what = format!("the leadership of election {:?}", args.name);
-            let resigned = super::release_within(&what, session.ttl(), async {
-                let resigned = leadership.resign().await;
-                let closed = session.close().await;
-                resigned.and(closed)
-            })
-            .await;
-            if let Err(e) = resigned {
-                super::output::warn(ctx.out, e.message);
-            }
-            ctx.out
-                .json(json!({"event": "resigned", "name": args.name, "key": key}));
-            Ok(exit)
-        }
-        Ok(Ended::Lost) => {
-            ctx.out
-                .json(json!({"event": "lost", "name": args.name, "key": key}));
-            close_lost(session).await;
-            let program = &args.command[0];
-            Err(lost_error(
-                &args.name,
-                &key,
-                &format!("; terminated {program:?}"),
-            ))
-        }
-        Err(e) => {
-            let _ = super::release_within("the leadership", session.ttl(), async {
-                let _ = leadership.resign().await;
-                session.close().await
-            })
-            .await;
-            Err(e)
-        }
-    }
 }
 
 /// The JSON fields of a leader.

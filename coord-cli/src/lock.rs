@@ -8,7 +8,7 @@ use coord::{
 };
 use serde_json::json;
 
-use super::runner::{self, Ended, command_margin};
+use super::runner::{self, command_margin};
 use super::signals::{Signals, acquire_unless_interrupted};
 use super::{CliError, Ctx, WaitArgs, close_lost, code, parse_duration, release_within};
 
@@ -280,42 +280,24 @@ async fn exec(
     if let Some(permits) = args.permits {
         env.push(("COORD_PERMITS", permits.to_string()));
     }
-    match runner::run(&args.command, &env, args.kill_after, held.lost(), signals).await {
-        Ok(Ended::Exited(exit)) => {
-            ctx.out
-                .json(json!({"event": "exited", "name": args.name, "key": key, "exit_code": exit}));
-            let what = format!("lock {:?}", args.name);
-            let released = release_within(&what, session.ttl(), async {
-                let released = held.release().await;
-                let closed = session.close().await;
-                released.and(closed)
-            })
-            .await;
-            if let Err(e) = released {
-                super::output::warn(ctx.out, e.message);
-            }
-            ctx.out
-                .json(json!({"event": "released", "name": args.name, "key": key}));
-            Ok(exit)
-        }
-        Ok(Ended::Lost) => {
-            ctx.out
-                .json(json!({"event": "lost", "name": args.name, "key": key}));
-            close_lost(session).await;
-            let program = &args.command[0];
-            Err(lost_error(
-                &args.name,
-                &key,
-                &format!("; terminated {program:?}"),
-            ))
-        }
-        Err(e) => {
-            let _ = release_within("the lock", session.ttl(), async {
-                let _ = held.release().await;
-                session.close().await
-            })
-            .await;
-            Err(e)
-        }
-    }
+    let lost = held.lost();
+    let under = runner::Under {
+        name: &args.name,
+        key: &key,
+        what: format!("lock {:?}", args.name),
+        ended_event: "released",
+    };
+    runner::run_under(
+        ctx,
+        under,
+        &args.command,
+        &env,
+        args.kill_after,
+        lost,
+        held.release(),
+        session,
+        signals,
+        |then| lost_error(&args.name, &key, then),
+    )
+    .await
 }

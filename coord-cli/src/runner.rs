@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use tokio::process::Child;
 
+use coord::Session;
+use serde_json::json;
+
 use super::signals::{Signals, interrupted};
-use super::{CliError, code};
+use super::{CliError, Ctx, close_lost, code, release_within};
 
 /// How a CMD run under a hold ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,66 @@ pub(crate) enum Ended {
     /// The hold was lost first; CMD was terminated (SIGTERM, SIGKILL after `kill_after`)
     /// and has exited.
     Lost,
+}
+
+/// What CMD runs under: the hold's name and key for the JSON events, how to say it in a
+/// message (`lock "jobs"`), and the event that ends it normally (`released`, `resigned`).
+pub(crate) struct Under<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) what: String,
+    pub(crate) ended_event: &'static str,
+}
+
+/// Runs CMD under a hold (see [`run`]) and lets go of the hold afterwards, as `lock NAME --
+/// CMD` and `elect NAME VALUE -- CMD` both do: when CMD exits, `release` (bounded by the
+/// request timeout; a failure is a warning) and CMD's exit code; when the hold is lost,
+/// `lost_error` (exit 5) after closing the session; when CMD cannot run, its error after
+/// releasing.
+///
+/// # Errors
+/// As [`run`], and `lost_error` when the hold is lost.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_under(
+    ctx: &Ctx,
+    under: Under<'_>,
+    argv: &[String],
+    env: &[(&str, String)],
+    kill_after: Duration,
+    lost: impl Future<Output = ()>,
+    release: impl Future<Output = coord::Result<()>>,
+    session: &Session,
+    signals: &mut Signals,
+    lost_error: impl FnOnce(&str) -> CliError,
+) -> Result<u8, CliError> {
+    let (name, key) = (under.name, under.key);
+    let release = async {
+        let released = release.await;
+        let closed = session.close().await;
+        released.and(closed)
+    };
+    match run(argv, env, kill_after, lost, signals).await {
+        Ok(Ended::Exited(exit)) => {
+            ctx.out
+                .json(json!({"event": "exited", "name": name, "key": key, "exit_code": exit}));
+            if let Err(e) = release_within(&under.what, session.ttl(), release).await {
+                super::output::warn(ctx.out, e.message);
+            }
+            ctx.out
+                .json(json!({"event": under.ended_event, "name": name, "key": key}));
+            Ok(exit)
+        }
+        Ok(Ended::Lost) => {
+            ctx.out
+                .json(json!({"event": "lost", "name": name, "key": key}));
+            close_lost(session).await;
+            Err(lost_error(&format!("; terminated {:?}", argv[0])))
+        }
+        Err(e) => {
+            let _ = release_within(&under.what, session.ttl(), release).await;
+            Err(e)
+        }
+    }
 }
 
 /// Runs `argv` with `env` until it exits or `lost` resolves, passing on the signals coord
