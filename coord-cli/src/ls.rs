@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use clap::Args;
-use coord::{KeyValue, NO_LEASE, RangeRequest, Status};
+use coord::{KeyValue, NO_LEASE, NameStatus, RangeRequest};
 use serde_json::json;
 
 use super::output::printable;
@@ -56,7 +56,7 @@ pub(crate) async fn run(ctx: &Ctx, args: LsArgs) -> Result<u8, CliError> {
         let Ok(name) = String::from_utf8(name) else {
             continue;
         };
-        let Ok(status) = Status::from_keys(&name, None, read.revision, &kvs) else {
+        let Ok(status) = NameStatus::from_keys(&name, None, read.revision, &kvs) else {
             continue;
         };
         if status.is_free() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use coord::{
-    CoordinationBackend, Error, EventKind, Kind, LeaseState, Participant, Revision, RwMode, Status,
-    WatchRequest,
+    CoordinationBackend, Error, EventKind, LeaseState, NameStatus, Participant, PrimitiveKind,
+    Revision, RwMode, WatchRequest,
 };
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -75,10 +75,12 @@ pub(crate) fn parse_status_name(s: &str) -> Result<String, String> {
 }
 
 impl StatusArgs {
-    fn kind(&self) -> Result<Option<Kind>, CliError> {
+    fn kind(&self) -> Result<Option<PrimitiveKind>, CliError> {
         let usage = |m: &str| Err(CliError::new(code::USAGE, m));
         Ok(match (self.kind, self.permits) {
-            (None | Some(KindArg::Semaphore), Some(permits)) => Some(Kind::Semaphore { permits }),
+            (None | Some(KindArg::Semaphore), Some(permits)) => {
+                Some(PrimitiveKind::Semaphore { permits })
+            }
             (Some(KindArg::Semaphore), None) => {
                 return usage("--kind semaphore needs --permits N (the semaphore's permits)");
             }
@@ -87,9 +89,9 @@ impl StatusArgs {
                     "--permits is for a semaphore only; drop --kind or use --kind semaphore",
                 );
             }
-            (Some(KindArg::Lock), None) => Some(Kind::Lock),
-            (Some(KindArg::Rw), None) => Some(Kind::RwLock),
-            (Some(KindArg::Election), None) => Some(Kind::Election),
+            (Some(KindArg::Lock), None) => Some(PrimitiveKind::Lock),
+            (Some(KindArg::Rw), None) => Some(PrimitiveKind::RwLock),
+            (Some(KindArg::Election), None) => Some(PrimitiveKind::Election),
             (None, None) => None,
         })
     }
@@ -119,8 +121,8 @@ async fn watch(
     out: Out,
     backend: &dyn CoordinationBackend,
     name: &str,
-    kind: Option<Kind>,
-    mut status: Status,
+    kind: Option<PrimitiveKind>,
+    mut status: NameStatus,
     signals: &mut Signals,
 ) -> Result<u8, CliError> {
     let mut seen = Seen::default();
@@ -182,8 +184,8 @@ fn matters(kind: EventKind) -> bool {
 }
 
 /// Whether the same keys (incarnations) hold and wait, with the same values.
-fn same_participants(a: &Status, b: &Status) -> bool {
-    let ids = |s: &Status| -> Vec<(Vec<u8>, Revision, Vec<u8>, bool)> {
+fn same_participants(a: &NameStatus, b: &NameStatus) -> bool {
+    let ids = |s: &NameStatus| -> Vec<(Vec<u8>, Revision, Vec<u8>, bool)> {
         let holders = s.holders.iter().map(|p| (p, true));
         let waiters = s.waiters.iter().map(|p| (p, false));
         holders
@@ -203,7 +205,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn update(&mut self, status: &Status, initial: bool) {
+    fn update(&mut self, status: &NameStatus, initial: bool) {
         let now = Instant::now();
         let mut live = HashMap::new();
         let all = status
@@ -228,26 +230,26 @@ impl Seen {
     }
 }
 
-fn print(out: Out, status: &Status, seen: Option<&Seen>) -> std::io::Result<()> {
+fn print(out: Out, status: &NameStatus, seen: Option<&Seen>) -> std::io::Result<()> {
     out.emit_or_closed(text(status, seen), to_json(status, seen))
 }
 
-fn kind_words(status: &Status) -> (&'static str, &'static str) {
+fn kind_words(status: &NameStatus) -> (&'static str, &'static str) {
     match status.kind {
-        Kind::Election => ("leader", "candidate"),
+        PrimitiveKind::Election => ("leader", "candidate"),
         _ => ("holder", "waiter"),
     }
 }
 
-fn text(status: &Status, seen: Option<&Seen>) -> String {
+fn text(status: &NameStatus, seen: Option<&Seen>) -> String {
     let name = printable(status.name.as_bytes());
     let head = match (&status.kind, status.is_free()) {
-        (Kind::Election, true) => format!("election {name}: no leader"),
-        (Kind::Election, false) => format!(
+        (PrimitiveKind::Election, true) => format!("election {name}: no leader"),
+        (PrimitiveKind::Election, false) => format!(
             "election {name}: led, {} candidate(s) waiting",
             status.waiters.len()
         ),
-        (Kind::Semaphore { permits }, _) => format!(
+        (PrimitiveKind::Semaphore { permits }, _) => format!(
             "semaphore {name} ({permits} permits): {} held, {} waiting",
             status.holders.len(),
             status.waiters.len()
@@ -261,7 +263,7 @@ fn text(status: &Status, seen: Option<&Seen>) -> String {
     };
     let mut lines = vec![format!("{head} (revision {})", status.revision)];
     let (holder, waiter) = kind_words(status);
-    let election = status.kind == Kind::Election;
+    let election = status.kind == PrimitiveKind::Election;
     for p in &status.holders {
         let role = match p.mode {
             Some(RwMode::Read) => "reader",
@@ -326,7 +328,7 @@ fn entry_text(p: &Participant, seen: Option<&Seen>, holding: bool, election: boo
     s
 }
 
-fn to_json(status: &Status, seen: Option<&Seen>) -> Value {
+fn to_json(status: &NameStatus, seen: Option<&Seen>) -> Value {
     let mut j = json!({
         "name": status.name,
         "kind": status.kind.as_str(),
@@ -335,13 +337,13 @@ fn to_json(status: &Status, seen: Option<&Seen>) -> Value {
         "holders": status.holders.iter().map(|p| entry_json(status, p, seen, true)).collect::<Vec<_>>(),
         "waiters": status.waiters.iter().map(|p| entry_json(status, p, seen, false)).collect::<Vec<_>>(),
     });
-    if let Kind::Semaphore { permits } = status.kind {
+    if let PrimitiveKind::Semaphore { permits } = status.kind {
         j["permits"] = json!(permits);
     }
     j
 }
 
-fn entry_json(status: &Status, p: &Participant, seen: Option<&Seen>, holding: bool) -> Value {
+fn entry_json(status: &NameStatus, p: &Participant, seen: Option<&Seen>, holding: bool) -> Value {
     let mut j = json!({
         "fencing_token": p.fencing_token(),
         "since_revision": p.fencing_token(),
@@ -365,7 +367,7 @@ fn entry_json(status: &Status, p: &Participant, seen: Option<&Seen>, holding: bo
             "write"
         });
     }
-    if status.kind == Kind::Election {
+    if status.kind == PrimitiveKind::Election {
         json_bytes(&mut j, "proposal", p.value());
     }
     if let Some((d, before)) = seen.and_then(|s| s.since(p, holding)) {

@@ -94,8 +94,8 @@ impl Election {
 
     /// The leader and the candidates behind it, in the order they would lead, with their
     /// proposals, leases and the time left on them (Curator's `getParticipantNodes`): the
-    /// leader is [`crate::Status::leader`] (the one holder), the candidates are
-    /// [`crate::Status::waiters`]. See [`crate::inspect`].
+    /// leader is [`crate::NameStatus::leader`] (the one holder), the candidates are
+    /// [`crate::NameStatus::waiters`]. See [`crate::inspect`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for a name that is empty or ends with `/`; any backend
@@ -103,11 +103,11 @@ impl Election {
     ///
     /// # Cancel safety
     /// Cancel safe: read only.
-    pub async fn participants(&self) -> Result<crate::Status> {
+    pub async fn participants(&self) -> Result<crate::NameStatus> {
         crate::inspect(
             self.session.backend().as_ref(),
             &self.name,
-            Some(crate::Kind::Election),
+            Some(crate::PrimitiveKind::Election),
         )
         .await
     }

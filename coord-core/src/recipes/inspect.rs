@@ -31,7 +31,7 @@ use crate::{
 
 /// What kind of primitive a name is used as, which decides who holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub enum PrimitiveKind {
     /// A [`crate::Mutex`] (also `etcdctl lock`): the oldest key holds.
     Lock,
     /// A [`crate::RwMutex`]: readers share, a writer is exclusive, FIFO by revision.
@@ -45,22 +45,22 @@ pub enum Kind {
     Election,
 }
 
-impl Kind {
+impl PrimitiveKind {
     /// A short name: `lock`, `rw`, `semaphore` or `election`.
     pub fn as_str(&self) -> &'static str {
         match self {
-            Kind::Lock => "lock",
-            Kind::RwLock => "rw",
-            Kind::Semaphore { .. } => "semaphore",
-            Kind::Election => "election",
+            PrimitiveKind::Lock => "lock",
+            PrimitiveKind::RwLock => "rw",
+            PrimitiveKind::Semaphore { .. } => "semaphore",
+            PrimitiveKind::Election => "election",
         }
     }
 }
 
-impl fmt::Display for Kind {
+impl fmt::Display for PrimitiveKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Semaphore { permits } => write!(f, "semaphore of {permits} permits"),
+            PrimitiveKind::Semaphore { permits } => write!(f, "semaphore of {permits} permits"),
             other => f.write_str(other.as_str()),
         }
     }
@@ -81,7 +81,7 @@ pub enum LeaseState {
     },
     /// The lease has expired or was revoked; the backend is about to delete its keys.
     Gone,
-    /// Not looked up ([`Status::from_keys`]).
+    /// Not looked up ([`NameStatus::from_keys`]).
     Unknown,
 }
 
@@ -123,11 +123,11 @@ impl Participant {
 /// Who holds a name and who waits for it, as of one store revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Status {
+pub struct NameStatus {
     /// The name looked at.
     pub name: String,
     /// The kind the keys were read as (given, or guessed: see [`inspect`]).
-    pub kind: Kind,
+    pub kind: PrimitiveKind,
     /// The store revision the keys were read at.
     pub revision: Revision,
     /// The holders in create-revision order: one for a lock or election (its leader), up
@@ -138,7 +138,7 @@ pub struct Status {
     pub waiters: Vec<Participant>,
 }
 
-impl Status {
+impl NameStatus {
     /// Whether nobody holds the name (and so nobody waits).
     pub fn is_free(&self) -> bool {
         self.holders.is_empty()
@@ -163,12 +163,12 @@ impl Status {
     /// semaphore of zero permits.
     pub fn from_keys(
         name: &str,
-        kind: Option<Kind>,
+        kind: Option<PrimitiveKind>,
         revision: Revision,
         kvs: &[KeyValue],
-    ) -> Result<Status> {
+    ) -> Result<NameStatus> {
         check_name("the", name)?;
-        if let Some(Kind::Semaphore { permits: 0 }) = kind {
+        if let Some(PrimitiveKind::Semaphore { permits: 0 }) = kind {
             return Err(Error::invalid_argument(format!(
                 "semaphore {name:?} needs at least one permit"
             )));
@@ -189,9 +189,13 @@ impl Status {
             },
         };
         let (holders, waiters) = match kind {
-            Kind::Lock | Kind::Election => split(&own.direct, 1, |kv| entry(kv, None)),
-            Kind::Semaphore { permits } => split(&own.direct, permits, |kv| entry(kv, None)),
-            Kind::RwLock => {
+            PrimitiveKind::Lock | PrimitiveKind::Election => {
+                split(&own.direct, 1, |kv| entry(kv, None))
+            }
+            PrimitiveKind::Semaphore { permits } => {
+                split(&own.direct, permits, |kv| entry(kv, None))
+            }
+            PrimitiveKind::RwLock => {
                 let (mut holders, mut waiters) = (Vec::new(), Vec::new());
                 let mut older_writer = false;
                 for (i, (kv, mode)) in own.rw.iter().enumerate() {
@@ -206,7 +210,7 @@ impl Status {
                 (holders, waiters)
             }
         };
-        Ok(Status {
+        Ok(NameStatus {
             name: name.to_owned(),
             kind,
             revision,
@@ -264,13 +268,13 @@ impl Own {
     /// A read/write lock when only its keys are there; an election when a direct key has a
     /// value (a proposal: lock keys are empty); else a lock. A semaphore cannot be told
     /// from a lock without its number of permits.
-    fn guess(&self) -> Kind {
+    fn guess(&self) -> PrimitiveKind {
         if self.direct.is_empty() && !self.rw.is_empty() {
-            Kind::RwLock
+            PrimitiveKind::RwLock
         } else if self.direct.iter().any(|kv| !kv.value.is_empty()) {
-            Kind::Election
+            PrimitiveKind::Election
         } else {
-            Kind::Lock
+            PrimitiveKind::Lock
         }
     }
 }
@@ -300,8 +304,8 @@ fn is_segment(s: &[u8]) -> bool {
 pub async fn inspect(
     backend: &dyn CoordinationBackend,
     name: &str,
-    kind: Option<Kind>,
-) -> Result<Status> {
+    kind: Option<PrimitiveKind>,
+) -> Result<NameStatus> {
     check_name("the", name)?;
     let read = backend
         .range(
@@ -309,7 +313,7 @@ pub async fn inspect(
                 .sort(SortTarget::CreateRevision, SortOrder::Ascend),
         )
         .await?;
-    let mut status = Status::from_keys(name, kind, read.revision, &read.kvs)?;
+    let mut status = NameStatus::from_keys(name, kind, read.revision, &read.kvs)?;
     let leases: Vec<LeaseId> = {
         let mut ids: Vec<LeaseId> = status.participants().filter_map(|p| p.lease_id()).collect();
         ids.sort_unstable();
@@ -363,7 +367,7 @@ mod tests {
     #[test]
     fn names_that_are_empty_or_end_with_a_slash_are_refused() {
         for name in ["", "a/"] {
-            let e = Status::from_keys(name, None, 1, &[]).unwrap_err();
+            let e = NameStatus::from_keys(name, None, 1, &[]).unwrap_err();
             assert!(matches!(e, Error::InvalidArgument { .. }), "{name:?}: {e}");
         }
     }
@@ -376,8 +380,8 @@ mod tests {
             kv("a/2", 2, ""),
             kv("ab/0", 0, ""),
         ];
-        let s = Status::from_keys("a", None, 9, &kvs).unwrap();
-        assert_eq!(s.kind, Kind::Lock);
+        let s = NameStatus::from_keys("a", None, 9, &kvs).unwrap();
+        assert_eq!(s.kind, PrimitiveKind::Lock);
         assert_eq!(keys(&s.holders), ["a/2"]);
         assert_eq!(keys(&s.waiters), ["a/3"]);
         assert_eq!(s.holders[0].lease, LeaseState::Unknown);
@@ -385,19 +389,23 @@ mod tests {
 
     #[test]
     fn a_key_with_a_value_makes_an_election() {
-        let s =
-            Status::from_keys("e", None, 9, &[kv("e/1", 1, "node-a"), kv("e/2", 2, "b")]).unwrap();
-        assert_eq!(s.kind, Kind::Election);
+        let s = NameStatus::from_keys("e", None, 9, &[kv("e/1", 1, "node-a"), kv("e/2", 2, "b")])
+            .unwrap();
+        assert_eq!(s.kind, PrimitiveKind::Election);
         assert_eq!(s.leader().unwrap().value(), b"node-a");
     }
 
     #[test]
     fn semaphore_holders_are_the_oldest_permits() {
         let kvs: Vec<_> = (1..=4).map(|i| kv(&format!("s/{i}"), i, "")).collect();
-        let s = Status::from_keys("s", Some(Kind::Semaphore { permits: 3 }), 9, &kvs).unwrap();
+        let s = NameStatus::from_keys("s", Some(PrimitiveKind::Semaphore { permits: 3 }), 9, &kvs)
+            .unwrap();
         assert_eq!(keys(&s.holders), ["s/1", "s/2", "s/3"]);
         assert_eq!(keys(&s.waiters), ["s/4"]);
-        assert!(Status::from_keys("s", Some(Kind::Semaphore { permits: 0 }), 9, &kvs).is_err());
+        assert!(
+            NameStatus::from_keys("s", Some(PrimitiveKind::Semaphore { permits: 0 }), 9, &kvs)
+                .is_err()
+        );
     }
 
     #[test]
@@ -408,11 +416,11 @@ mod tests {
             kv("rw/write/3", 3, ""),
             kv("rw/read/4", 4, ""),
         ];
-        let s = Status::from_keys("rw", None, 9, &kvs).unwrap();
-        assert_eq!(s.kind, Kind::RwLock);
+        let s = NameStatus::from_keys("rw", None, 9, &kvs).unwrap();
+        assert_eq!(s.kind, PrimitiveKind::RwLock);
         assert_eq!(keys(&s.holders), ["rw/read/1", "rw/read/2"]);
         assert_eq!(keys(&s.waiters), ["rw/write/3", "rw/read/4"]);
-        let s = Status::from_keys("rw", None, 9, &kvs[2..]).unwrap();
+        let s = NameStatus::from_keys("rw", None, 9, &kvs[2..]).unwrap();
         assert_eq!(keys(&s.holders), ["rw/write/3"]);
         assert_eq!(s.holders[0].mode, Some(RwMode::Write));
         assert_eq!(keys(&s.waiters), ["rw/read/4"]);
@@ -422,7 +430,7 @@ mod tests {
     fn a_key_without_a_lease_says_so() {
         let mut k = kv("n/1", 1, "");
         k.lease = NO_LEASE;
-        let s = Status::from_keys("n", None, 9, &[k]).unwrap();
+        let s = NameStatus::from_keys("n", None, 9, &[k]).unwrap();
         assert_eq!(s.holders[0].lease, LeaseState::NoLease);
         assert_eq!(s.holders[0].lease_id(), None);
     }

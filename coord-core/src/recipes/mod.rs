@@ -17,7 +17,7 @@ mod wait;
 
 pub use election::{Election, LeaderUpdate, Leadership, leader, observe};
 pub use hold::Hold;
-pub use inspect::{Kind, LeaseState, Participant, Status, inspect};
+pub use inspect::{LeaseState, NameStatus, Participant, PrimitiveKind, inspect};
 pub use mutex::{Mutex, MutexGuard};
 pub use own_key::MAX_SETTLED_KEYS;
 pub use rwmutex::{RwMode, RwMutex, RwMutexGuard};

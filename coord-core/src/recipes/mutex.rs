@@ -100,11 +100,11 @@ impl Mutex {
     ///
     /// # Cancel safety
     /// Cancel safe: read only.
-    pub async fn status(&self) -> Result<crate::Status> {
+    pub async fn status(&self) -> Result<crate::NameStatus> {
         crate::inspect(
             self.session.backend().as_ref(),
             &self.name,
-            Some(crate::Kind::Lock),
+            Some(crate::PrimitiveKind::Lock),
         )
         .await
     }

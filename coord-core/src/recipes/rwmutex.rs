@@ -112,11 +112,11 @@ impl RwMutex {
     ///
     /// # Cancel safety
     /// Cancel safe: read only.
-    pub async fn status(&self) -> Result<crate::Status> {
+    pub async fn status(&self) -> Result<crate::NameStatus> {
         crate::inspect(
             self.session.backend().as_ref(),
             &self.name,
-            Some(crate::Kind::RwLock),
+            Some(crate::PrimitiveKind::RwLock),
         )
         .await
     }

@@ -101,11 +101,11 @@ impl Semaphore {
     ///
     /// # Cancel safety
     /// Cancel safe: read only.
-    pub async fn status(&self) -> Result<crate::Status> {
+    pub async fn status(&self) -> Result<crate::NameStatus> {
         crate::inspect(
             self.session.backend().as_ref(),
             &self.name,
-            Some(crate::Kind::Semaphore {
+            Some(crate::PrimitiveKind::Semaphore {
                 permits: self.permits,
             }),
         )

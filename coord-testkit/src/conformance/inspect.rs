@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use coord_core::{
-    BackendExt, Election, Error, Kind, LeaseState, Mutex, Participant, RwMode, RwMutex, Semaphore,
-    Session, Status, inspect,
+    BackendExt, Election, Error, LeaseState, Mutex, NameStatus, Participant, PrimitiveKind, RwMode,
+    RwMutex, Semaphore, Session, inspect,
 };
 
 use super::{TestBackend, assert_blocks, eventually, new_session, prompt, unique};
@@ -18,7 +18,7 @@ fn keys(ps: &[Participant]) -> Vec<String> {
 async fn until_waiters<F, Fut>(backend: &dyn TestBackend, waiters: usize, mut status: F)
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Status>,
+    Fut: Future<Output = NameStatus>,
 {
     eventually(prompt(backend) * 4, "the waiters queued", || {
         let s = status();
@@ -29,7 +29,7 @@ where
 
 /// The same kind, holders and waiters (the revision and the time left on leases move on
 /// between two reads).
-fn assert_same_view(a: &Status, b: &Status, what: &str) {
+fn assert_same_view(a: &NameStatus, b: &NameStatus, what: &str) {
     assert_eq!(a.kind, b.kind, "{what}");
     assert_eq!(keys(&a.holders), keys(&b.holders), "{what}");
     assert_eq!(keys(&a.waiters), keys(&b.waiters), "{what}");
@@ -72,7 +72,7 @@ pub async fn inspect_lock_shows_holder_then_waiters_in_order(backend: &dyn TestB
     until_waiters(backend, 2, || async { view.status().await.unwrap() }).await;
 
     let s = view.status().await.unwrap();
-    assert_eq!(s.kind, Kind::Lock);
+    assert_eq!(s.kind, PrimitiveKind::Lock);
     assert_eq!(keys(&s.holders), [held.key()]);
     assert_eq!(s.holders[0].fencing_token(), held.fencing_token());
     assert_lease_of(&s.holders[0], &a);
@@ -135,7 +135,7 @@ pub async fn inspect_rw_lock_shows_readers_and_writers_held_and_queued(backend: 
     until_waiters(backend, 2, || async { view.status().await.unwrap() }).await;
 
     let s = view.status().await.unwrap();
-    assert_eq!(s.kind, Kind::RwLock);
+    assert_eq!(s.kind, PrimitiveKind::RwLock);
     assert_eq!(keys(&s.holders), [r1.key(), r2.key()]);
     assert!(s.holders.iter().all(|p| p.mode == Some(RwMode::Read)));
     let modes: Vec<_> = s.waiters.iter().map(|p| p.mode).collect();
@@ -197,7 +197,7 @@ pub async fn inspect_semaphore_shows_the_oldest_permits_as_holders(backend: &dyn
     until_waiters(backend, 1, || async { view.status().await.unwrap() }).await;
 
     let s = view.status().await.unwrap();
-    assert_eq!(s.kind, Kind::Semaphore { permits: 2 });
+    assert_eq!(s.kind, PrimitiveKind::Semaphore { permits: 2 });
     assert_eq!(keys(&s.holders), [pa.key(), pb.key()]);
     assert_eq!(keys(&s.waiters), [coord_core::lock_key(&name, c.lease())]);
     assert_lease_of(&s.waiters[0], &c);
@@ -234,7 +234,7 @@ pub async fn election_participants_show_leader_then_candidates(backend: &dyn Tes
     until_waiters(backend, 2, || async { view.participants().await.unwrap() }).await;
 
     let s = view.participants().await.unwrap();
-    assert_eq!(s.kind, Kind::Election);
+    assert_eq!(s.kind, PrimitiveKind::Election);
     let leader = s.leader().expect("a leader");
     assert_eq!(leader.key(), leading.key());
     assert_eq!(leader.value(), b"node-a");
