@@ -38,9 +38,6 @@ enum Fixture {
 }
 
 /// The run's etcd, and the proxies in front of it (kept alive for the run).
-/// How long a new client waits for a server that a fault took away.
-const RECONNECT_BOUND: Duration = Duration::from_secs(60);
-
 struct Etcd {
     fixture: Fixture,
     proxies: std::sync::Mutex<Vec<FaultProxy>>,
@@ -65,17 +62,10 @@ impl Etcd {
     /// A new client; while a server fault keeps etcd down (killed, paused), it waits for
     /// the server to come back, as a restarted application would.
     async fn connect(&self, urls: Vec<String>, namespace: &str) -> EtcdBackend {
-        let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
-        loop {
-            match self.try_connect(urls.clone(), namespace).await {
-                Ok(backend) => return backend,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("connect to the run's etcd: {e}; trying again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("the run's etcd was away for {RECONNECT_BOUND:?}: {e}"),
-            }
-        }
+        chaos::connect_through_faults("the run's etcd", || {
+            self.try_connect(urls.clone(), namespace)
+        })
+        .await
     }
 }
 

@@ -33,9 +33,6 @@ const TTL: Duration = Duration::from_secs(2);
 const NAMESPACE: &str = "chaos";
 
 /// The run's redis-server, and the proxies in front of it (kept alive for the run).
-/// How long a new client waits for a server that a fault took away.
-const RECONNECT_BOUND: Duration = Duration::from_secs(60);
-
 struct Redis {
     server: RedisServer,
     proxies: std::sync::Mutex<Vec<FaultProxy>>,
@@ -52,17 +49,7 @@ impl Redis {
     /// A new client; while a server fault keeps redis down (killed, paused), it waits for
     /// the server to come back, as a restarted application would.
     async fn connect(&self, endpoint: &str) -> RedisBackend {
-        let deadline = tokio::time::Instant::now() + RECONNECT_BOUND;
-        loop {
-            match self.try_connect(endpoint).await {
-                Ok(backend) => return backend,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("connect to the run's redis: {e}; trying again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("the run's redis was away for {RECONNECT_BOUND:?}: {e}"),
-            }
-        }
+        chaos::connect_through_faults("the run's redis", || self.try_connect(endpoint)).await
     }
 }
 

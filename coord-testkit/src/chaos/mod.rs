@@ -31,6 +31,7 @@
 mod config;
 mod faults;
 mod ledger;
+mod reconnect;
 mod report;
 mod workload;
 
@@ -42,6 +43,7 @@ use async_trait::async_trait;
 use coord_core::{CoordinationBackend, LeaseId};
 
 pub use config::{CLIENTS, Config, DEFAULT_SECONDS};
+pub use reconnect::{RECONNECT_BOUND, connect_through_faults};
 pub use report::Report;
 
 use crate::FaultProxyHandle;
