@@ -119,8 +119,16 @@ async fn interrupted_while_waiting(signal: &str, code: i32) {
     let s = session(&url).await;
     let held = Mutex::new(&s, "w").lock().await.unwrap();
     let mut waiter = Proc::coord(&url, &["lock", "w"]);
+    // Queued: its key is there (a loaded machine may take a while to start it).
+    let deadline = tokio::time::Instant::now() + SHORT;
+    while keys_left(&url).await.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the waiter never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(waiter.try_line(QUIET), None, "it waits");
-    assert_eq!(keys_left(&url).await.len(), 2, "the waiter queued");
     waiter.signal(signal);
     assert_eq!(waiter.wait(SHORT).code(), Some(code), "{}", waiter.stderr());
     assert_eq!(
