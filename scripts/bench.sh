@@ -25,7 +25,8 @@
 # elapsed_ns). Sizes (environment; full / quick):
 #   ROUNDS (3/1) contend rounds; LOOP_ROUNDS (5/1) lock-loop rounds
 #   CONTEND_WORKERS ("1 2 4 8 16 64" / "1 2 8"); CONTEND_SECS (4/1) per contend run
-#   WAITERS (1000/0: skipped), WAITERS_SECS (10); HAMMER_N (100/20)
+#   WAITERS (1000/0: skipped), WAITERS_SECS (10), WAITERS_CLIENTS (10: the connections
+#   the waiters share, on both sides); HAMMER_N (100/20)
 #   LOCK_N (1000/300) etcd lock-loop ops; REDIS_LOCK_N (5000/1000); MEMORY_LOCK_N (200000/20000)
 #   RSS_OPS (1000000/0: skipped); SESSIONS (1000/100), SESSIONS_SECS (10/2)
 #   FAILOVER_ROUNDS (3/1), FAILOVER_TTL (2 seconds); RUN_TIMEOUT (300 s per run)
@@ -75,6 +76,7 @@ CONTEND_WORKERS="${CONTEND_WORKERS:-$(q "1 2 4 8 16 64" "1 2 8")}"
 CONTEND_SECS="${CONTEND_SECS:-$(q 4 1)}"
 WAITERS="${WAITERS:-$(q 1000 0)}"
 WAITERS_SECS="${WAITERS_SECS:-10}"
+WAITERS_CLIENTS="${WAITERS_CLIENTS:-10}"
 HAMMER_N="${HAMMER_N:-$(q 100 20)}"
 LOCK_N="${LOCK_N:-$(q 1000 300)}"
 REDIS_LOCK_N="${REDIS_LOCK_N:-$(q 5000 1000)}"
@@ -302,10 +304,15 @@ contend_secs=""
 etcd_contend() {
   local side="$1" round="$2" w="$contend_workers" d="$contend_secs"
   local name="bench-contend-$w" key="bench-counter-$w" cmd
+  # The waiters run shares WAITERS_CLIENTS connections, as waiters in a few processes do.
+  local clients=()
+  if ((w == WAITERS)); then
+    if [ "$side" = go ]; then clients=(-clients "$WAITERS_CLIENTS"); else clients=(--clients "$WAITERS_CLIENTS"); fi
+  fi
   if [ "$side" = go ]; then
-    cmd=("$go_bin" contend -endpoints "$ep" -name "$name" -key "$key" -workers "$w" -duration "${d}s")
+    cmd=("$go_bin" contend -endpoints "$ep" -name "$name" -key "$key" -workers "$w" "${clients[@]}" -duration "${d}s")
   else
-    cmd=("$coord_bin" --backend "$(etcd_url)" bench contend --name "$name" --key "$key" --workers "$w" --duration "${d}s")
+    cmd=("$coord_bin" --backend "$(etcd_url)" bench contend --name "$name" --key "$key" --workers "$w" "${clients[@]}" --duration "${d}s")
   fi
   command_once "etcd contend, $side (W workers for D seconds)" "${cmd[@]}"
   # How many watch streams the waiters cost the server: sampled on the large runs.
@@ -547,7 +554,7 @@ rec meta memory "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/
 rec meta kernel "$(uname -sr)"
 rec meta rustc "$(rustc --version)"
 rec meta rounds "$ROUNDS (lock-loop: $LOOP_ROUNDS)"
-rec meta settings "ROUNDS=$ROUNDS LOOP_ROUNDS=$LOOP_ROUNDS CONTEND_WORKERS=\"$CONTEND_WORKERS\" CONTEND_SECS=$CONTEND_SECS WAITERS=$WAITERS WAITERS_SECS=$WAITERS_SECS HAMMER_N=$HAMMER_N LOCK_N=$LOCK_N REDIS_LOCK_N=$REDIS_LOCK_N MEMORY_LOCK_N=$MEMORY_LOCK_N RSS_OPS=$RSS_OPS SESSIONS=$SESSIONS SESSIONS_SECS=$SESSIONS_SECS FAILOVER_ROUNDS=$FAILOVER_ROUNDS FAILOVER_TTL=$FAILOVER_TTL"
+rec meta settings "ROUNDS=$ROUNDS LOOP_ROUNDS=$LOOP_ROUNDS CONTEND_WORKERS=\"$CONTEND_WORKERS\" CONTEND_SECS=$CONTEND_SECS WAITERS=$WAITERS WAITERS_SECS=$WAITERS_SECS WAITERS_CLIENTS=$WAITERS_CLIENTS HAMMER_N=$HAMMER_N LOCK_N=$LOCK_N REDIS_LOCK_N=$REDIS_LOCK_N MEMORY_LOCK_N=$MEMORY_LOCK_N RSS_OPS=$RSS_OPS SESSIONS=$SESSIONS SESSIONS_SECS=$SESSIONS_SECS FAILOVER_ROUNDS=$FAILOVER_ROUNDS FAILOVER_TTL=$FAILOVER_TTL"
 [ -n "$go_bin" ] && rec meta go "$(go version | cut -d' ' -f3-)"
 bench_start=$SECONDS
 

@@ -36,14 +36,15 @@ benchmarks (the workloads and output fields of coord bench):
   lock-loop  -name N [-n COUNT | -duration D]
              one session; COUNT times (or until D has passed): Lock, Unlock
              fields: ops elapsed_ns per_op_ns p50_ns p99_ns
-  contend    -name N -key K -workers W [-n COUNT | -duration D]
-             writes K=0; W workers, each with its own client and session, each COUNT
+  contend    -name N -key K -workers W [-clients C] [-n COUNT | -duration D]
+             writes K=0; W workers, each with its own session (and client, unless
+             -clients: worker i then uses client i mod C), each COUNT
              times (or until D has passed): Lock, read K, write K+1, Unlock. The clock
              starts once every worker is connected. A handoff is the time from a
              holder's Unlock call to the Lock return of a worker that was already
              waiting then. Exits 1 if counter != expected.
              fields: workers ops elapsed_ns ops_per_s counter expected handoffs
-                     handoff_p50_ns handoff_p99_ns
+                     handoff_p50_ns handoff_p99_ns clients
   hammer     -name N -key K [-n COUNT]
              one worker of contend, to run beside another implementation on the same
              N and K (read K afterwards: no increment may be lost)
@@ -67,6 +68,7 @@ type flags struct {
 	mode      string
 	n         int
 	workers   int
+	clients   int
 	count     int
 	hold      time.Duration
 	duration  time.Duration
@@ -106,13 +108,14 @@ func main() {
 	fs.StringVar(&f.mode, "mode", "w", "rw: r or w")
 	fs.IntVar(&f.n, "n", 1000, "operations (per worker for contend)")
 	fs.IntVar(&f.workers, "workers", 4, "contend: concurrent workers")
+	fs.IntVar(&f.clients, "clients", 0, "contend: clients the workers share (0: one per worker)")
 	fs.IntVar(&f.count, "count", 1, "observe: leaders to print")
 	fs.DurationVar(&f.hold, "for", time.Second, "how long to hold or lead")
 	fs.DurationVar(&f.duration, "duration", 0, "lock-loop, contend: run this long instead of -n operations")
 	fs.Parse(os.Args[2:])
 	f.endpoints = strings.Split(*endpoints, ",")
-	if f.n < 0 || f.workers < 1 || f.ttl < 1 || f.duration < 0 {
-		log.Fatalf("bad flags: -n %d, -workers %d, -ttl %d, -duration %s (need n >= 0, workers >= 1, ttl >= 1, duration >= 0)", f.n, f.workers, f.ttl, f.duration)
+	if f.n < 0 || f.workers < 1 || f.clients < 0 || f.ttl < 1 || f.duration < 0 {
+		log.Fatalf("bad flags: -n %d, -workers %d, -clients %d, -ttl %d, -duration %s (need n >= 0, workers >= 1, clients >= 0, ttl >= 1, duration >= 0)", f.n, f.workers, f.clients, f.ttl, f.duration)
 	}
 	run(f)
 }
@@ -261,13 +264,24 @@ func contend(f *flags) {
 	begin := make(chan struct{})
 	var start time.Time
 	var done int64
+	var shared []*clientv3.Client
+	for i := 0; i < f.clients; i++ {
+		sc := dial(f)
+		defer sc.Close()
+		shared = append(shared, sc)
+	}
 	for w := 0; w < f.workers; w++ {
 		ready.Add(1)
 		finished.Add(1)
 		go func(w int) {
 			defer finished.Done()
-			wc := dial(f)
-			defer wc.Close()
+			var wc *clientv3.Client
+			if len(shared) > 0 {
+				wc = shared[w%len(shared)]
+			} else {
+				wc = dial(f)
+				defer wc.Close()
+			}
 			s := newSession(f, wc)
 			m := concurrency.NewMutex(s, f.name)
 			ctx := context.Background()
@@ -294,9 +308,13 @@ func contend(f *flags) {
 	stop()
 	got := counter(c, f.key)
 	total := int(atomic.LoadInt64(&done))
-	fmt.Printf("cmd=contend workers=%d ops=%d elapsed_ns=%d ops_per_s=%.1f counter=%d expected=%d handoffs=%d handoff_p50_ns=%d handoff_p99_ns=%d\n",
+	clients := f.clients
+	if clients == 0 {
+		clients = f.workers
+	}
+	fmt.Printf("cmd=contend workers=%d ops=%d elapsed_ns=%d ops_per_s=%.1f counter=%d expected=%d handoffs=%d handoff_p50_ns=%d handoff_p99_ns=%d clients=%d\n",
 		f.workers, total, el.Nanoseconds(), float64(total)/el.Seconds(), got, total,
-		len(h.sample), percentile(h.sample, 50), percentile(h.sample, 99))
+		len(h.sample), percentile(h.sample, 50), percentile(h.sample, 99), clients)
 	if got != total {
 		log.Fatalf("counter %d != expected %d: mutual exclusion was broken", got, total)
 	}

@@ -12,6 +12,7 @@ use coord::{BackendExt, CoordinationBackend, Mutex, NO_LEASE};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use super::latency::Latencies;
 use super::signals::{Signals, interrupted};
 use super::{CliError, Ctx, code, parse_duration};
 
@@ -29,9 +30,16 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "peer-counter")]
     pub(crate) key: String,
 
-    /// Concurrent workers for contend, each with its own connection and session.
+    /// Concurrent workers for contend, each with its own session.
     #[arg(long, default_value_t = 4)]
     pub(crate) workers: u64,
+
+    /// contend: the connections the workers share, worker i using connection i mod
+    /// CLIENTS, as the Go peer's -clients (by default one per worker). Many waiters in few
+    /// processes share their connections: coord then multiplexes their watches over one
+    /// stream per connection.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) clients: Option<u64>,
 
     /// Operations (per worker for contend), as the Go peer's -n.
     #[arg(long, short = 'n', default_value_t = 1000)]
@@ -76,11 +84,11 @@ impl BenchArgs {
 pub(crate) enum Workload {
     /// One session; OPS times: lock, unlock. Fields: ops elapsed_ns per_op_ns p50_ns p99_ns.
     LockLoop,
-    /// Writes KEY=0; WORKERS workers, each with its own connection and session, each OPS
-    /// times: lock, read KEY, write KEY+1, unlock. The clock starts once every worker is
+    /// Writes KEY=0; WORKERS workers, each with its own session (and connection, unless
+    /// --clients), each OPS times: lock, read KEY, write KEY+1, unlock. The clock starts once every worker is
     /// connected. A handoff is the time from a holder's unlock call to the lock returning in
     /// a worker that was already waiting then. Fields: workers ops elapsed_ns ops_per_s
-    /// counter expected handoffs handoff_p50_ns handoff_p99_ns. Exits 1 if counter !=
+    /// counter expected handoffs handoff_p50_ns handoff_p99_ns clients. Exits 1 if counter !=
     /// expected (mutual exclusion broken).
     Contend,
     /// One worker of contend, to run beside another implementation on the same NAME and
@@ -196,16 +204,6 @@ async fn incr(backend: &dyn CoordinationBackend, key: &str) -> Result<(), CliErr
     Ok(())
 }
 
-/// Go's `pct`: the element at index (len-1)*p/100 of the sorted latencies.
-fn pct(lat: &[Duration], p: usize) -> u128 {
-    if lat.is_empty() {
-        return 0;
-    }
-    let mut s = lat.to_vec();
-    s.sort();
-    s[(s.len() - 1) * p / 100].as_nanos()
-}
-
 /// Prints the running count on stderr every 5 s, so that a long run shows it is alive;
 /// stdout keeps only the result line. Dropping the handle stops it.
 fn progress(workload: &'static str, done: Arc<AtomicU64>, start: Instant) -> AbortOnDrop {
@@ -241,12 +239,7 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliEr
     let conn = ctx.connect().await.map_err(|e| fatal(e.message))?;
     let session = conn.session().await.map_err(fatal)?;
     let m = Mutex::new(&session, args.name.clone());
-    let capacity = if args.duration.is_some() {
-        1024
-    } else {
-        args.ops as usize
-    };
-    let mut lat = Vec::with_capacity(capacity);
+    let mut lat = Latencies::new();
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let ticker = progress("lock-loop", done.clone(), start);
@@ -260,7 +253,7 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliEr
             .unlock()
             .await
             .map_err(fatal)?;
-        lat.push(t.elapsed());
+        lat.record(t.elapsed());
         ops += 1;
         done.store(ops, Ordering::Relaxed);
     }
@@ -268,25 +261,34 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliEr
     let interrupted = stop.is_set();
     drop(ticker);
     let per_op = el.checked_div(u128::from(ops)).unwrap_or(0);
-    let (p50, p99) = (pct(&lat, 50), pct(&lat, 99));
+    let (p50, p99) = (lat.percentile(50.0), lat.percentile(99.0));
     session.close().await.map_err(fatal)?;
     emit_result(
         ctx,
         format!(
             "cmd=lock-loop ops={ops} elapsed_ns={el} per_op_ns={per_op} p50_ns={p50} p99_ns={p99}"
         ),
-        json!({"cmd": "lock-loop", "ops": ops, "elapsed_ns": el as u64, "per_op_ns": per_op as u64, "p50_ns": p50 as u64, "p99_ns": p99 as u64}),
+        json!({"cmd": "lock-loop", "ops": ops, "elapsed_ns": el as u64, "per_op_ns": per_op as u64, "p50_ns": p50, "p99_ns": p99}),
         interrupted,
     );
     Ok(code::OK)
 }
 
 /// How long the lock takes to pass from one contend worker to one that was waiting.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Handoffs {
     /// The worker that called unlock last and when, until the next holder takes it.
     released: Option<(u64, Instant)>,
-    sample: Vec<Duration>,
+    sample: Latencies,
+}
+
+impl Default for Handoffs {
+    fn default() -> Self {
+        Handoffs {
+            released: None,
+            sample: Latencies::new(),
+        }
+    }
 }
 
 impl Handoffs {
@@ -298,7 +300,7 @@ impl Handoffs {
             && releaser != worker
             && asked < at
         {
-            self.sample.push(got - at);
+            self.sample.record(got - at);
         }
     }
 
@@ -347,6 +349,16 @@ async fn contend(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliErro
     let args = Arc::new(args.clone());
     let done = Arc::new(AtomicU64::new(0));
     let handoffs = Arc::new(std::sync::Mutex::new(Handoffs::default()));
+    let clients = match args.clients {
+        None => None,
+        Some(n) => {
+            let mut shared = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                shared.push(ctx.connect().await.map_err(|e| fatal(e.message))?);
+            }
+            Some(Arc::new(shared))
+        }
+    };
     // Every worker connects and opens its session first, then all start together: at
     // 1,000 workers the setup would otherwise be most of the measured time.
     let (ready_tx, mut ready_rx) = mpsc::channel::<Result<(), CliError>>(1);
@@ -360,9 +372,13 @@ async fn contend(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliErro
         let ready = ready_tx.clone();
         let mut start_rx = start_rx.clone();
         let stop = stop.clone();
+        let clients = clients.clone();
         workers.push(tokio::spawn(async move {
             let setup = async {
-                let c = ctx.connect().await.map_err(|e| fatal(e.message))?;
+                let c = match &clients {
+                    Some(shared) => shared[(id % shared.len() as u64) as usize].clone(),
+                    None => ctx.connect().await.map_err(|e| fatal(e.message))?,
+                };
                 let s = c.session().await.map_err(fatal)?;
                 Ok::<_, CliError>((c, s))
             };
@@ -424,12 +440,13 @@ async fn contend(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliErro
     drop(ticker);
     let got = get(conn.backend().as_ref(), &args.key).await?;
     let ops_per_s = total as f64 / el.as_secs_f64();
-    let sample = std::mem::take(&mut lock_handoffs(&handoffs).sample);
-    let (h50, h99) = (pct(&sample, 50), pct(&sample, 99));
+    let sample = std::mem::take(&mut *lock_handoffs(&handoffs)).sample;
+    let (h50, h99) = (sample.percentile(50.0), sample.percentile(99.0));
+    let clients = args.clients.unwrap_or(args.workers);
     emit_result(
         ctx,
         format!(
-            "cmd=contend workers={} ops={total} elapsed_ns={} ops_per_s={ops_per_s:.1} counter={got} expected={total} handoffs={} handoff_p50_ns={h50} handoff_p99_ns={h99}",
+            "cmd=contend workers={} ops={total} elapsed_ns={} ops_per_s={ops_per_s:.1} counter={got} expected={total} handoffs={} handoff_p50_ns={h50} handoff_p99_ns={h99} clients={clients}",
             args.workers,
             el.as_nanos(),
             sample.len(),
@@ -443,8 +460,9 @@ async fn contend(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliErro
             "counter": got,
             "expected": total,
             "handoffs": sample.len(),
-            "handoff_p50_ns": h50 as u64,
-            "handoff_p99_ns": h99 as u64,
+            "handoff_p50_ns": h50,
+            "handoff_p99_ns": h99,
+            "clients": clients,
         }),
         interrupted,
     );
@@ -512,18 +530,4 @@ async fn sessions(ctx: &Ctx, args: &BenchArgs, mut stop: Stop) -> Result<u8, Cli
         interrupted,
     );
     Ok(code::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pct_matches_go() {
-        let lat: Vec<Duration> = (1..=10).rev().map(Duration::from_nanos).collect();
-        // Go: s[(len-1)*p/100] of the sorted slice: index 4 for p50, 8 for p99.
-        assert_eq!(pct(&lat, 50), 5);
-        assert_eq!(pct(&lat, 99), 9);
-        assert_eq!(pct(&[], 50), 0);
-    }
 }

@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod elect;
 pub mod interactive;
+mod latency;
 mod lock;
 mod ls;
 mod output;

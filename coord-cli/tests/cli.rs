@@ -323,7 +323,7 @@ fn bench_lines_have_the_go_peer_fields() {
                 "c1",
             ],
             format!(
-                "^cmd=contend workers=3 ops=60 {} ops_per_s=[0-9]+\\.[0-9] counter=60 expected=60 {} {} {}\n$",
+                "^cmd=contend workers=3 ops=60 {} ops_per_s=[0-9]+\\.[0-9] counter=60 expected=60 {} {} {} clients=3\n$",
                 field("elapsed_ns"),
                 field("handoffs"),
                 field("handoff_p50_ns"),
@@ -382,6 +382,42 @@ fn bench_duration_runs_until_the_time_is_up() {
             assert_eq!(f["expected"], f["ops"], "{line}");
         }
     }
+}
+
+#[test]
+fn bench_contend_workers_can_share_fewer_connections() {
+    let out = coord(
+        MEM,
+        &[
+            "bench",
+            "contend",
+            "--workers",
+            "6",
+            "--clients",
+            "2",
+            "-n",
+            "10",
+            "--key",
+            "shared",
+        ],
+    )
+    .assert()
+    .success()
+    .get_output()
+    .stdout
+    .clone();
+    let line = String::from_utf8(out).unwrap();
+    let f = bench_fields(&line);
+    assert_eq!(f["clients"], "2", "{line}");
+    assert_eq!(f["ops"], "60", "{line}");
+    assert_eq!(f["counter"], "60", "{line}");
+    coord(
+        MEM,
+        &["bench", "contend", "--workers", "2", "--clients", "0"],
+    )
+    .assert()
+    .code(2)
+    .stderr(predicate::str::contains("--clients"));
 }
 
 #[test]

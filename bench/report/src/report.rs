@@ -340,7 +340,10 @@ fn etcd(md: &mut String, run: &Run) {
         md,
         "### Contended: contend (lock, read the counter, write it + 1, unlock)\n\n\
          A handoff is the time from a holder's unlock call to the lock returning in a \
-         worker that was already waiting then.\n"
+         worker that was already waiting then. Each worker has its own session; up to 64 \
+         workers each also has its own connection (client), while the 1,000 waiters share \
+         10, as many waiters in a few processes do (both sides alike: `--clients` / \
+         `-clients`).\n"
     );
     contend_table(md, run, "etcd");
     let mixed = Select::new("etcd", "both", "mixed").results(run);

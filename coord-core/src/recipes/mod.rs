@@ -6,6 +6,7 @@ mod election;
 mod hold;
 mod inspect;
 mod instrument;
+mod kept_watch;
 mod mutex;
 mod name;
 mod own_key;

@@ -76,6 +76,7 @@ pub(crate) struct SessionInner {
     /// Set by `orphan()`: dropping the last handle must not revoke the lease.
     orphaned: std::sync::atomic::AtomicBool,
     pub(crate) keys: Arc<OwnKeys>,
+    pub(crate) kept_watches: super::kept_watch::KeptWatches,
 }
 
 /// When a session's lease can no longer be trusted: at its client-side deadline, or when
@@ -279,6 +280,7 @@ impl SessionBuilder {
             stop: CancellationToken::new(),
             orphaned: std::sync::atomic::AtomicBool::new(false),
             keys: Arc::default(),
+            kept_watches: Default::default(),
         });
         tokio::spawn(keep_alive(
             inner.backend.clone(),

@@ -3,6 +3,7 @@
 use futures::StreamExt;
 
 use super::backoff::Backoff;
+use super::kept_watch::Watching;
 use super::own_key::{Claim, OwnedKey};
 use super::queue::Queue;
 use crate::{
@@ -13,6 +14,14 @@ use crate::{
 /// How many keys the claim's queue read returns: the own key and two older ones are enough
 /// to tell whether exactly one key is ahead.
 const QUEUE_READ_LIMIT: i64 = 3;
+
+/// Up to this many keys in the queue, a waiter watches one range spanning its own key and
+/// its predecessor, and is granted on the predecessor's DELETE without a read. Keys sort by
+/// lease id, not by queue position, so that range also holds about a third of the other
+/// waiters' keys, and every claim or release among them wakes this waiter for nothing:
+/// with more keys queued, a waiter watches its predecessor's key and its own key apart
+/// (two exact watches, nobody else's events) and confirms its turn with a read.
+const SPANNING_QUEUE_LIMIT: i64 = 8;
 
 /// The read a claim txn runs (after creating the own key) so that its waiter needs no
 /// first read of its own: the newest keys under the blockers' prefix, newest first.
@@ -32,6 +41,8 @@ pub(crate) struct Ahead {
     /// Whether the predecessor is the only key ahead. Keys created later are younger, so
     /// the set of keys ahead only shrinks: once this one goes, nothing is ahead.
     only: bool,
+    /// How many keys the read counted (a hint to choose the watch, never for safety).
+    queued: i64,
 }
 
 impl Ahead {
@@ -60,6 +71,7 @@ impl Ahead {
             revision: claim.revision,
             predecessor: older.first().map(|kv| (*kv).clone()),
             only: older.len() == 1 && all_seen,
+            queued: read.count,
         })
     }
 
@@ -74,12 +86,15 @@ impl Ahead {
 /// all. `known` is what the claim txn saw (see [`Ahead::after_claim`]); without it the
 /// wait starts with a read.
 ///
-/// One watch covers the own key and the predecessor (a key range spanning both), so their
-/// events arrive on one ordered stream. When the predecessor was the only key ahead and its
-/// incarnation ends (DELETE, or a PUT of another incarnation), the turn is granted on that
-/// event without another read, provided the watch covers every revision since the own key
-/// was last known alive (so a DELETE of the own key would have arrived first, or with it)
-/// and the session is not lost. Otherwise the state is read again.
+/// With a short queue ([`SPANNING_QUEUE_LIMIT`] keys), one watch covers the own key and the
+/// predecessor (a key range spanning both), so their events arrive on one ordered stream.
+/// When the predecessor was the only key ahead and its incarnation ends (DELETE, or a PUT
+/// of another incarnation), the turn is granted on that event without another read,
+/// provided the watch covers every revision since the own key was last known alive (so a
+/// DELETE of the own key would have arrived first, or with it) and the session is not
+/// lost. Otherwise the state is read again. With a longer queue the predecessor and the
+/// own key are watched apart, and the turn is always confirmed by a read. The watch is
+/// kept briefly for the session's next wait on the same key (see `kept_watch`).
 ///
 /// Fixes of etcd's known recipe bugs live here:
 /// - success is never reported for a key that expired while waiting (etcd #9921, #11007):
@@ -111,8 +126,15 @@ pub(crate) async fn wait_for_predecessors(
     tokio::pin!(lost);
     let mut backoff = Backoff::default();
     let mut known = known;
-    let mut watch: Option<Watching> = None;
+    // The watch of this session's last wait on the same key, if it ended just now: under
+    // contention the next wait often needs the same range (see `kept_watch`).
+    let kept = &session.inner().kept_watches;
     let mut opened = 0u64;
+    let mut watch: Option<Watching> = kept.take(own.key()).map(|mut w| {
+        opened += 1;
+        w.id = opened;
+        w
+    });
     // The watch that was open when the state was last read, if any.
     let mut read_under: Option<u64>;
     loop {
@@ -123,25 +145,29 @@ pub(crate) async fn wait_for_predecessors(
             }
             None => {
                 read_under = watch.as_ref().map(|w| w.id);
-                let Some((revision, older)) = recoverable(read_ahead(own, blockers, my_rev).await)?
-                else {
+                let Some(ahead) = recoverable(read_ahead(own, blockers, my_rev).await)? else {
                     watch = None;
                     pause(&mut backoff, session).await?;
                     continue;
                 };
-                Ahead {
-                    revision,
-                    predecessor: older.first().cloned(),
-                    only: older.len() == 1,
-                }
+                ahead
             }
         };
         let Some(pred) = ahead.predecessor else {
+            if let Some(w) = watch {
+                kept.keep(own.key(), w);
+            }
             return Ok(ahead.revision);
         };
         if !watch.as_ref().is_some_and(|w| w.range.contains(&pred.key)) {
-            watch = None;
-            let range = spanning(own.key().as_bytes(), &pred.key);
+            // A narrow watch's own-key stream serves the next one too.
+            let own_stream = watch.take().and_then(|w| w.own);
+            let narrow = ahead.queued > SPANNING_QUEUE_LIMIT;
+            let range = if narrow {
+                KeyRange::key(pred.key.clone())
+            } else {
+                spanning(own.key().as_bytes(), &pred.key)
+            };
             let stream = session
                 .race(backend.watch(WatchRequest::new(range.clone())))
                 .await;
@@ -149,12 +175,27 @@ pub(crate) async fn wait_for_predecessors(
                 pause(&mut backoff, session).await?;
                 continue;
             };
+            let own_stream = match own_stream {
+                Some(s) => Some(s),
+                None if narrow => {
+                    let s = session
+                        .race(backend.watch(WatchRequest::key(own.key())))
+                        .await;
+                    let Some(s) = recoverable(s)? else {
+                        pause(&mut backoff, session).await?;
+                        continue;
+                    };
+                    Some(s)
+                }
+                None => None,
+            };
             opened += 1;
             watch = Some(Watching {
                 id: opened,
                 range,
                 stream,
                 taken: 0,
+                own: own_stream,
             });
         }
         let w = watch.as_mut().expect("set above");
@@ -175,6 +216,16 @@ pub(crate) async fn wait_for_predecessors(
             tokio::select! {
                 biased;
                 _ = &mut lost => return Err(session.expired_error()),
+                // A narrow watch learns of a DELETE of the own key here, in no defined order
+                // with the predecessor's events: it ends the wait, but the turn is always
+                // confirmed by a read.
+                next = next_of(&mut w.own) => match watched(next)? {
+                    Some(resp) if resp.revision > ahead.revision && deletes(&resp, own.key()) => {
+                        return Err(lock_lost(own));
+                    }
+                    Some(_) => {}
+                    None => break None,
+                },
                 next = w.stream.next() => match watched(next)? {
                     Some(resp) => {
                         w.taken = resp.revision;
@@ -193,11 +244,17 @@ pub(crate) async fn wait_for_predecessors(
                 },
             }
         };
+        let spans_own_key = watch.as_ref().is_some_and(|w| w.own.is_none());
         match gone {
             // The stream covered every revision since the own key was known alive and
             // showed no DELETE of it up to and with this one; the only key ahead is gone,
             // and no older key can appear: the turn is ours.
-            Some(revision) if ahead.only && !session.is_lost() => return Ok(revision),
+            Some(revision) if ahead.only && spans_own_key && !session.is_lost() => {
+                if let Some(w) = watch {
+                    kept.keep(own.key(), w);
+                }
+                return Ok(revision);
+            }
             // Read again: others may be ahead still.
             Some(_) => {}
             None => {
@@ -221,20 +278,12 @@ pub(crate) async fn resolve_ahead(
         return Ok(known);
     }
     let read = read_ahead(own, blockers, own.create_revision()).await;
-    Ok(recoverable(read)?.map(|(revision, older)| Ahead {
-        revision,
-        predecessor: older.first().cloned(),
-        only: older.len() == 1,
-    }))
+    recoverable(read)
 }
 
 /// Reads, at one revision, the own key (checked alive) and the two newest contenders ahead
 /// of it; all contenders ahead when keys of other names crowd the limited read.
-async fn read_ahead(
-    own: &OwnedKey,
-    blockers: &Queue,
-    my_rev: Revision,
-) -> Result<(Revision, Vec<KeyValue>)> {
+async fn read_ahead(own: &OwnedKey, blockers: &Queue, my_rev: Revision) -> Result<Ahead> {
     let session = own.session();
     let ahead = RangeRequest::last_created_before(blockers.prefix.as_str(), my_rev - 1)
         .keys_only()
@@ -248,20 +297,26 @@ async fn read_ahead(
             ])))
             .await?;
         check_own(own, resp.range(0)?.kvs.first())?;
-        if let Some(older) = blockers.members(resp.range(1)?) {
-            return Ok((resp.revision, older));
+        let found = resp.range(1)?;
+        if let Some(older) = blockers.members(found) {
+            return Ok(Ahead {
+                revision: resp.revision,
+                predecessor: older.first().cloned(),
+                only: older.len() == 1,
+                // Counted before the revision filter: every key under the prefix.
+                queued: found.count,
+            });
         }
         read = Queue::unlimited(ahead.clone());
     }
 }
 
-/// A watch of the own key and the predecessor (and what sorts between them).
-struct Watching {
-    id: u64,
-    range: KeyRange,
-    stream: WatchStream,
-    /// The revision of the last response taken from the stream.
-    taken: Revision,
+/// The next item of an optional stream; never, without one.
+async fn next_of(stream: &mut Option<WatchStream>) -> Option<Result<WatchResponse>> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A key range that holds both keys (and whatever sorts between them).

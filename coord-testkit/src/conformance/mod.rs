@@ -632,6 +632,8 @@ macro_rules! __conformance_list {
             mutex::lock_name_is_a_prefix_with_a_slash
             mutex::mutex_key_layout_is_etcds
             mutex::fencing_tokens_rise_over_1000_handoffs_among_16_sessions
+            mutex::a_long_queue_is_served_in_order_and_a_deleted_waiters_key_ends_its_wait
+            mutex::two_sessions_taking_turns_never_mistake_their_own_release_for_a_loss
             mutex::mutex_dropped_lock_future_leaves_no_key
             mutex::mutex_dropped_lock_future_during_round_trip_leaves_no_key
             mutex::mutex_dropped_unlock_future_still_releases

@@ -357,6 +357,100 @@ pub async fn fencing_tokens_rise_over_1000_handoffs_among_16_sessions(backend: &
     assert_eq!(kv.value_str(), HANDOFFS.to_string(), "no lost update");
 }
 
+/// Two sessions taking turns: each releases and at once queues again behind the other, so
+/// every wait after the first may reuse the watch of its session's previous wait, whose
+/// stream still holds that session's own release and claim. Those must never read as the
+/// waiting key being deleted: 100 acquisitions, never two holders, tokens rising.
+pub async fn two_sessions_taking_turns_never_mistake_their_own_release_for_a_loss(
+    backend: &dyn TestBackend,
+) {
+    const ROUNDS: usize = 50;
+    let name = unique("turns");
+    let holding = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(std::sync::Mutex::new(0 as Revision));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let s = new_session(backend).await;
+        let (name, holding, last) = (name.clone(), holding.clone(), last.clone());
+        tasks.push(tokio::spawn(async move {
+            let m = Mutex::new(&s, name);
+            for _ in 0..ROUNDS {
+                let g = m.lock().await.unwrap();
+                assert_eq!(holding.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                {
+                    let mut last = last.lock().unwrap();
+                    assert!(g.fencing_token() > *last, "token did not rise");
+                    *last = g.fencing_token();
+                }
+                // Long enough for the other session to queue behind this hold.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                holding.fetch_sub(1, Ordering::SeqCst);
+                g.unlock().await.unwrap();
+            }
+            s.close().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A queue longer than a few keys (waiters then watch their predecessor's key and their own
+/// apart, and confirm their turn with a read): a waiter deep in the queue whose key someone
+/// deletes ends its wait promptly with `LockLost` while the holder still holds; the others
+/// are then served one at a time, in the order they queued, each with a higher token.
+pub async fn a_long_queue_is_served_in_order_and_a_deleted_waiters_key_ends_its_wait(
+    backend: &dyn TestBackend,
+) {
+    const WAITERS: usize = 12;
+    const VICTIM: usize = 7;
+    let name = unique("long-queue");
+    let c = backend.client().await;
+    let owner = new_session(backend).await;
+    let mut held = Mutex::new(&owner, name.as_str()).lock().await.unwrap();
+    let mut sessions = Vec::new();
+    let mut waits = Vec::new();
+    for i in 0..WAITERS {
+        let s = new_session(backend).await;
+        let m = Mutex::new(&s, name.as_str());
+        let wait = tokio::spawn(async move { m.lock().await });
+        // Each queues before the next asks: the queue order is the order of `i`.
+        assert_blocks(backend, &wait, &format!("waiter {i} behind the holder")).await;
+        sessions.push(s);
+        waits.push(Some(wait));
+    }
+    let t0 = tokio::time::Instant::now();
+    delete_key(c.as_ref(), &lock_key(&name, sessions[VICTIM].lease())).await;
+    let victim = waits[VICTIM].take().unwrap();
+    let r = join_prompt(backend, victim, "the deleted waiter's wait ends").await;
+    assert!(matches!(r, Err(Error::LockLost { .. })), "{r:?}");
+    assert!(t0.elapsed() <= prompt(backend));
+    let mut token = held.fencing_token();
+    let queue: Vec<(usize, _)> = waits
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, w)| w.map(|w| (i, w)))
+        .collect();
+    let mut queue = queue.into_iter().peekable();
+    while let Some((i, wait)) = queue.next() {
+        held.unlock().await.unwrap();
+        let g = join_prompt(backend, wait, &format!("waiter {i} acquires next"))
+            .await
+            .unwrap();
+        assert!(g.fencing_token() > token, "waiter {i}: token did not rise");
+        token = g.fencing_token();
+        if let Some((j, next)) = queue.peek() {
+            assert_blocks(backend, next, &format!("waiter {j} while waiter {i} holds")).await;
+        }
+        held = g;
+    }
+    held.unlock().await.unwrap();
+    assert!(
+        keys_under(c.as_ref(), &name).await.is_empty(),
+        "no key left"
+    );
+}
+
 /// Cancel safety: dropping a `lock()` future mid-wait withdraws its key in the background:
 /// no key is left behind, and the holder's unlock goes to the next live waiter.
 pub async fn mutex_dropped_lock_future_leaves_no_key(backend: &dyn TestBackend) {
