@@ -402,8 +402,8 @@ impl Session {
     }
 
     /// How many lock, permit or candidacy keys the session keeps local state for (waiting,
-    /// held, or being released or settled). For tests: it must not grow with the number of
-    /// names ever used.
+    /// held, or being released or settled, or named by a live [`Mutex`](crate::Mutex)
+    /// handle). For tests: it must not grow with the number of names ever used.
     #[doc(hidden)]
     pub fn tracked_keys(&self) -> usize {
         self.inner.keys.len()
