@@ -23,6 +23,10 @@ use crate::{Error, Result, TxnOp};
 /// `concurrency.Mutex` on the same name. The name is used verbatim: `"a"` and `"a/"` are
 /// different locks, as in etcd.
 ///
+/// A `Mutex` prepares its key and keeps its session's state for it once, when made: in a
+/// loop that locks one name again and again, make the `Mutex` once and reuse it (clones
+/// share that state), rather than making one per acquisition.
+///
 /// The holder is a guard, not a session: two tasks that lock one name through one session
 /// exclude each other as two sessions do, and each acquisition has its own key incarnation
 /// and fencing token. (etcd's Go `concurrency.Mutex` is reentrant per session instead: a
