@@ -60,9 +60,18 @@ pub fn request_bytes(request: &TxnRequest) -> usize {
     compares + ops(&request.success) + ops(&request.failure)
 }
 
+/// The bytes of [`KeyRange::to_etcd_bounds`](crate::KeyRange::to_etcd_bounds), counted
+/// without building them: every txn is measured.
 fn range_bytes(range: &crate::KeyRange) -> usize {
-    let (start, end) = range.to_etcd_bounds();
-    start.len() + end.len()
+    match range {
+        crate::KeyRange::Key(k) => k.len(),
+        crate::KeyRange::Prefix(p) if p.is_empty() => 2,
+        // The end is the prefix up to its last byte below 0xff, or `[0]`.
+        crate::KeyRange::Prefix(p) => {
+            p.len() + p.iter().rposition(|b| *b < 0xff).map_or(1, |i| i + 1)
+        }
+        crate::KeyRange::Range { start, end } => start.len() + end.len(),
+    }
 }
 
 /// Refuses a txn larger than `limit` bytes ([`request_bytes`]) with
@@ -332,3 +341,27 @@ macro_rules! forward_through {
 }
 
 forward_through!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use crate::KeyRange;
+
+    #[test]
+    fn range_bytes_counts_what_etcd_bounds_hold() {
+        for range in [
+            KeyRange::key("a/b"),
+            KeyRange::prefix(""),
+            KeyRange::prefix("a/"),
+            KeyRange::prefix(vec![b'a', 0xff]),
+            KeyRange::prefix(vec![0xff, 0xff]),
+            KeyRange::range("a", "c"),
+        ] {
+            let (start, end) = range.to_etcd_bounds();
+            assert_eq!(
+                super::range_bytes(&range),
+                start.len() + end.len(),
+                "{range:?}"
+            );
+        }
+    }
+}

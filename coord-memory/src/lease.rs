@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Shared;
+use crate::store::Entry;
 
 /// Lease TTLs are rounded up to a multiple of this by default: whole seconds, as etcd.
 pub const LEASE_GRANULARITY: Duration = Duration::from_secs(1);
@@ -83,8 +84,9 @@ pub(crate) struct Lease {
     pub(crate) ttl: Duration,
     /// When it expires unless kept alive.
     pub(crate) deadline: Instant,
-    /// The keys attached to it.
-    pub(crate) keys: BTreeSet<Vec<u8>>,
+    /// The keys attached to it, as their current versions: sharing the key table's
+    /// allocation, so that attaching a key copies nothing.
+    pub(crate) keys: BTreeSet<Entry>,
 }
 
 /// Hashes a lease id to itself: ids are already SplitMix64 outputs (see [`mix`]), so
@@ -191,10 +193,11 @@ impl Leases {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
-    /// Records that `key` is attached to lease `id` (which must exist).
-    pub(crate) fn attach(&mut self, id: LeaseId, key: &[u8]) {
+    /// Records that `entry` (a key's current version) is attached to lease `id` (which
+    /// must exist), replacing the version recorded before, so no old value is kept alive.
+    pub(crate) fn attach(&mut self, id: LeaseId, entry: &Entry) {
         if let Some(lease) = self.map.get_mut(&id) {
-            lease.keys.insert(key.to_vec());
+            lease.keys.replace(entry.clone());
         }
     }
 

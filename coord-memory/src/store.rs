@@ -38,7 +38,7 @@ pub const DEFAULT_HISTORY_REVISIONS: u64 = 10_000;
 pub(crate) struct Entry(pub(crate) Arc<KeyValue>);
 
 impl Entry {
-    fn key(&self) -> &[u8] {
+    pub(crate) fn key(&self) -> &[u8] {
         &self.0.key
     }
 }
@@ -342,7 +342,7 @@ impl State {
         };
         let mut changes = Vec::with_capacity(lease.keys.len());
         for key in lease.keys {
-            if let Some(prev) = self.keys.take(key.as_slice()) {
+            if let Some(prev) = self.keys.take(key.key()) {
                 changes.push(Change::Delete { prev: prev.0 });
             }
         }
@@ -446,13 +446,8 @@ impl State {
     fn apply_put(&mut self, put: Put, rev: Revision, changes: &mut Vec<Change>) -> TxnOpResponse {
         let prev = self.keys.get(put.key.as_slice()).map(|e| e.0.clone());
         let prev_lease = prev.as_ref().map_or(NO_LEASE, |p| p.lease);
-        if prev_lease != put.lease {
-            if prev_lease != NO_LEASE {
-                self.leases.detach(prev_lease, &put.key);
-            }
-            if put.lease != NO_LEASE {
-                self.leases.attach(put.lease, &put.key);
-            }
+        if prev_lease != put.lease && prev_lease != NO_LEASE {
+            self.leases.detach(prev_lease, &put.key);
         }
         let kv = Arc::new(KeyValue {
             create_revision: prev.as_ref().map_or(rev, |p| p.create_revision),
@@ -462,7 +457,11 @@ impl State {
             key: put.key,
             value: put.value,
         });
-        self.keys.replace(Entry(kv.clone()));
+        let entry = Entry(kv.clone());
+        if put.lease != NO_LEASE {
+            self.leases.attach(put.lease, &entry);
+        }
+        self.keys.replace(entry);
         let prev_kv = if put.prev_kv {
             prev.as_deref().cloned()
         } else {

@@ -33,6 +33,11 @@ impl Drop for Tracked {
 
 impl Hold {
     pub(crate) fn new(kind: HoldKind, name: &str, own: OwnedKey) -> Self {
+        Self::named(kind, name.into(), own)
+    }
+
+    /// [`Hold::new`] with a name the caller already shares: nothing copied per hold.
+    pub(crate) fn named(kind: HoldKind, name: Arc<str>, own: OwnedKey) -> Self {
         Hold {
             tracked: Tracked(HoldState::granted(kind, name)),
             own,
@@ -157,7 +162,8 @@ impl Deadline {
     ) -> Result<Option<T>> {
         match self.at {
             None => wait.await.map(Some),
-            Some((at, _)) => match tokio::time::timeout_at(at, wait).await {
+            // Boxed: a timer is large, and most acquisitions have no limit.
+            Some((at, _)) => match Box::pin(tokio::time::timeout_at(at, wait)).await {
                 Ok(outcome) => outcome.map(Some),
                 Err(_) => Ok(None),
             },

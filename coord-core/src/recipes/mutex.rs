@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::hold::{Deadline, Hold, withdraw_on_timeout};
-use super::instrument::{acquisition, op_span, operation, record_hold};
+use super::instrument::{acquisition, op_span, operation, record_hold, unobserved};
 use super::name::check_name;
-use super::own_key::{claim, try_claim};
+use super::own_key::{KeyPin, claim_pinned, try_claim_pinned};
 use super::queue::Queue;
 use super::wait::{Ahead, queue_read, resolve_ahead, wait_for_predecessors};
 use super::{Session, lock_key};
@@ -22,6 +22,10 @@ use crate::{Error, Result, TxnOp};
 /// excludes and is excluded by `etcdctl lock <name>`, etcd's server-side lock API and Go's
 /// `concurrency.Mutex` on the same name. The name is used verbatim: `"a"` and `"a/"` are
 /// different locks, as in etcd.
+///
+/// A `Mutex` prepares its key and keeps its session's state for it once, when made: in a
+/// loop that locks one name again and again, make the `Mutex` once and reuse it (clones
+/// share that state), rather than making one per acquisition.
 ///
 /// The holder is a guard, not a session: two tasks that lock one name through one session
 /// exclude each other as two sessions do, and each acquisition has its own key incarnation
@@ -70,7 +74,12 @@ use crate::{Error, Result, TxnOp};
 #[derive(Debug, Clone)]
 pub struct Mutex {
     session: Session,
-    name: String,
+    name: std::sync::Arc<str>,
+    /// The name's queue: made once, not per acquisition.
+    queue: Queue,
+    /// This session's key on the name, whose per-session state it keeps while this
+    /// handle lives.
+    key: KeyPin,
 }
 
 impl Mutex {
@@ -80,7 +89,10 @@ impl Mutex {
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) by the first operation,
     /// before any request.
     pub fn new(session: &Session, name: impl Into<String>) -> Self {
+        let name: String = name.into();
         Mutex {
+            key: KeyPin::new(session, &lock_key(&name, session.lease())),
+            queue: Queue::name(&name),
             session: session.clone(),
             name: name.into(),
         }
@@ -139,13 +151,11 @@ impl Mutex {
     /// ```
     pub async fn lock(&self) -> Result<MutexGuard> {
         let span = op_span!("mutex.lock", self.name, self.session.lease());
-        acquisition(
-            span,
-            HoldKind::Lock,
-            &self.name,
-            self.acquire(Deadline::NONE),
-        )
-        .await
+        if unobserved(&span) {
+            return self.acquire(Deadline::NONE).await;
+        }
+        let acquire = Box::pin(self.acquire(Deadline::NONE));
+        acquisition(span, HoldKind::Lock, &self.name, acquire).await
     }
 
     /// Acquires the lock if nobody else (no other session, and no other task of this
@@ -160,53 +170,59 @@ impl Mutex {
     pub async fn try_lock(&self) -> Result<MutexGuard> {
         check_name("lock", &self.name)?;
         let span = op_span!("mutex.try_lock", self.name, self.session.lease());
-        let key = lock_key(&self.name, self.session.lease());
-        let queue = Queue::name(&self.name);
-        acquisition(
-            span,
-            HoldKind::Lock,
-            &self.name,
-            self.try_acquire(&queue, key),
-        )
-        .await
+        if unobserved(&span) {
+            return self.try_acquire().await;
+        }
+        let acquire = Box::pin(self.try_acquire());
+        acquisition(span, HoldKind::Lock, &self.name, acquire).await
     }
 
     async fn acquire(&self, deadline: Deadline) -> Result<MutexGuard> {
         check_name("lock", &self.name)?;
-        let queue = Queue::name(&self.name);
-        let key = lock_key(&self.name, self.session.lease());
+        let queue = &self.queue;
         let what = || format!("lock {:?}", self.name);
         // The claim also reads the queue, so that waiting starts without a read.
-        let extra = vec![TxnOp::range(queue_read(&queue))];
-        let Some(claim) = claim(&self.session, key, b"", extra, deadline).await? else {
+        let extra = vec![TxnOp::range(queue_read(queue))];
+        let claim = claim_pinned(&self.session, &self.key, b"", extra, deadline).await?;
+        let Some(mut claim) = claim else {
             return Err(deadline.elapsed(what()));
         };
-        let known = Ahead::after_claim(&claim, &claim.read(0)?, &queue);
+        let read = claim.take_read(0)?;
+        let known = Ahead::after_claim(&claim, &read, queue);
         let own = claim.key;
-        let known = resolve_ahead(&own, &queue, known).await?;
+        // Waiting is boxed: its futures are large, and would otherwise be moved around in
+        // every uncontended acquisition's future too.
+        let known = match known {
+            Some(known) => Some(known),
+            None => Box::pin(resolve_ahead(&own, queue, None)).await?,
+        };
         if !known.as_ref().is_some_and(Ahead::is_clear)
             && deadline
-                .bound(wait_for_predecessors(&own, &queue, known))
+                .bound(Box::pin(wait_for_predecessors(&own, queue, known)))
                 .await?
                 .is_none()
         {
-            withdraw_on_timeout(own).await;
+            Box::pin(withdraw_on_timeout(own)).await;
             return Err(deadline.elapsed(what()));
         }
-        self.session
-            .unless_lost(MutexGuard(Hold::new(HoldKind::Lock, &self.name, own)))
+        self.session.unless_lost(MutexGuard(Hold::named(
+            HoldKind::Lock,
+            self.name.clone(),
+            own,
+        )))
     }
 
-    async fn try_acquire(&self, queue: &Queue, key: String) -> Result<MutexGuard> {
+    async fn try_acquire(&self) -> Result<MutexGuard> {
+        let queue = &self.queue;
         let extra = vec![TxnOp::range(queue.first_created())];
         // Another task of this session holds or waits for it: held, as by anyone else.
-        let claim = try_claim(&self.session, key.clone(), b"", extra)
+        let mut claim = try_claim_pinned(&self.session, &self.key, b"", extra)
             .await?
             .ok_or_else(|| Error::Locked {
-                name: self.name.clone(),
-                holder: Some(key),
+                name: self.name.to_string(),
+                holder: Some(self.key.key().to_owned()),
             })?;
-        let read = claim.read(0)?;
+        let read = claim.take_read(0)?;
         let own = claim.key;
         let holder = match queue.oldest(self.session.backend().as_ref(), &read).await {
             Ok(holder) => holder,
@@ -223,12 +239,15 @@ impl Mutex {
                 tracing::debug!(error = %e, "withdrawing after try_lock failed; retrying in the background");
             }
             return Err(Error::Locked {
-                name: self.name.clone(),
+                name: self.name.to_string(),
                 holder: Some(holder),
             });
         }
-        self.session
-            .unless_lost(MutexGuard(Hold::new(HoldKind::Lock, &self.name, own)))
+        self.session.unless_lost(MutexGuard(Hold::named(
+            HoldKind::Lock,
+            self.name.clone(),
+            own,
+        )))
     }
 
     /// [`Mutex::lock`] with a time limit on *waiting for others*: the claim request itself
@@ -245,7 +264,10 @@ impl Mutex {
     /// Cancel safe, as [`Mutex::lock`].
     pub async fn lock_timeout(&self, limit: Duration) -> Result<MutexGuard> {
         let span = op_span!("mutex.lock_timeout", self.name, self.session.lease());
-        let acquire = self.acquire(Deadline::after(limit));
+        if unobserved(&span) {
+            return self.acquire(Deadline::after(limit)).await;
+        }
+        let acquire = Box::pin(self.acquire(Deadline::after(limit)));
         acquisition(span, HoldKind::Lock, &self.name, acquire).await
     }
 }
@@ -272,8 +294,11 @@ impl MutexGuard {
     /// is answered, the release finishes in a spawned task, so the lock is never left behind.
     pub async fn unlock(self) -> Result<()> {
         let span = op_span!("mutex.unlock", self.0.name(), self.0.session().lease());
+        if unobserved(&span) {
+            return self.0.release().await;
+        }
         record_hold(&span, &self.0);
-        operation(span, self.0.release()).await
+        operation(span, Box::pin(self.0.release())).await
     }
 }
 

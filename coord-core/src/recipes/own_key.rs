@@ -22,7 +22,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
 
 use futures::StreamExt;
 use tokio::sync::OwnedMutexGuard;
@@ -41,23 +42,30 @@ use crate::{
 /// does not grow with the number of names ever used.
 #[derive(Default)]
 pub(crate) struct OwnKeys {
-    slots: std::sync::Mutex<HashMap<String, Arc<Slot>>>,
+    slots: std::sync::Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     /// Keys watched for late claims (see [`MAX_SETTLED_KEYS`]).
     settlers: Arc<AtomicUsize>,
 }
 
 struct Slot {
+    /// The key, shared by the map entry and every [`SlotRef`].
+    key: Arc<str>,
     /// One user of the key at a time, first come first served.
     turn: Arc<tokio::sync::Mutex<()>>,
     /// The granted read hold that other readers of the session may join.
     shared: std::sync::Mutex<Weak<Incarnation>>,
-    /// Bumped when a read hold is published, to wake readers waiting for the turn.
-    published: tokio::sync::watch::Sender<u64>,
+    /// Bumped when a read hold is published, to wake readers waiting for the turn. Made on
+    /// first use: only read locks need it.
+    published: OnceLock<tokio::sync::watch::Sender<u64>>,
     /// Whether a settler already watches this key for late claims.
     settling: AtomicBool,
     /// Handles of the session that wait for or hold the turn (not background work: a
     /// release or a settlement, which end by themselves).
     handles: Arc<AtomicUsize>,
+    /// The [`SlotRef`]s of this slot: it is registered while there is one. A `SlotRef` is
+    /// made from the map (under its lock) or from another `SlotRef` (which keeps the count
+    /// above zero meanwhile), so only a count that reaches zero needs the map.
+    refs: AtomicUsize,
 }
 
 impl OwnKeys {
@@ -67,30 +75,67 @@ impl OwnKeys {
 
     fn slot(self: &Arc<Self>, key: &str) -> SlotRef {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = slots
-            .entry(key.to_owned())
-            .or_insert_with(|| {
-                Arc::new(Slot {
+        let slot = match slots.get(key) {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = Arc::new(Slot {
+                    key: key.into(),
                     turn: Arc::default(),
                     shared: std::sync::Mutex::new(Weak::new()),
-                    published: tokio::sync::watch::Sender::new(0),
+                    published: OnceLock::new(),
                     settling: AtomicBool::new(false),
                     handles: Arc::default(),
-                })
-            })
-            .clone();
+                    refs: AtomicUsize::new(0),
+                });
+                slots.insert(slot.key.clone(), slot.clone());
+                slot
+            }
+        };
+        slot.refs.fetch_add(1, Ordering::SeqCst);
         SlotRef {
             keys: self.clone(),
-            key: key.to_owned(),
             slot: Some(slot),
         }
+    }
+}
+
+impl Slot {
+    fn published(&self) -> &tokio::sync::watch::Sender<u64> {
+        self.published
+            .get_or_init(|| tokio::sync::watch::Sender::new(0))
+    }
+}
+
+/// Keeps a key's slot registered while a long-lived handle (a [`Mutex`](crate::Mutex))
+/// may use it: so that a loop of acquisitions through one handle does not make and drop
+/// the slot (its map entry and its turn) every time. It takes no turn.
+pub(crate) struct KeyPin(SlotRef);
+
+impl KeyPin {
+    pub(crate) fn new(session: &Session, key: &str) -> Self {
+        KeyPin(session.inner().keys.slot(key))
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.0.get().key
+    }
+}
+
+impl Clone for KeyPin {
+    fn clone(&self) -> Self {
+        KeyPin(self.0.share())
+    }
+}
+
+impl std::fmt::Debug for KeyPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeyPin").field(&self.0.get().key).finish()
     }
 }
 
 /// A use of a key's slot; the last one unregisters the slot.
 struct SlotRef {
     keys: Arc<OwnKeys>,
-    key: String,
     slot: Option<Arc<Slot>>,
 }
 
@@ -99,15 +144,13 @@ impl SlotRef {
         self.slot.as_ref().expect("a slot is only taken on drop")
     }
 
+    /// Another use of the slot: this one keeps it registered meanwhile, so the map is not
+    /// needed.
     fn share(&self) -> SlotRef {
-        let mut slots = self.keys.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = slots
-            .entry(self.key.clone())
-            .or_insert_with(|| self.slot.clone().expect("live"))
-            .clone();
+        let slot = self.slot.clone().expect("live");
+        slot.refs.fetch_add(1, Ordering::SeqCst);
         SlotRef {
             keys: self.keys.clone(),
-            key: self.key.clone(),
             slot: Some(slot),
         }
     }
@@ -149,13 +192,17 @@ impl SlotRef {
                 guard
             }
             Err(_) => {
-                // Another task of the session has the key: this acquisition waits.
+                // Another task of the session has the key: this acquisition waits (boxed,
+                // to keep the uncontended acquisition's future small).
                 super::instrument::waiting();
-                tokio::select! {
-                    biased;
-                    _ = lost.clone().wait() => return Err(session.expired_error()),
-                    guard = turn.lock_owned() => guard,
-                }
+                let wait = Box::pin(async {
+                    tokio::select! {
+                        biased;
+                        _ = lost.clone().wait() => Err(session.expired_error()),
+                        guard = turn.lock_owned() => Ok(guard),
+                    }
+                });
+                wait.await?
             }
         };
         Ok(Turn {
@@ -185,14 +232,19 @@ impl Drop for Counted {
 
 impl Drop for SlotRef {
     fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        if slot.refs.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        // The last use, unless the map gave out another meanwhile: decided under its lock,
+        // under which the map gives them out.
         let mut slots = self.keys.slots.lock().unwrap_or_else(|e| e.into_inner());
-        // Counted under the map's lock, through which every other use is made: exact.
-        drop(self.slot.take());
-        if slots
-            .get(&self.key)
-            .is_some_and(|s| Arc::strong_count(s) == 1)
+        if slot.refs.load(Ordering::SeqCst) == 0
+            && slots.get(&slot.key).is_some_and(|s| Arc::ptr_eq(s, &slot))
         {
-            slots.remove(&self.key);
+            slots.remove(&slot.key);
         }
     }
 }
@@ -236,6 +288,15 @@ impl Claim {
             .and_then(TxnOpResponse::into_range)
             .ok_or_else(|| Error::contract("a txn answered a range with another response"))
     }
+
+    /// [`Claim::read`] without the copy: the response is taken out (an empty read is left).
+    pub(crate) fn take_read(&mut self, i: usize) -> Result<crate::RangeResponse> {
+        self.responses
+            .get_mut(i)
+            .map(|r| std::mem::replace(r, TxnOpResponse::Range(Default::default())))
+            .and_then(TxnOpResponse::into_range)
+            .ok_or_else(|| Error::contract("a txn answered a range with another response"))
+    }
 }
 
 /// Waits for this session's turn at `key`, then creates it with `value` on the session's
@@ -250,8 +311,31 @@ pub(crate) async fn claim(
     extra: Vec<TxnOp>,
     deadline: Deadline,
 ) -> Result<Option<Claim>> {
-    let lost = session.lost_signal();
     let slot = session.inner().keys.slot(&key);
+    claim_in(session, slot, key, value, extra, deadline).await
+}
+
+/// [`claim`] at the key a [`KeyPin`] keeps: its slot is found without the session's map.
+pub(crate) async fn claim_pinned(
+    session: &Session,
+    pin: &KeyPin,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+    deadline: Deadline,
+) -> Result<Option<Claim>> {
+    let key = pin.key().to_owned();
+    claim_in(session, pin.0.share(), key, value, extra, deadline).await
+}
+
+async fn claim_in(
+    session: &Session,
+    slot: SlotRef,
+    key: String,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+    deadline: Deadline,
+) -> Result<Option<Claim>> {
+    let lost = session.lost_signal();
     let Some(turn) = deadline.bound(slot.take_turn(&lost, session)).await? else {
         return Ok(None);
     };
@@ -269,6 +353,27 @@ pub(crate) async fn try_claim(
     extra: Vec<TxnOp>,
 ) -> Result<Option<Claim>> {
     let slot = session.inner().keys.slot(&key);
+    try_claim_in(session, slot, key, value, extra).await
+}
+
+/// [`try_claim`] at the key a [`KeyPin`] keeps.
+pub(crate) async fn try_claim_pinned(
+    session: &Session,
+    pin: &KeyPin,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+) -> Result<Option<Claim>> {
+    let key = pin.key().to_owned();
+    try_claim_in(session, pin.0.share(), key, value, extra).await
+}
+
+async fn try_claim_in(
+    session: &Session,
+    slot: SlotRef,
+    key: String,
+    value: &[u8],
+    extra: Vec<TxnOp>,
+) -> Result<Option<Claim>> {
     let Some(turn) = slot.try_turn(&session.lost_signal(), session).await? else {
         return Ok(None);
     };
@@ -284,19 +389,27 @@ async fn claim_with_turn(
     value: &[u8],
     extra: Vec<TxnOp>,
 ) -> Result<Claim> {
-    let mut txn = TxnRequest::new()
-        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put_with_lease(key.as_str(), value, session.lease())])
-        .or_else([TxnOp::range(RangeRequest::key(key.as_str()))]);
-    txn.success.extend(extra.iter().cloned());
-    txn.failure.extend(extra);
+    // Built at its final size: no vector grows.
+    let mut success = Vec::with_capacity(1 + extra.len());
+    success.push(TxnOp::put_with_lease(key.as_str(), value, session.lease()));
+    success.extend(extra.iter().cloned());
+    let mut failure = Vec::with_capacity(1 + extra.len());
+    failure.push(TxnOp::range(RangeRequest::key(key.as_str())));
+    failure.extend(extra);
+    let txn = TxnRequest {
+        compares: vec![Compare::create_revision(key.as_str(), CompareOp::Equal, 0)],
+        success,
+        failure,
+    };
     // Until the txn answers, the store may have created the key without us knowing.
     let mut pending = PendingClaim {
         session: session.clone(),
         key,
         turn: Some(turn),
     };
-    let outcome = session.race(session.backend().txn(txn)).await;
+    // Through the `dyn` backend itself: the `Arc`'s forwarding impl would box the call's
+    // future a second time.
+    let outcome = session.race(session.backend().as_ref().txn(txn)).await;
     if let Err(e) = &outcome
         && !applied_maybe(e)
     {
@@ -361,7 +474,7 @@ pub(crate) async fn claim_read(
 ) -> Result<Option<ReadClaim>> {
     let lost = session.lost_signal();
     let slot = session.inner().keys.slot(&key);
-    let mut published = slot.get().published.subscribe();
+    let mut published = slot.get().published().subscribe();
     loop {
         published.borrow_and_update();
         if let Some(joined) = join_read(session, &slot, writers).await? {
@@ -448,7 +561,7 @@ async fn join_read(session: &Session, slot: &SlotRef, writers: &str) -> Result<O
     }
     Ok(Some(OwnedKey {
         inc: Some(hold),
-        released: CancellationToken::new(),
+        released: OnceLock::new(),
     }))
 }
 
@@ -480,6 +593,7 @@ impl Drop for Incarnation {
             self.create_revision,
             turn.into_background(),
             None,
+            None,
         ));
     }
 }
@@ -488,15 +602,16 @@ impl Drop for Incarnation {
 /// deleted when no handle holds it any more (several only for shared read holds).
 pub(crate) struct OwnedKey {
     inc: Option<Arc<Incarnation>>,
-    /// Cancelled when this handle lets go on purpose: its `lost()` then never fires.
-    released: CancellationToken,
+    /// Cancelled when this handle lets go on purpose: its `lost()` then never fires. Made
+    /// by the first `lost()`: a hold nobody asks about needs none.
+    released: OnceLock<CancellationToken>,
 }
 
 impl OwnedKey {
     fn new(inc: Incarnation) -> Self {
         OwnedKey {
             inc: Some(Arc::new(inc)),
-            released: CancellationToken::new(),
+            released: OnceLock::new(),
         }
     }
 
@@ -532,7 +647,7 @@ impl OwnedKey {
             .slot
             .get();
         *slot.shared.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(inc);
-        slot.published.send_modify(|n| *n += 1);
+        slot.published().send_modify(|n| *n += 1);
     }
 
     /// Lets go of the key now, deleting it if no other handle holds it.
@@ -550,7 +665,7 @@ impl OwnedKey {
     /// # Cancel safety
     /// Cancel safe: a dropped call finishes the release in the background.
     pub(crate) async fn release(mut self) -> Result<()> {
-        self.released.cancel();
+        self.let_go();
         let Some(inc) = self.inc.take() else {
             return Ok(());
         };
@@ -561,13 +676,40 @@ impl OwnedKey {
         let Some(turn) = inc.turn.take() else {
             return Ok(());
         };
+        let ctx = Releaser::of(&inc.session);
+        let key = std::mem::take(&mut inc.key);
+        let rev = inc.create_revision;
+        // The first attempt is polled once here: answered at once (the in-memory backend's
+        // always are), the release is over without a boxed task or a channel. Otherwise it
+        // goes on, in flight, as the first attempt of the full release below.
+        let mut first = None;
+        if !ctx.lost.is_lost() {
+            let mut attempt = delete_attempt(&ctx, &key, rev);
+            let polled = std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await;
+            match polled {
+                Poll::Ready(Ok(deleted)) => {
+                    // Free the key for the next task of the session before the caller hears.
+                    drop(turn);
+                    return if deleted {
+                        Ok(())
+                    } else {
+                        Err(Error::LockLost { key })
+                    };
+                }
+                Poll::Ready(Err(e)) => {
+                    first = Some(Box::pin(std::future::ready(Err(e))) as Attempt);
+                }
+                Poll::Pending => first = Some(attempt),
+            }
+        }
         let (report, mut outcome) = tokio::sync::oneshot::channel();
         let mut work = FinishOnDrop::new(release(
-            Releaser::of(&inc.session),
-            std::mem::take(&mut inc.key),
-            inc.create_revision,
+            ctx,
+            key,
+            rev,
             turn.into_background(),
             Some(report),
+            first,
         ));
         let reported = tokio::select! {
             biased;
@@ -588,7 +730,7 @@ impl OwnedKey {
     /// Resolves when this hold is lost: its key is gone (deleted, or its lease expired) or
     /// the session is lost. Never when the hold was let go on purpose.
     pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
-        let released = self.released.clone();
+        let released = self.released.get_or_init(CancellationToken::new).clone();
         let lost = key_lost(
             self.session().clone(),
             self.key().to_owned(),
@@ -662,7 +804,16 @@ impl OwnedKey {
 impl Drop for OwnedKey {
     fn drop(&mut self) {
         // Dropping a hold is letting go on purpose too.
-        self.released.cancel();
+        self.let_go();
+    }
+}
+
+impl OwnedKey {
+    /// Marks this handle as let go on purpose, for the `lost()` futures made from it.
+    fn let_go(&self) {
+        if let Some(released) = self.released.get() {
+            released.cancel();
+        }
     }
 }
 
@@ -732,6 +883,7 @@ async fn release(
     rev: Revision,
     turn: Turn,
     mut report: Option<tokio::sync::oneshot::Sender<Result<()>>>,
+    mut first: Option<Attempt>,
 ) {
     let mut send = |outcome: Result<()>| {
         if let Some(report) = report.take() {
@@ -742,7 +894,9 @@ async fn release(
     let mut backoff = Backoff::default();
     let mut failures = 0u32;
     loop {
-        let delete = delete_if_incarnation(ctx.backend.as_ref(), &key, rev);
+        let delete = first
+            .take()
+            .unwrap_or_else(|| delete_attempt(&ctx, &key, rev));
         let (outcome, lost) = if ctx.lost.is_lost() {
             match tokio::time::timeout(ctx.last_try, delete).await {
                 Ok(outcome) => (outcome, true),
@@ -967,10 +1121,24 @@ async fn delete_if_incarnation(
     key: &str,
     rev: Revision,
 ) -> Result<bool> {
-    let txn = TxnRequest::new()
+    Ok(backend.txn(incarnation_delete(key, rev)).await?.succeeded)
+}
+
+/// The txn of [`delete_if_incarnation`].
+fn incarnation_delete(key: &str, rev: Revision) -> TxnRequest {
+    TxnRequest::new()
         .when([Compare::create_revision(key, CompareOp::Equal, rev)])
-        .and_then([TxnOp::delete(key)]);
-    Ok(backend.txn(txn).await?.succeeded)
+        .and_then([TxnOp::delete(key)])
+}
+
+/// One attempt of a release's delete, owning what it needs: so that an attempt begun in
+/// the caller's task can go on in a spawned one.
+type Attempt = std::pin::Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
+
+fn delete_attempt(ctx: &Releaser, key: &str, rev: Revision) -> Attempt {
+    let backend = ctx.backend.clone();
+    let txn = incarnation_delete(key, rev);
+    Box::pin(async move { Ok(backend.as_ref().txn(txn).await?.succeeded) })
 }
 
 async fn key_lost(session: Session, key: String, rev: Revision) {

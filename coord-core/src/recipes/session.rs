@@ -83,10 +83,15 @@ pub(crate) struct SessionInner {
 /// the session ended (closed, orphaned, dropped, the lease found gone, the keep-alive task
 /// dead). Computed from the deadline itself, so it is right even when the keep-alive task
 /// has not run for a while; and once lost, always lost.
+///
+/// One `Arc`, so that a clone (several per acquisition and release) is one atomic
+/// increment: cloning a `CancellationToken` takes the lock of its tree node.
 #[derive(Clone)]
-pub(crate) struct LostSignal {
+pub(crate) struct LostSignal(Arc<LostState>);
+
+struct LostState {
     ended: CancellationToken,
-    deadline: Arc<std::sync::Mutex<Deadline>>,
+    deadline: std::sync::Mutex<Deadline>,
 }
 
 struct Deadline {
@@ -101,23 +106,28 @@ struct Deadline {
 impl LostSignal {
     fn new(deadline: Instant) -> Self {
         crate::metrics::session_open(true);
-        LostSignal {
+        LostSignal(Arc::new(LostState {
             ended: CancellationToken::new(),
-            deadline: Arc::new(std::sync::Mutex::new(Deadline {
+            deadline: std::sync::Mutex::new(Deadline {
                 at: deadline,
                 closed: false,
                 open: true,
-            })),
-        }
+            }),
+        }))
+    }
+
+    fn ended(&self) -> &CancellationToken {
+        &self.0.ended
     }
 
     fn deadline(&self) -> Instant {
-        self.deadline.lock().unwrap_or_else(|e| e.into_inner()).at
+        self.0.deadline.lock().unwrap_or_else(|e| e.into_inner()).at
     }
 
     /// Whether the session ended because this process ended it, before it was lost.
     pub(crate) fn closed_by_us(&self) -> bool {
-        self.deadline
+        self.0
+            .deadline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .closed
@@ -126,8 +136,8 @@ impl LostSignal {
     /// Ends the session on this process's own decision (close, orphan, drop).
     fn close(&self) {
         {
-            let mut current = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-            if !self.ended.is_cancelled() && Instant::now() < current.at {
+            let mut current = self.0.deadline.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.ended().is_cancelled() && Instant::now() < current.at {
                 current.closed = true;
             }
         }
@@ -135,14 +145,14 @@ impl LostSignal {
     }
 
     pub(crate) fn is_lost(&self) -> bool {
-        self.ended.is_cancelled() || Instant::now() >= self.deadline()
+        self.ended().is_cancelled() || Instant::now() >= self.deadline()
     }
 
     /// Moves the deadline to `deadline`, unless it has already passed: a refresh answered
     /// after the deadline cannot bring a lost session back. Returns false when it had.
     fn extend(&self, deadline: Instant) -> bool {
-        let mut current = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-        if self.ended.is_cancelled() || Instant::now() >= current.at {
+        let mut current = self.0.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        if self.ended().is_cancelled() || Instant::now() >= current.at {
             return false;
         }
         current.at = deadline;
@@ -151,12 +161,18 @@ impl LostSignal {
 
     /// Ends the session now (the keep-alive task then revokes the lease).
     pub(crate) fn end(&self) {
-        let was_open =
-            std::mem::take(&mut self.deadline.lock().unwrap_or_else(|e| e.into_inner()).open);
+        let was_open = std::mem::take(
+            &mut self
+                .0
+                .deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .open,
+        );
         if was_open {
             crate::metrics::session_open(false);
         }
-        self.ended.cancel();
+        self.ended().cancel();
     }
 
     /// Resolves when the session is lost.
@@ -164,7 +180,7 @@ impl LostSignal {
         loop {
             let deadline = self.deadline();
             tokio::select! {
-                _ = self.ended.cancelled() => return,
+                _ = self.ended().cancelled() => return,
                 _ = tokio::time::sleep_until(deadline) => {
                     if Instant::now() >= self.deadline() {
                         return;
@@ -388,8 +404,8 @@ impl Session {
     }
 
     /// How many lock, permit or candidacy keys the session keeps local state for (waiting,
-    /// held, or being released or settled). For tests: it must not grow with the number of
-    /// names ever used.
+    /// held, or being released or settled, or named by a live [`Mutex`](crate::Mutex)
+    /// handle). For tests: it must not grow with the number of names ever used.
     #[doc(hidden)]
     pub fn tracked_keys(&self) -> usize {
         self.inner.keys.len()
@@ -412,17 +428,41 @@ impl Session {
     /// cut-off server may hang far longer). The call's own `LeaseNotFound` for this lease
     /// means the same.
     pub(crate) async fn race<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        // First what the select below does on its first poll (the loss checked, then the
+        // call polled), without arming a timer for the session's deadline: a call that
+        // answers at once (the in-memory backend's always do) needs none.
+        if self.is_lost() {
+            return Err(self.expired_error());
+        }
+        let mut call = std::pin::pin!(call);
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match call.as_mut().poll(cx) {
+                std::task::Poll::Ready(outcome) => Some(outcome),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        if let Some(outcome) = first {
+            return self.answered(outcome);
+        }
+        // Boxed: the loss's future is large, and is needed only by calls that wait.
+        let lost = Box::pin(self.lost());
         tokio::select! {
             biased;
-            _ = self.lost() => Err(self.expired_error()),
-            outcome = call => match outcome {
-                Err(Error::LeaseNotFound { lease: Some(lease) }) if lease == self.inner.lease => {
-                    // The server says the lease is gone: the session is, at once.
-                    self.inner.lost.end();
-                    Err(self.expired_error())
-                }
-                other => other,
-            },
+            _ = lost => Err(self.expired_error()),
+            outcome = call => self.answered(outcome),
+        }
+    }
+
+    /// A raced call's outcome: its own `LeaseNotFound` for this lease ends the session.
+    fn answered<T>(&self, outcome: Result<T>) -> Result<T> {
+        match outcome {
+            Err(Error::LeaseNotFound { lease: Some(lease) }) if lease == self.inner.lease => {
+                // The server says the lease is gone: the session is, at once.
+                self.inner.lost.end();
+                Err(self.expired_error())
+            }
+            other => other,
         }
     }
 
@@ -490,7 +530,7 @@ async fn keep_alive(
         tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = lost.ended.cancelled() => break,
+            _ = lost.ended().cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             _ = tokio::time::sleep_until(next) => {}
         }
@@ -498,7 +538,7 @@ async fn keep_alive(
         let result = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            _ = lost.ended.cancelled() => break,
+            _ = lost.ended().cancelled() => break,
             _ = tokio::time::sleep_until(deadline) => break,
             r = backend.lease_keep_alive(lease) => r,
         };
@@ -527,7 +567,7 @@ async fn keep_alive(
     }
     // Ended elsewhere: an acquisition was told the lease is gone, or the session gave up
     // on keys of unknown outcome. Otherwise refreshes failed until the deadline.
-    let cause = if lost.ended.is_cancelled() {
+    let cause = if lost.ended().is_cancelled() {
         "ended: the lease was found gone, or too many keys had claims of unknown outcome"
     } else {
         "no successful keep-alive before the deadline"
