@@ -60,35 +60,47 @@ end
 -- significant digits, and time-floored revisions have 16.
 local function int(n) return string.format('%d', n) end
 
+-- The keys this run has read or written (false: known absent). A txn reads a key for its
+-- compare, again for the put or delete that follows, and a claim's queue read meets the
+-- key it just wrote: one HMGET serves them all. Every write below keeps it current.
+local KVS = {}
 local function get(key)
+  local kv = KVS[key]
+  if kv ~= nil then return kv or nil end
   local f = redis.call('HMGET', kkey(key), 'v', 'c', 'm', 'ver', 'l')
-  if not f[2] then return nil end
-  return { k = key, v = f[1], c = num(f[2]), m = num(f[3]), ver = num(f[4]), l = num(f[5]) }
+  if not f[2] then
+    KVS[key] = false
+    return nil
+  end
+  kv = { k = key, v = f[1], c = num(f[2]), m = num(f[3]), ver = num(f[4]), l = num(f[5]) }
+  KVS[key] = kv
+  return kv
 end
 
 local function enc(kv, keys_only)
   return { k = kv.k, v = keys_only and '' or kv.v, c = kv.c, m = kv.m, ver = kv.ver, l = kv.l }
 end
 
--- One stream entry per changed key; the prev fields are there for prev_kv watches.
+-- One stream entry per changed key; the prev fields are there for prev_kv watches. A put
+-- has the new state and, unless the key is new, the prev; a delete has only the prev.
 local function log(rev, n, kind, kv, prev)
-  local fields = { 't', kind, 'k', kv.k }
-  if kind == 'P' then
-    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, f); table.insert(fields, f == 'v' and kv.v or int(kv[f]))
-    end
+  local id = int(rev) .. '-' .. int(n)
+  if kind == 'D' then
+    redis.call('XADD', K_LOG, id, 't', 'D', 'k', kv.k,
+      'pv', prev.v, 'pc', int(prev.c), 'pm', int(prev.m), 'pver', int(prev.ver), 'pl', int(prev.l))
+  elseif prev then
+    redis.call('XADD', K_LOG, id, 't', 'P', 'k', kv.k,
+      'v', kv.v, 'c', int(kv.c), 'm', int(kv.m), 'ver', int(kv.ver), 'l', int(kv.l),
+      'pv', prev.v, 'pc', int(prev.c), 'pm', int(prev.m), 'pver', int(prev.ver), 'pl', int(prev.l))
+  else
+    redis.call('XADD', K_LOG, id, 't', 'P', 'k', kv.k,
+      'v', kv.v, 'c', int(kv.c), 'm', int(kv.m), 'ver', int(kv.ver), 'l', int(kv.l))
   end
-  if prev then
-    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, 'p' .. f)
-      table.insert(fields, f == 'v' and prev.v or int(prev[f]))
-    end
-  end
-  redis.call('XADD', K_LOG, int(rev) .. '-' .. int(n), unpack(fields))
 end
 
 local function remove_key(prev, rev, n)
   redis.call('DEL', kkey(prev.k))
+  KVS[prev.k] = false
   redis.call('ZREM', K_IDX, prev.k)
   if prev.l ~= 0 then redis.call('SREM', lkeys(prev.l), prev.k) end
   log(rev, n, 'D', { k = prev.k }, prev)

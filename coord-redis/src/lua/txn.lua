@@ -22,7 +22,7 @@ end
 local function keys_in(r)
   if r.key then
     local key = r.key
-    if redis.call('EXISTS', kkey(key)) == 1 then return { key } end
+    if get(key) then return { key } end
     return {}
   end
   local lo = '[' .. r.lo
@@ -93,13 +93,17 @@ for i, op in ipairs(ops) do
     if prev and prev.l ~= 0 and prev.l ~= op.l then
       redis.call('SREM', lkeys(int(prev.l)), key)
     end
-    if op.l ~= 0 then redis.call('SADD', lkeys(int(op.l)), key) end
+    if op.l ~= 0 and not (prev and prev.l == op.l) then
+      redis.call('SADD', lkeys(int(op.l)), key)
+    end
     local kv = { k = key, v = op.v, c = prev and prev.c or rev, m = rev,
                  ver = prev and prev.ver + 1 or 1, l = op.l }
     redis.call('HSET', kkey(key), 'v', kv.v, 'c', int(kv.c),
       'm', int(rev), 'ver', int(kv.ver),
       'l', int(kv.l))
-    redis.call('ZADD', K_IDX, 0, key)
+    KVS[key] = kv
+    -- A live key is in the index already.
+    if not prev then redis.call('ZADD', K_IDX, 0, key) end
     log(rev, n, 'P', kv, prev)
     n = n + 1
     responses[i] = { p = (op.p and prev) and enc(prev) or false }
