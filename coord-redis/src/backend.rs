@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) connections: Connections,
     /// `{namespace}`: the hash tag every key of the namespace starts with.
     pub(crate) prefix: String,
+    /// `{namespace}:rev`, the one key every script declares (made once, not per call).
+    rev_key: String,
     scripts: Scripts,
     url: String,
     next_lease: AtomicU64,
@@ -180,6 +182,7 @@ impl RedisBackend {
         let data_lost = DataLost::new(&url, &prefix, &epoch);
         let inner = Arc::new(Inner {
             connections,
+            rev_key: format!("{prefix}:rev"),
             prefix,
             scripts,
             url,
@@ -230,7 +233,7 @@ impl Inner {
         // The one declared key: it routes the call to the namespace's slot in a cluster,
         // and the script derives the key prefix from it.
         invocation
-            .key(self.rev_key())
+            .key(self.rev_key.as_str())
             .arg(&self.epoch)
             .arg(self.revisions.as_str());
         for arg in args {
@@ -272,10 +275,6 @@ impl Inner {
             }
             reply => reply,
         }
-    }
-
-    fn rev_key(&self) -> String {
-        format!("{}:rev", self.prefix)
     }
 
     pub(crate) fn log_key(&self) -> String {

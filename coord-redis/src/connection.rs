@@ -3,7 +3,7 @@
 //! blocking reads. TLS (`rediss://`) and credentials apply to both. To one server, or to a
 //! Redis Cluster (see the `cluster` module below), behind one [`Connection`] type.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use coord_core::{Error, Result, UrlOptions};
@@ -157,6 +157,7 @@ impl Connections {
         let shared = Arc::new(Shared {
             client: client.clone(),
             config: config.clone(),
+            live: RwLock::new(None),
             state: Mutex::new(State::default()),
         });
         shared
@@ -359,6 +360,10 @@ impl redis::io::AsyncDNSResolver for HostResolver {
 struct Shared {
     client: redis::Client,
     config: AsyncConnectionConfig,
+    /// The live connection, `None` after it broke until a call connects again. Every call
+    /// reads it; a read lock held only to clone it keeps that path free of waiting (the
+    /// async mutex below is taken only when there is no live connection).
+    live: RwLock<Option<Current>>,
     /// Held while connecting, so calls during an outage wait for one attempt instead of
     /// each opening a connection.
     state: Mutex<State>,
@@ -366,8 +371,6 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// The live connection, `None` after it broke until a call connects again.
-    live: Option<Current>,
     /// The last connection attempt's failure and when it ended: a call that waited for
     /// that attempt gets its error instead of trying again, so a burst of calls during an
     /// outage (say, a paused server) waits for one connect timeout, not one each.
@@ -385,11 +388,22 @@ struct Current {
 }
 
 impl Shared {
+    fn live(&self) -> Option<Current> {
+        self.live
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     async fn current(&self) -> redis::RedisResult<Current> {
+        if let Some(live) = self.live() {
+            return Ok(live);
+        }
         let asked = Instant::now();
         let mut state = self.state.lock().await;
-        if let Some(live) = &state.live {
-            return Ok(live.clone());
+        // Another call may have connected while this one waited.
+        if let Some(live) = self.live() {
+            return Ok(live);
         }
         if let Some((ended, e)) = &state.failure
             && *ended >= asked
@@ -407,7 +421,7 @@ impl Shared {
                     connection,
                     generation: state.generations,
                 };
-                state.live = Some(live.clone());
+                *self.live.write().unwrap_or_else(PoisonError::into_inner) = Some(live.clone());
                 state.failure = None;
                 Ok(live)
             }
@@ -419,18 +433,14 @@ impl Shared {
     }
 
     /// Drops the connection of `generation` after it gave `e`, when `e` says it broke.
-    async fn failed(&self, generation: u64, e: &RedisError) {
+    fn failed(&self, generation: u64, e: &RedisError) {
         if !needs_reconnect(e) {
             return;
         }
-        let mut state = self.state.lock().await;
-        if state
-            .live
-            .as_ref()
-            .is_some_and(|c| c.generation == generation)
-        {
+        let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
+        if live.as_ref().is_some_and(|c| c.generation == generation) {
             tracing::debug!(error = %e, "redis backend: the shared connection broke; the next call reconnects");
-            state.live = None;
+            *live = None;
         }
     }
 
@@ -444,7 +454,7 @@ impl Shared {
         } = self.current().await?;
         let result = call(&mut connection).await;
         if let Err(e) = &result {
-            self.failed(generation, e).await;
+            self.failed(generation, e);
         }
         result
     }

@@ -59,44 +59,68 @@ end
 -- Every revision-bearing number is written with %d: tostring (and cjson) keep only 14
 -- significant digits, and time-floored revisions have 16.
 local function int(n) return string.format('%d', n) end
+-- A script writes one revision, in the hash, the log and the revision key: formatted once.
+local REV_N, REV_S
+local function rev_s(rev)
+  if rev ~= REV_N then REV_N, REV_S = rev, int(rev) end
+  return REV_S
+end
 
+-- The keys this run has read or written (false: known absent). A txn reads a key for its
+-- compare, again for the put or delete that follows, and a claim's queue read meets the
+-- key it just wrote: one HMGET serves them all. Every write below keeps it current. A
+-- record keeps its fields as stored (`f`: v, c, m, ver, l), which the log and the lease's
+-- key set reuse instead of formatting the numbers again.
+local KVS = {}
 local function get(key)
+  local kv = KVS[key]
+  if kv ~= nil then return kv or nil end
   local f = redis.call('HMGET', kkey(key), 'v', 'c', 'm', 'ver', 'l')
-  if not f[2] then return nil end
-  return { k = key, v = f[1], c = num(f[2]), m = num(f[3]), ver = num(f[4]), l = num(f[5]) }
+  if not f[2] then
+    KVS[key] = false
+    return nil
+  end
+  kv = { k = key, v = f[1], c = num(f[2]), m = num(f[3]), ver = num(f[4]), l = num(f[5]), f = f }
+  KVS[key] = kv
+  return kv
 end
 
 local function enc(kv, keys_only)
   return { k = kv.k, v = keys_only and '' or kv.v, c = kv.c, m = kv.m, ver = kv.ver, l = kv.l }
 end
 
--- One stream entry per changed key; the prev fields are there for prev_kv watches.
+-- One stream entry per changed key; the prev fields are there for prev_kv watches. A put
+-- has the new state and, unless the key is new, the prev; a delete has only the prev.
 local function log(rev, n, kind, kv, prev)
-  local fields = { 't', kind, 'k', kv.k }
-  if kind == 'P' then
-    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, f); table.insert(fields, f == 'v' and kv.v or int(kv[f]))
-    end
+  local id = rev_s(rev) .. '-' .. int(n)
+  local p = prev and prev.f
+  if kind == 'D' then
+    redis.call('XADD', K_LOG, id, 't', 'D', 'k', kv.k,
+      'pv', p[1], 'pc', p[2], 'pm', p[3], 'pver', p[4], 'pl', p[5])
+    return
   end
+  local f = kv.f
   if prev then
-    for _, f in ipairs({ 'v', 'c', 'm', 'ver', 'l' }) do
-      table.insert(fields, 'p' .. f)
-      table.insert(fields, f == 'v' and prev.v or int(prev[f]))
-    end
+    redis.call('XADD', K_LOG, id, 't', 'P', 'k', kv.k,
+      'v', f[1], 'c', f[2], 'm', f[3], 'ver', f[4], 'l', f[5],
+      'pv', p[1], 'pc', p[2], 'pm', p[3], 'pver', p[4], 'pl', p[5])
+  else
+    redis.call('XADD', K_LOG, id, 't', 'P', 'k', kv.k,
+      'v', f[1], 'c', f[2], 'm', f[3], 'ver', f[4], 'l', f[5])
   end
-  redis.call('XADD', K_LOG, int(rev) .. '-' .. int(n), unpack(fields))
 end
 
 local function remove_key(prev, rev, n)
   redis.call('DEL', kkey(prev.k))
+  KVS[prev.k] = false
   redis.call('ZREM', K_IDX, prev.k)
-  if prev.l ~= 0 then redis.call('SREM', lkeys(prev.l), prev.k) end
+  if prev.l ~= 0 then redis.call('SREM', lkeys(prev.f[5]), prev.k) end
   log(rev, n, 'D', { k = prev.k }, prev)
 end
 
 local function commit(rev)
   CUR = rev
-  redis.call('SET', K_REV, int(rev))
+  redis.call('SET', K_REV, rev_s(rev))
 end
 
 -- Removes a lease; its keys go in one new revision (none when it has no keys).
@@ -115,11 +139,10 @@ local function drop_lease(id)
   if n > 0 then commit(rev) end
 end
 
--- Expires at most REAP_BATCH due leases, earliest first, so no script runs unbounded;
+-- Expires at most REAP_BATCH (64) due leases, earliest first, so no script runs unbounded;
 -- the background reaper repeats while a full batch was due.
-local REAP_BATCH = 64
 local function reap()
-  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', NOW, 'LIMIT', 0, REAP_BATCH)
+  local due = redis.call('ZRANGEBYSCORE', K_DEADLINES, '-inf', NOW, 'LIMIT', '0', '64')
   for _, id in ipairs(due) do drop_lease(tonumber(id)) end
   return #due
 end

@@ -22,7 +22,7 @@ end
 local function keys_in(r)
   if r.key then
     local key = r.key
-    if redis.call('EXISTS', kkey(key)) == 1 then return { key } end
+    if get(key) then return { key } end
     return {}
   end
   local lo = '[' .. r.lo
@@ -46,7 +46,9 @@ local function range(r, rev)
     end
   end
   -- table.sort is not stable; the key position breaks ties as a stable sort would.
-  if r.sort == 'kd' then
+  if #sel < 2 then
+    -- Nothing to order.
+  elseif r.sort == 'kd' then
     local n = #sel
     for i = 1, math.floor(n / 2) do sel[i], sel[n - i + 1] = sel[n - i + 1], sel[i] end
   elseif r.sort then
@@ -90,16 +92,21 @@ for i, op in ipairs(ops) do
   if op.o == 'put' then
     local key = op.k
     local prev = get(key)
+    local lease = op.l == 0 and '0' or int(op.l)
     if prev and prev.l ~= 0 and prev.l ~= op.l then
-      redis.call('SREM', lkeys(int(prev.l)), key)
+      redis.call('SREM', lkeys(prev.f[5]), key)
     end
-    if op.l ~= 0 then redis.call('SADD', lkeys(int(op.l)), key) end
-    local kv = { k = key, v = op.v, c = prev and prev.c or rev, m = rev,
-                 ver = prev and prev.ver + 1 or 1, l = op.l }
-    redis.call('HSET', kkey(key), 'v', kv.v, 'c', int(kv.c),
-      'm', int(rev), 'ver', int(kv.ver),
-      'l', int(kv.l))
-    redis.call('ZADD', K_IDX, 0, key)
+    if op.l ~= 0 and not (prev and prev.l == op.l) then
+      redis.call('SADD', lkeys(lease), key)
+    end
+    local ver = prev and prev.ver + 1 or 1
+    local f = { op.v, prev and prev.f[2] or rev_s(rev), rev_s(rev), int(ver), lease }
+    local kv = { k = key, v = op.v, c = prev and prev.c or rev, m = rev, ver = ver, l = op.l,
+                 f = f }
+    redis.call('HSET', kkey(key), 'v', f[1], 'c', f[2], 'm', f[3], 'ver', f[4], 'l', f[5])
+    KVS[key] = kv
+    -- A live key is in the index already.
+    if not prev then redis.call('ZADD', K_IDX, '0', key) end
     log(rev, n, 'P', kv, prev)
     n = n + 1
     responses[i] = { p = (op.p and prev) and enc(prev) or false }
