@@ -160,14 +160,21 @@ pub(crate) async fn wait_for_predecessors(
             return Ok(ahead.revision);
         };
         if !watch.as_ref().is_some_and(|w| w.range.contains(&pred.key)) {
-            // A narrow watch's own-key stream serves the next one too.
-            let own_stream = watch.take().and_then(|w| w.own);
+            let old = watch.take();
             let narrow = ahead.queued > SPANNING_QUEUE_LIMIT;
             let range = if narrow {
                 KeyRange::key(pred.key.clone())
             } else {
-                spanning(own.key().as_bytes(), &pred.key)
+                // A short queue's ranges grow to hold the keys seen before, so that the
+                // watch, kept from wait to wait, soon covers every predecessor to come.
+                let wanted = spanning(own.key().as_bytes(), &pred.key);
+                match old.as_ref().filter(|w| w.own.is_none()) {
+                    Some(w) => union(&w.range, &wanted),
+                    None => wanted,
+                }
             };
+            // A narrow watch's own-key stream serves the next one too.
+            let own_stream = old.and_then(|w| w.own);
             let stream = session
                 .race(backend.watch(WatchRequest::new(range.clone())))
                 .await;
@@ -316,6 +323,16 @@ async fn next_of(stream: &mut Option<WatchStream>) -> Option<Result<WatchRespons
     match stream {
         Some(s) => s.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// The smallest `[start, end)` range holding both ranges (spanning ranges only).
+fn union(a: &KeyRange, b: &KeyRange) -> KeyRange {
+    match (a, b) {
+        (KeyRange::Range { start: s1, end: e1 }, KeyRange::Range { start: s2, end: e2 }) => {
+            KeyRange::range(s1.min(s2).clone(), e1.max(e2).clone())
+        }
+        _ => b.clone(),
     }
 }
 
