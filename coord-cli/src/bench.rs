@@ -50,10 +50,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) duration: Option<Duration>,
 
-    /// The tokio runtime the benchmark runs on: one thread, or one worker per core (the
-    /// default, as every other command).
-    #[arg(long, value_enum, default_value_t = Runtime::MultiThread)]
-    pub(crate) runtime: Runtime,
+    /// The tokio runtime the benchmark runs on: one thread, or one worker per core. By
+    /// default lock-loop and hammer, one task each, run on one thread (a lone task gains
+    /// nothing from other threads and pays for waking across them), contend and sessions
+    /// on one worker per core.
+    #[arg(long, value_enum)]
+    pub(crate) runtime: Option<Runtime>,
 }
 
 /// `--runtime`.
@@ -66,6 +68,14 @@ pub(crate) enum Runtime {
 }
 
 impl BenchArgs {
+    /// The runtime to run on: `--runtime`, or the one that suits the workload.
+    pub(crate) fn runtime(&self) -> Runtime {
+        self.runtime.unwrap_or(match self.workload {
+            Workload::LockLoop | Workload::Hammer => Runtime::CurrentThread,
+            Workload::Contend | Workload::Sessions => Runtime::MultiThread,
+        })
+    }
+
     /// Whether operation `i` is to run: OPS operations, or until `--duration` has passed;
     /// none once the run is stopped.
     fn more(&self, i: u64, run: &Running<'_>) -> bool {
@@ -530,4 +540,39 @@ async fn sessions(ctx: &Ctx, args: &BenchArgs, mut stop: Stop) -> Result<u8, Cli
         interrupted,
     );
     Ok(code::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn runtime_of(args: &[&str]) -> Runtime {
+        Wrap::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .unwrap()
+            .bench
+            .runtime()
+    }
+
+    #[test]
+    fn single_task_workloads_default_to_one_thread_and_runtime_overrides() {
+        assert_eq!(runtime_of(&["lock-loop"]), Runtime::CurrentThread);
+        assert_eq!(runtime_of(&["hammer"]), Runtime::CurrentThread);
+        assert_eq!(runtime_of(&["contend"]), Runtime::MultiThread);
+        assert_eq!(runtime_of(&["sessions"]), Runtime::MultiThread);
+        assert_eq!(
+            runtime_of(&["lock-loop", "--runtime", "multi-thread"]),
+            Runtime::MultiThread
+        );
+        assert_eq!(
+            runtime_of(&["contend", "--runtime", "current-thread"]),
+            Runtime::CurrentThread
+        );
+    }
 }

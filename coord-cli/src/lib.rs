@@ -421,7 +421,7 @@ pub fn main() -> ExitCode {
     };
     let format = cli.output;
     let mut builder = match &cli.command {
-        Command::Bench(args) if args.runtime == bench::Runtime::CurrentThread => {
+        Command::Bench(args) if args.runtime() == bench::Runtime::CurrentThread => {
             tokio::runtime::Builder::new_current_thread()
         }
         _ => tokio::runtime::Builder::new_multi_thread(),
