@@ -66,6 +66,10 @@ enum Action {
         /// The directory of the SVG plots (created if missing).
         #[arg(long, default_value = "bench/plots")]
         plots: PathBuf,
+        /// A hand-written analysis of the targets missed, appended to the report when the
+        /// file exists (what bounds them is found by profiling, not by the script).
+        #[arg(long, default_value = "bench/bounds.md")]
+        bounds: PathBuf,
     },
 }
 
@@ -121,11 +125,16 @@ fn run(action: Action) -> Result<(), String> {
         Action::Meta { key, value } => print(&Record::Meta { key, value }),
         Action::Command { label, command } => print(&Record::Command { label, command }),
         Action::Note { text } => print(&Record::Note { text }),
-        Action::Render { raw, out, plots } => render(&raw, &out, &plots),
+        Action::Render {
+            raw,
+            out,
+            plots,
+            bounds,
+        } => render(&raw, &out, &plots, &bounds),
     }
 }
 
-fn render(raw: &Path, out: &Path, plots: &Path) -> Result<(), String> {
+fn render(raw: &Path, out: &Path, plots: &Path, bounds: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(raw).map_err(|e| format!("{}: {e}", raw.display()))?;
     let run = records::parse(&text).map_err(|e| format!("{}: {e}", raw.display()))?;
     std::fs::create_dir_all(plots).map_err(|e| format!("{}: {e}", plots.display()))?;
@@ -145,6 +154,11 @@ fn render(raw: &Path, out: &Path, plots: &Path) -> Result<(), String> {
             handoff: rel(&handoff),
         },
     );
+    let md = match std::fs::read_to_string(bounds) {
+        Ok(analysis) => report::with_bounds(md, &analysis),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => md,
+        Err(e) => return Err(format!("{}: {e}", bounds.display())),
+    };
     std::fs::write(out, md).map_err(|e| format!("{}: {e}", out.display()))?;
     eprintln!(
         "bench-report: wrote {} and {} ({} results)",
