@@ -356,6 +356,19 @@ fn bench_fields(line: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// Runs a bench on memory:// that must succeed: its output line and that line's fields.
+fn bench_run(args: &[&str]) -> (String, std::collections::HashMap<String, String>) {
+    let out = coord(MEM, args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let line = String::from_utf8(out).unwrap();
+    let fields = bench_fields(&line);
+    (line, fields)
+}
+
 #[test]
 fn bench_duration_runs_until_the_time_is_up() {
     for (workload, extra) in [
@@ -364,14 +377,7 @@ fn bench_duration_runs_until_the_time_is_up() {
     ] {
         let mut args = vec!["bench", workload, "--duration", "300ms", "-n", "1"];
         args.extend_from_slice(extra);
-        let out = coord(MEM, &args)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let line = String::from_utf8(out).unwrap();
-        let f = bench_fields(&line);
+        let (line, f) = bench_run(&args);
         let ops: u64 = f["ops"].parse().unwrap();
         let elapsed: u64 = f["elapsed_ns"].parse().unwrap();
         // -n 1 would stop after one operation (per worker): the duration overrides it.
@@ -386,28 +392,18 @@ fn bench_duration_runs_until_the_time_is_up() {
 
 #[test]
 fn bench_contend_workers_can_share_fewer_connections() {
-    let out = coord(
-        MEM,
-        &[
-            "bench",
-            "contend",
-            "--workers",
-            "6",
-            "--clients",
-            "2",
-            "-n",
-            "10",
-            "--key",
-            "shared",
-        ],
-    )
-    .assert()
-    .success()
-    .get_output()
-    .stdout
-    .clone();
-    let line = String::from_utf8(out).unwrap();
-    let f = bench_fields(&line);
+    let (line, f) = bench_run(&[
+        "bench",
+        "contend",
+        "--workers",
+        "6",
+        "--clients",
+        "2",
+        "-n",
+        "10",
+        "--key",
+        "shared",
+    ]);
     assert_eq!(f["clients"], "2", "{line}");
     assert_eq!(f["ops"], "60", "{line}");
     assert_eq!(f["counter"], "60", "{line}");
@@ -422,50 +418,31 @@ fn bench_contend_workers_can_share_fewer_connections() {
 
 #[test]
 fn bench_contend_measures_handoffs_between_waiting_workers() {
-    let one = coord(
-        MEM,
-        &[
-            "bench",
-            "contend",
-            "--workers",
-            "1",
-            "-n",
-            "20",
-            "--key",
-            "h1w",
-        ],
-    )
-    .assert()
-    .success()
-    .get_output()
-    .stdout
-    .clone();
-    let one = bench_fields(&String::from_utf8(one).unwrap());
+    let (_, one) = bench_run(&[
+        "bench",
+        "contend",
+        "--workers",
+        "1",
+        "-n",
+        "20",
+        "--key",
+        "h1w",
+    ]);
     // A lone worker never waits for another: it has no handoffs.
     assert_eq!(one["handoffs"], "0");
     assert_eq!(one["handoff_p50_ns"], "0");
     // For a time rather than a count: a short counted run can finish within one worker's
     // scheduling slice, before the others ask for the lock.
-    let four = coord(
-        MEM,
-        &[
-            "bench",
-            "contend",
-            "--workers",
-            "4",
-            "--duration",
-            "300ms",
-            "--key",
-            "h4w",
-        ],
-    )
-    .assert()
-    .success()
-    .get_output()
-    .stdout
-    .clone();
-    let line = String::from_utf8(four).unwrap();
-    let four = bench_fields(&line);
+    let (line, four) = bench_run(&[
+        "bench",
+        "contend",
+        "--workers",
+        "4",
+        "--duration",
+        "300ms",
+        "--key",
+        "h4w",
+    ]);
     let handoffs: u64 = four["handoffs"].parse().unwrap();
     let ops: u64 = four["ops"].parse().unwrap();
     assert!(handoffs > 0 && handoffs < ops, "{line}");

@@ -27,6 +27,17 @@ async fn next(watch: &mut coord_core::WatchStream) -> WatchResponse {
         .expect("no watch error")
 }
 
+/// What a script stores of a key, as a watch event's previous value reports it.
+fn stored(kv: &KeyValue) -> (&[u8], i64, i64, i64, coord_core::LeaseId) {
+    (
+        kv.value.as_slice(),
+        kv.create_revision,
+        kv.mod_revision,
+        kv.version,
+        kv.lease,
+    )
+}
+
 fn keys(kvs: &[KeyValue]) -> Vec<&[u8]> {
     kvs.iter().map(|kv| kv.key.as_slice()).collect()
 }
@@ -69,16 +80,7 @@ async fn a_key_written_again_on_its_lease_stays_indexed_and_goes_with_the_lease(
     let event = &put.events[0];
     assert_eq!(event.kind, EventKind::Put);
     let prev = event.prev_kv.as_ref().expect("the second put has a prev");
-    assert_eq!(
-        (
-            prev.value.as_slice(),
-            prev.create_revision,
-            prev.mod_revision,
-            prev.version,
-            prev.lease
-        ),
-        (&b"1"[..], first, first, 1, lease)
-    );
+    assert_eq!(stored(prev), (&b"1"[..], first, first, 1, lease));
     next(&mut watch).await;
 
     c.lease_revoke(lease).await.unwrap();
@@ -89,16 +91,7 @@ async fn a_key_written_again_on_its_lease_stays_indexed_and_goes_with_the_lease(
         (EventKind::Delete, &b"p/k"[..])
     );
     let prev = event.prev_kv.as_ref().expect("a delete has a prev");
-    assert_eq!(
-        (
-            prev.value.as_slice(),
-            prev.create_revision,
-            prev.mod_revision,
-            prev.version,
-            prev.lease
-        ),
-        (&b"2"[..], first, second, 2, lease)
-    );
+    assert_eq!(stored(prev), (&b"2"[..], first, second, 2, lease));
     let left = c.range(RangeRequest::prefix("p/")).await.unwrap();
     assert_eq!(keys(&left.kvs), [&b"p/other"[..]]);
 }
