@@ -173,8 +173,9 @@ pub(crate) async fn wait_for_predecessors(
                     None => wanted,
                 }
             };
-            // A narrow watch's own-key stream serves the next one too.
-            let own_stream = old.and_then(|w| w.own);
+            // A narrow watch's own-key stream serves the next narrow one too; a spanning
+            // watch covers the own key itself (and only then may grant without a read).
+            let own_stream = old.and_then(|w| w.own).filter(|_| narrow);
             let stream = session
                 .race(backend.watch(WatchRequest::new(range.clone())))
                 .await;
