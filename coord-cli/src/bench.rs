@@ -285,20 +285,11 @@ async fn lock_loop(ctx: &Ctx, args: &BenchArgs, stop: &Stop) -> Result<u8, CliEr
 }
 
 /// How long the lock takes to pass from one contend worker to one that was waiting.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Handoffs {
     /// The worker that called unlock last and when, until the next holder takes it.
     released: Option<(u64, Instant)>,
     sample: Latencies,
-}
-
-impl Default for Handoffs {
-    fn default() -> Self {
-        Handoffs {
-            released: None,
-            sample: Latencies::new(),
-        }
-    }
 }
 
 impl Handoffs {

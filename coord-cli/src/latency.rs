@@ -16,6 +16,12 @@ pub(crate) struct Latencies(Histogram<u64>);
 
 const LONGEST_NS: u64 = 3_600 * 1_000_000_000;
 
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Latencies {
     pub(crate) fn new() -> Self {
         Latencies(

@@ -46,11 +46,7 @@ async fn b27_a_wrong_etcd_password_is_unauthenticated() {
         return;
     };
     let url = format!("etcd://app:wrong-pw@{}?namespace=app/", server.endpoint());
-    let err = refused(&url, "wrong-pw").await;
-    assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
-    assert_message(&err, false, &["authentication failed"]);
-    let stderr = assert_cli(&url, &["lock", "x", "--", "true"], 1, &["unauthenticated"]);
-    assert!(!stderr.contains("wrong-pw"), "{stderr}");
+    wrong_password_is_unauthenticated(&url, "authentication failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,10 +60,16 @@ async fn b28_a_wrong_redis_password_is_unauthenticated() {
         return;
     };
     let url = format!("redis://app:wrong-pw@{}", server.endpoint());
-    let err = refused(&url, "wrong-pw").await;
+    wrong_password_is_unauthenticated(&url, "app").await;
+}
+
+/// `url` holds the password `wrong-pw`: refused as `Unauthenticated` (not retryable), the
+/// message naming `names`, by the library and by the CLI, neither showing the password.
+async fn wrong_password_is_unauthenticated(url: &str, names: &str) {
+    let err = refused(url, "wrong-pw").await;
     assert!(matches!(err, Error::Unauthenticated { .. }), "{err:?}");
-    assert_message(&err, false, &["app"]);
-    let stderr = assert_cli(&url, &["lock", "x", "--", "true"], 1, &["unauthenticated"]);
+    assert_message(&err, false, &[names]);
+    let stderr = assert_cli(url, &["lock", "x", "--", "true"], 1, &["unauthenticated"]);
     assert!(!stderr.contains("wrong-pw"), "{stderr}");
 }
 

@@ -58,11 +58,7 @@ fn lock(kept: &Mutex<Kept>) -> MutexGuard<'_, Kept> {
 impl KeptWatches {
     /// The watch kept for `own_key`, if any.
     pub(crate) fn take(&self, own_key: &str) -> Option<Watching> {
-        let mut kept = lock(&self.0);
-        if kept.by_key.is_empty() {
-            return None;
-        }
-        kept.by_key.remove(own_key).map(|(w, _)| w)
+        lock(&self.0).by_key.remove(own_key).map(|(w, _)| w)
     }
 
     /// Keeps `watching` for the next wait on `own_key`, for [`KEEP_FOR`].
@@ -87,28 +83,21 @@ impl KeptWatches {
 async fn reap(kept: Arc<Mutex<Kept>>) {
     loop {
         tokio::time::sleep(KEEP_FOR).await;
-        let stale: Vec<Watching> = {
+        let (stale, more): (Vec<(Watching, Instant)>, bool) = {
             let mut kept = lock(&kept);
             let now = Instant::now();
-            let old: Vec<String> = kept
+            let stale = kept
                 .by_key
-                .iter()
-                .filter(|(_, (_, at))| now.duration_since(*at) >= KEEP_FOR)
-                .map(|(k, _)| k.clone())
+                .extract_if(|_, (_, at)| now.duration_since(*at) >= KEEP_FOR)
+                .map(|(_, v)| v)
                 .collect();
-            let stale = old
-                .iter()
-                .filter_map(|k| kept.by_key.remove(k).map(|(w, _)| w))
-                .collect();
-            if kept.by_key.is_empty() {
-                kept.reaping = false;
-                drop(kept);
-                drop(stale);
-                return;
-            }
-            stale
+            kept.reaping = !kept.by_key.is_empty();
+            (stale, kept.reaping)
         };
         // Dropped outside the lock: dropping a stream may cancel it with the backend.
         drop(stale);
+        if !more {
+            return;
+        }
     }
 }
